@@ -1,0 +1,39 @@
+"""Argument checks shared by every module: concrete values are checked, traced ones pass."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import numpy as np
+from jax.typing import ArrayLike
+
+
+def is_traced(tree: chex.ArrayTree) -> bool:
+    """True if any leaf of ``tree`` is a tracer (we are inside jit/vmap/grad)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _concrete(value: ArrayLike) -> np.ndarray | None:
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value)
+
+
+def check_non_negative(value: ArrayLike, name: str) -> None:
+    """``ValueError`` naming ``name`` if a concrete ``value`` has a negative or NaN entry."""
+    array = _concrete(value)
+    if array is not None and not np.all(array >= 0):
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+
+
+def check_interval(
+    value: ArrayLike, name: str, low: float, high: float, *, closed_high: bool = False
+) -> None:
+    """``ValueError`` naming ``name`` unless ``low <= value < high`` (``<= high`` if closed)."""
+    array = _concrete(value)
+    if array is None:
+        return
+    upper_ok = array <= high if closed_high else array < high
+    if not np.all((array >= low) & upper_ok):
+        bracket = "]" if closed_high else ")"
+        raise ValueError(f"{name} must lie in [{low}, {high}{bracket}, got {value!r}")

@@ -1,0 +1,47 @@
+"""The ``jaxreg`` command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxreg",
+        description="jaxreg: regularization research in JAX.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tour = commands.add_parser(
+        "tour",
+        help="reproduce the regularization study on MNIST-1D and write a report",
+        description="Train the overfitting MLP baseline and the regularized variants on "
+        "MNIST-1D (generated offline) and write report.md, results.json and figures.",
+    )
+    tour.add_argument("--quick", action="store_true", help="shorter training, same sections")
+    tour.add_argument("--out", default="jaxreg-tour", help="output folder (default: jaxreg-tour)")
+    tour.add_argument("--seeds", type=_positive_int, default=3, help="seeds per row (default: 3)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "tour":
+        from jaxreg.tour import TourConfig, run_tour
+
+        config = TourConfig.quick(args.seeds) if args.quick else TourConfig(seeds=args.seeds)
+        run_tour(args.out, config)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

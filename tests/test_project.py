@@ -1,0 +1,26 @@
+"""The README's promises: two set-up commands, CI runs exactly the test one, the example works."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks(text: str) -> list[str]:
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
+    blocks = _bash_blocks((ROOT / "README.md").read_text())
+    assert len(blocks) == 2
+    tour_command, test_command = blocks
+    assert "jaxreg tour" in tour_command and "pytest" in test_command
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci_lines
+
+
+def test_public_api_is_reexported():
+    import jaxreg
+
+    for name in ("data", "nn", "training", "fit", "losses"):
+        assert hasattr(jaxreg, name), name

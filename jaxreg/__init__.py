@@ -2,8 +2,14 @@
 
 from jaxreg import data as data
 from jaxreg import losses as losses
+from jaxreg import masks as masks
 from jaxreg import nn as nn
+from jaxreg import penalties as penalties
+from jaxreg import prox as prox
 from jaxreg import training as training
+from jaxreg import transforms as transforms
+from jaxreg.training import FitResult as FitResult
+from jaxreg.training import evaluate as evaluate
 from jaxreg.training import fit as fit
 
 __version__ = "0.1.0"

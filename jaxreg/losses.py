@@ -29,7 +29,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     Example:
       >>> logits = jnp.array([[2.0, 0.0], [0.0, 2.0]])
-      >>> softmax_cross_entropy(logits, jnp.array([0, 0])).round(3).tolist()
+      >>> [round(v, 3) for v in softmax_cross_entropy(logits, jnp.array([0, 0])).tolist()]
       [0.127, 2.127]
     """
     if labels.ndim == logits.ndim:

@@ -22,5 +22,27 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
 def test_public_api_is_reexported():
     import jaxreg
 
-    for name in ("data", "nn", "training", "fit", "losses"):
+    for name in (
+        "data",
+        "nn",
+        "training",
+        "fit",
+        "losses",
+        "penalties",
+        "prox",
+        "transforms",
+        "masks",
+        "evaluate",
+    ):
         assert hasattr(jaxreg, name), name
+
+
+def test_readme_example_runs_and_reports_a_gap(capsys):
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(code) == 1
+    namespace: dict = {}
+    exec(compile(code[0], "README.md", "exec"), namespace)
+    history = namespace["history"]
+    assert float(history["train_accuracy"][-1]) > 0.9
+    assert 0.3 < float(history["eval_accuracy"][-1]) < 0.9
+    assert "gap" in capsys.readouterr().out

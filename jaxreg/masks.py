@@ -1,0 +1,109 @@
+"""Ready-made masks with optax semantics: ``True`` means "regularize this leaf".
+
+A mask is a pytree of bools with the structure of ``params`` (or a prefix of
+it), or a callable ``params -> mask``; every jaxreg penalty, proximal operator
+and transform accepts one as ``mask=``, and so do optax's own
+``optax.masked``/``optax.add_decayed_weights``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import jax
+import numpy as np
+
+__all__ = ["MaskLike", "by_path", "leaf_path", "resolve", "weights_only"]
+
+MaskLike = Any  # a pytree (prefix) of bools, or a callable params -> such a pytree
+
+
+def weights_only(params: chex.ArrayTree) -> chex.ArrayTree:
+    """True for leaves with ``ndim >= 2`` (kernels), False for biases and norm scales.
+
+    Example:
+      >>> weights_only({"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)})
+      {'bias': False, 'kernel': True}
+    """
+    return jax.tree.map(lambda leaf: np.ndim(leaf) >= 2, params)
+
+
+def leaf_path(path: tuple) -> str:
+    """``"layers/0/kernel"`` for a pytree key path; NNX's trailing ``.value`` is dropped."""
+    parts = []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.DictKey):
+            parts.append(str(entry.key))
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            parts.append(str(entry.idx))
+        elif isinstance(entry, jax.tree_util.GetAttrKey):
+            parts.append(entry.name)
+        elif isinstance(entry, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(entry.key))
+        else:
+            parts.append(str(entry))
+    if len(path) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and parts[-1] == "value":
+        parts.pop()
+    return "/".join(parts)
+
+
+def by_path(*patterns: str, exclude: bool = False) -> Callable[[chex.ArrayTree], chex.ArrayTree]:
+    """Mask from regular expressions matched (``re.search``) against ``"a/b/c"`` leaf paths.
+
+    Works on plain dicts, lists and NNX ``State`` alike.
+
+    Args:
+      *patterns: regular expressions; a leaf is selected if any of them matches.
+      exclude: invert the selection (regularize everything *but* the matches).
+
+    Returns:
+      A callable ``params -> mask``.
+
+    Example:
+      >>> params = {"layers": [{"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}]}
+      >>> by_path(r"kernel$")(params)
+      {'layers': [{'bias': False, 'kernel': True}]}
+    """
+    if not patterns:
+        raise ValueError("by_path needs at least one pattern")
+    compiled = [re.compile(p) for p in patterns]
+
+    def mask_fn(params: chex.ArrayTree) -> chex.ArrayTree:
+        def select(path, _):
+            hit = any(c.search(leaf_path(path)) for c in compiled)
+            return hit != exclude
+
+        return jax.tree_util.tree_map_with_path(select, params)
+
+    return mask_fn
+
+
+def resolve(mask: MaskLike | None, params: chex.ArrayTree) -> chex.ArrayTree:
+    """Full mask with the structure of ``params``: calls a callable, broadcasts a prefix.
+
+    ``None`` selects every leaf. Leaves of the mask must be Python or NumPy bools.
+
+    Raises:
+      ValueError: the mask's tree does not match (a prefix of) ``params``.
+      TypeError: a mask leaf is not a bool.
+    """
+    if mask is None:
+        return jax.tree.map(lambda _: True, params)
+    if callable(mask):
+        mask = mask(params)
+    try:
+        full = jax.tree.map(
+            lambda m, sub: jax.tree.map(lambda _: m, sub), mask, params, is_leaf=lambda x: x is None
+        )
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"mask does not match the params tree: mask structure {jax.tree.structure(mask)} "
+            f"vs params {jax.tree.structure(params)}"
+        ) from err
+    for leaf in jax.tree.leaves(full):
+        if not isinstance(leaf, bool | np.bool_):
+            raise TypeError(f"mask leaves must be bools, got {type(leaf).__name__}")
+    return full

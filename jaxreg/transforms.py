@@ -1,0 +1,219 @@
+"""Optax transforms that optax lacks: decoupled decay, proximal steps, masked gradient noise.
+
+All go in ``optax.chain``; strengths and rates may be traced. Masks follow
+optax semantics (``True`` = transform this leaf); masked-out leaves' updates
+pass through unchanged, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import ArrayLike
+
+from jaxreg import prox
+from jaxreg._checks import check_interval, check_non_negative
+from jaxreg.masks import MaskLike, resolve
+
+__all__ = [
+    "ProximalState",
+    "ScheduleCountState",
+    "decoupled_weight_decay",
+    "masked_gradient_noise",
+    "proximal_elastic_net",
+    "proximal_group_lasso",
+    "proximal_l1",
+]
+
+ScalarOrSchedule = ArrayLike | optax.Schedule
+
+
+class ScheduleCountState(NamedTuple):
+    """Step counter of :func:`decoupled_weight_decay`."""
+
+    count: jax.Array
+
+
+class ProximalState(NamedTuple):
+    """Step counter of the proximal transforms (drives a learning-rate schedule)."""
+
+    count: jax.Array
+
+
+def _with_mask(
+    inner: optax.GradientTransformation, mask: MaskLike | None
+) -> optax.GradientTransformation:
+    if mask is None:
+        return inner
+
+    def mask_fn(params):
+        return resolve(mask, params)
+
+    return optax.masked(inner, mask_fn)
+
+
+def _value_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+    return value(count) if callable(value) else value
+
+
+def _require_params(params: chex.ArrayTree | None, name: str) -> chex.ArrayTree:
+    if params is None:
+        raise ValueError(f"{name} needs params: call update(updates, state, params)")
+    return params
+
+
+def decoupled_weight_decay(
+    rate: ArrayLike,
+    schedule: optax.Schedule | None = None,
+    mask: MaskLike | None = None,
+) -> optax.GradientTransformation:
+    """Decoupled weight decay (Loshchilov & Hutter, 2019): adds ``-rate · s(t) · p`` to the update.
+
+    Place it *after* the optimizer in a chain, e.g.
+    ``optax.chain(optax.adam(lr), decoupled_weight_decay(1e-4))``: the step is
+    ``p ← p - lr·adam(g) - rate·s(t)·p``. The decay is scaled by the schedule
+    multiplier ``s(t)`` (1 without a schedule) but **not** by the learning rate.
+    ``optax.adamw(lr, weight_decay=λ)`` instead steps ``p ← p - lr·(adam(g) + λp)``:
+    its decay is ``lr·λ``, so changing the learning rate silently changes the
+    regularization. The two agree when ``rate = lr·λ`` and ``s(t) = lr_t/lr``.
+    Under plain SGD the same step is an L2 penalty ``(rate/lr)·½Σw²``; under
+    Adam it is not (the penalty's gradient would be rescaled by Adam).
+
+    Args:
+      rate: decay per step (may be traced), ``>= 0``.
+      schedule: optional multiplier ``s(count)``, e.g. an optax schedule divided
+        by its peak value.
+      mask: optax-style mask, e.g. :func:`jaxreg.masks.weights_only`.
+
+    Example:
+      >>> tx = optax.chain(optax.sgd(0.1), decoupled_weight_decay(0.01))
+      >>> params = {"w": jnp.array([1.0])}
+      >>> updates, _ = tx.update({"w": jnp.array([0.0])}, tx.init(params), params)
+      >>> round(float(updates["w"][0]), 6)
+      -0.01
+    """
+    check_non_negative(rate, "rate")
+
+    def init_fn(params):
+        del params
+        return ScheduleCountState(count=jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        params = _require_params(params, "decoupled_weight_decay")
+        scale = rate if schedule is None else rate * schedule(state.count)
+        updates = jax.tree.map(lambda u, p: (u - scale * p).astype(u.dtype), updates, params)
+        return updates, ScheduleCountState(count=optax.safe_increment(state.count))
+
+    return _with_mask(optax.GradientTransformation(init_fn, update_fn), mask)
+
+
+def _proximal(
+    prox_fn: Callable[[chex.ArrayTree, jax.Array], chex.ArrayTree],
+    strength: ArrayLike,
+    learning_rate: ScalarOrSchedule,
+    mask: MaskLike | None,
+    name: str,
+) -> optax.GradientTransformation:
+    check_non_negative(strength, "strength")
+    if not callable(learning_rate):
+        check_non_negative(learning_rate, "learning_rate")
+
+    def init_fn(params):
+        del params
+        return ProximalState(count=jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        params = _require_params(params, name)
+        threshold = _value_at(learning_rate, state.count) * strength
+        target = prox_fn(optax.apply_updates(params, updates), threshold)
+        # p + (prox - p) is exactly 0 wherever prox is 0 (x + (-x) == 0 in IEEE).
+        new_updates = jax.tree.map(lambda t, p: (t - p).astype(p.dtype), target, params)
+        return new_updates, ProximalState(count=optax.safe_increment(state.count))
+
+    return _with_mask(optax.GradientTransformation(init_fn, update_fn), mask)
+
+
+def proximal_l1(
+    strength: ArrayLike, learning_rate: ScalarOrSchedule, mask: MaskLike | None = None
+) -> optax.GradientTransformation:
+    """Proximal L1 step: the parameters land on ``prox.l1(p + u, lr_t · strength)``.
+
+    Goes **last** in a chain, after the optimizer whose learning rate it
+    mirrors: with ``optax.chain(optax.sgd(lr), proximal_l1(α, lr))`` this is
+    ISTA on ``loss + α·Σ|w|``. Unlike a subgradient penalty it produces exact
+    zeros, and a zero stays zero unless the gradient step pushes it past the
+    threshold ``lr_t·α``. ``learning_rate`` is a float or the same optax
+    schedule given to the optimizer.
+
+    Example:
+      >>> tx = optax.chain(optax.sgd(0.1), proximal_l1(strength=1.0, learning_rate=0.1))
+      >>> params = {"w": jnp.array([0.05, 1.0])}
+      >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+      >>> [round(v, 6) for v in optax.apply_updates(params, updates)["w"].tolist()]
+      [0.0, 0.9]
+    """
+    return _proximal(lambda p, t: prox.l1(p, t), strength, learning_rate, mask, "proximal_l1")
+
+
+def proximal_elastic_net(
+    strength: ArrayLike,
+    l1_ratio: ArrayLike,
+    learning_rate: ScalarOrSchedule,
+    mask: MaskLike | None = None,
+) -> optax.GradientTransformation:
+    """Proximal elastic-net step onto ``prox.elastic_net(p + u, lr_t · strength, l1_ratio)``.
+
+    With SGD this minimizes ``loss + strength·elastic_net(w, l1_ratio)``
+    (scikit-learn's ``ElasticNet(alpha=strength, l1_ratio=...)`` for least squares).
+    """
+    check_interval(l1_ratio, "l1_ratio", 0.0, 1.0, closed_high=True)
+    return _proximal(
+        lambda p, t: prox.elastic_net(p, t, l1_ratio),
+        strength,
+        learning_rate,
+        mask,
+        "proximal_elastic_net",
+    )
+
+
+def proximal_group_lasso(
+    strength: ArrayLike,
+    learning_rate: ScalarOrSchedule,
+    group_axis: int = -1,
+    mask: MaskLike | None = None,
+) -> optax.GradientTransformation:
+    """Proximal group-lasso step: whole groups (e.g. a unit's incoming weights) become exactly 0.
+
+    Groups are slices along ``group_axis`` (see :func:`jaxreg.penalties.group_norms`).
+    Usually combined with ``mask=jaxreg.masks.weights_only``.
+    """
+    return _proximal(
+        lambda p, t: prox.group_lasso(p, t, group_axis),
+        strength,
+        learning_rate,
+        mask,
+        "proximal_group_lasso",
+    )
+
+
+def masked_gradient_noise(
+    eta: ArrayLike, gamma: ArrayLike, key: jax.Array | int, mask: MaskLike | None = None
+) -> optax.GradientTransformation:
+    """``optax.add_noise`` (annealed Gaussian gradient noise, Neelakantan et al. 2015) with a mask.
+
+    The noise variance at step ``t`` is ``eta / (1 + t)**gamma``. This only adds a
+    mask to optax's transform; the recipe is to put it right after the
+    gradient, before the optimizer::
+
+        optax.chain(
+            masked_gradient_noise(0.01, 0.55, key, mask=masks.weights_only),
+            optax.adam(lr),
+        )
+    """
+    check_non_negative(eta, "eta")
+    return _with_mask(optax.add_noise(eta, gamma, key), mask)

@@ -1,0 +1,131 @@
+"""Proximal operators against closed forms, their defining objective, and scikit-learn."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.optimize import minimize
+from sklearn.linear_model import ElasticNet, Lasso, Ridge
+
+from jaxreg import penalties, prox
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    w=arrays(np.float32, 6, elements=st.floats(-3, 3, width=32)),
+    t=st.floats(0.0, 2.0),
+    ratio=st.floats(0.0, 1.0),
+)
+def test_prox_minimizes_its_documented_objective(w, t, ratio):
+    """prox_f(w, t) = argmin ½||z-w||² + t·f(z), with f exactly the penalty function."""
+    cases = [
+        (prox.l1({"w": w}, t)["w"], lambda z: penalties.l1({"w": z})),
+        (prox.l2({"w": w}, t)["w"], lambda z: penalties.l2({"w": z})),
+        (
+            prox.elastic_net({"w": w}, t, ratio)["w"],
+            lambda z: penalties.elastic_net({"w": z}, ratio),
+        ),
+        (
+            prox.group_lasso({"w": w.reshape(3, 2)}, t)["w"].ravel(),
+            lambda z: penalties.group_lasso({"w": z.reshape(3, 2)}),
+        ),
+    ]
+    for z_star, f in cases:
+
+        def objective(z, f=f):
+            return 0.5 * np.sum((z - w) ** 2) + t * float(f(jnp.asarray(z, jnp.float32)))
+
+        best = objective(np.asarray(z_star, np.float64))
+        # No random perturbation of the prox point does better.
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            trial = np.asarray(z_star, np.float64) + rng.normal(scale=0.05, size=z_star.shape)
+            assert best <= objective(trial) + 1e-4
+        numeric = minimize(objective, w, method="Powell", options={"xtol": 1e-8, "ftol": 1e-12})
+        assert best <= numeric.fun + 1e-4
+
+
+def test_soft_threshold_closed_form_and_masks():
+    params = {"w": jnp.array([-2.0, -0.3, 0.0, 0.3, 2.0]), "b": jnp.array([0.1, -5.0])}
+    out = prox.l1(params, 0.5, mask={"w": True, "b": False})
+    np.testing.assert_array_equal(out["w"], [-1.5, 0.0, 0.0, 0.0, 1.5])
+    assert out["b"] is params["b"] or np.array_equal(out["b"], params["b"])
+    with pytest.raises(ValueError, match="threshold"):
+        prox.l1(params, -0.1)
+    with pytest.raises(ValueError, match="l1_ratio"):
+        prox.elastic_net(params, 0.1, 2.0)
+
+
+def test_group_lasso_zeroes_whole_groups():
+    w = jnp.array([[3.0, 0.1, 0.0], [4.0, 0.1, 0.0]])
+    out = prox.group_lasso({"w": w}, 1.0)["w"]
+    np.testing.assert_allclose(out[:, 0], np.array([3.0, 4.0]) * (1 - 1 / 5), rtol=1e-6)
+    np.testing.assert_array_equal(out[:, 1:], 0.0)
+
+
+def _fista(x, y, prox_step, smooth_penalty=None, num_iters=20000):
+    """Accelerated proximal gradient on (1/2n)||y - Xw||² (+ smooth penalty), float64."""
+    n = x.shape[0]
+    lipschitz = np.linalg.eigvalsh(x.T @ x / n).max()
+    if smooth_penalty is not None:
+        lipschitz += smooth_penalty
+    step = 1.0 / lipschitz
+    x, y = jnp.asarray(x), jnp.asarray(y)
+
+    def grad(w):
+        g = x.T @ (x @ w - y) / n
+        return g if smooth_penalty is None else g + smooth_penalty * w
+
+    def body(_, carry):
+        w, v, t = carry
+        w_next = prox_step(v - step * grad(v), step)
+        t_next = (1 + jnp.sqrt(1 + 4 * t**2)) / 2
+        v_next = w_next + (t - 1) / t_next * (w_next - w)
+        return w_next, v_next, t_next
+
+    w0 = jnp.zeros(x.shape[1])
+    w, _, _ = jax.lax.fori_loop(0, num_iters, body, (w0, w0, jnp.asarray(1.0)))
+    return np.asarray(w)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 2.0, 8.0])
+def test_proximal_gradient_with_prox_l1_reaches_sklearn_lasso(x64, diabetes, alpha):
+    x, y = diabetes
+    reference = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=10**6).fit(x, y).coef_
+    ours = _fista(x, y, lambda w, s: prox.l1({"w": w}, s * alpha)["w"])
+    np.testing.assert_array_equal(ours == 0.0, reference == 0.0)
+    assert np.sum(reference == 0.0) >= 1
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-8 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize(("alpha", "l1_ratio"), [(1.0, 0.5), (4.0, 0.9)])
+def test_proximal_gradient_with_prox_elastic_net_reaches_sklearn(x64, diabetes, alpha, l1_ratio):
+    x, y = diabetes
+    reference = (
+        ElasticNet(alpha=alpha, l1_ratio=l1_ratio, fit_intercept=False, tol=1e-14, max_iter=10**6)
+        .fit(x, y)
+        .coef_
+    )
+    ours = _fista(x, y, lambda w, s: prox.elastic_net({"w": w}, s * alpha, l1_ratio)["w"])
+    np.testing.assert_array_equal(ours == 0.0, reference == 0.0)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-8 * np.abs(reference).max())
+
+
+def test_gradient_descent_on_l2_penalty_reaches_sklearn_ridge(x64, diabetes):
+    """Ridge minimizes ||y-Xw||² + α||w||²  ⇔  (1/2n)||y-Xw||² + (α/n)·penalties.l2(w)."""
+    x, y = diabetes
+    alpha = 50.0
+    n = x.shape[0]
+    reference = Ridge(alpha=alpha, fit_intercept=False, solver="cholesky").fit(x, y).coef_
+
+    def objective(w):
+        return jnp.mean((jnp.asarray(x) @ w - y) ** 2) / 2 + alpha / n * penalties.l2({"w": w})
+
+    grad = jax.jit(jax.grad(objective))
+    step = 1.0 / (np.linalg.eigvalsh(x.T @ x / n).max() + alpha / n)
+    w = jax.lax.fori_loop(0, 20000, lambda _, w: w - step * grad(w), jnp.zeros(x.shape[1]))
+    np.testing.assert_allclose(w, reference, rtol=1e-5)
+    assert not np.any(np.asarray(w) == 0.0)

@@ -1,0 +1,202 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from sklearn.linear_model import Lasso
+
+from jaxreg import fit, masks, penalties, transforms
+from jaxreg.nn import MLP, functional
+
+
+def _quadratic_problem():
+    x = jax.random.normal(jax.random.key(0), (64, 5))
+    y = x @ jnp.array([1.0, -2.0, 0.0, 0.5, 0.0]) + 0.1 * jax.random.normal(
+        jax.random.key(1), (64,)
+    )
+    params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
+
+    def loss(p):
+        return jnp.mean((x @ p["w"] + p["b"] - y) ** 2) / 2
+
+    return params, loss
+
+
+def _run(tx, params, loss, steps=50):
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(steps):
+        params, state = step(params, state)
+    return params
+
+
+def test_proximal_l1_transform_is_ista_and_reaches_sklearn_lasso(x64, diabetes):
+    x, y = diabetes
+    alpha, lr = 2.0, 0.05
+    reference = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=10**6).fit(x, y).coef_
+    tx = optax.chain(optax.sgd(lr), transforms.proximal_l1(alpha, lr))
+
+    def loss(p):
+        return jnp.mean((jnp.asarray(x) @ p["w"] - y) ** 2) / 2
+
+    w = _run(tx, {"w": jnp.zeros(x.shape[1])}, loss, steps=20000)["w"]
+    np.testing.assert_array_equal(w == 0.0, reference == 0.0)
+    np.testing.assert_allclose(w, reference, rtol=1e-5, atol=1e-8 * np.abs(reference).max())
+
+
+def test_decoupled_weight_decay_equals_l2_under_sgd_and_differs_under_adam():
+    params, loss = _quadratic_problem()
+    lr, lam = 0.1, 0.3
+
+    def penalized(p):
+        return loss(p) + lam * penalties.l2(p)
+
+    sgd_decoupled = _run(
+        optax.chain(optax.sgd(lr), transforms.decoupled_weight_decay(lr * lam)), params, loss
+    )
+    sgd_penalty = _run(optax.sgd(lr), params, penalized)
+    chex.assert_trees_all_close(sgd_decoupled, sgd_penalty, rtol=1e-5, atol=1e-6)
+
+    adam_decoupled = _run(
+        optax.chain(optax.adam(lr), transforms.decoupled_weight_decay(lr * lam)), params, loss
+    )
+    adam_penalty = _run(optax.adam(lr), params, penalized)
+    gap = float(jnp.max(jnp.abs(adam_decoupled["w"] - adam_penalty["w"])))
+    print(f"max |decoupled - L2| under Adam: {gap:.4f}")
+    assert gap > 1e-2
+
+
+def test_decoupled_weight_decay_closed_form_with_schedule_and_not_lr():
+    params = {"w": jnp.array([2.0])}
+    schedule = optax.linear_schedule(1.0, 0.0, 4)
+    for lr in (0.1, 1.0):  # the decay must not depend on the optimizer's learning rate
+        tx = optax.chain(optax.sgd(lr), transforms.decoupled_weight_decay(0.1, schedule=schedule))
+        state = tx.init(params)
+        p = params
+        for t in range(4):
+            updates, state = tx.update({"w": jnp.zeros(1)}, state, p)
+            np.testing.assert_allclose(updates["w"], -0.1 * (1 - t / 4) * p["w"], rtol=1e-6)
+            p = optax.apply_updates(p, updates)
+
+
+def test_proximal_zero_stays_zero_unless_the_gradient_pushes_past_the_threshold():
+    lr, strength = 0.1, 1.0  # threshold 0.1
+    tx = optax.chain(optax.sgd(lr), transforms.proximal_l1(strength, lr))
+    params = {"w": jnp.zeros(3)}
+    grads = {"w": jnp.array([0.5, -0.9, 3.0])}  # sgd step: -0.05, 0.09, -0.3
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)["w"]
+    np.testing.assert_array_equal(new[:2], 0.0)
+    np.testing.assert_allclose(new[2], -0.2, rtol=1e-6)
+
+
+def test_proximal_transforms_follow_a_schedule():
+    schedule = optax.piecewise_constant_schedule(1.0, {1: 0.1})
+    tx = optax.chain(optax.sgd(schedule), transforms.proximal_l1(0.5, schedule))
+    params = {"w": jnp.array([2.0])}
+    state = tx.init(params)
+    updates, state = tx.update({"w": jnp.zeros(1)}, state, params)
+    params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params["w"], [1.5])
+    updates, state = tx.update({"w": jnp.zeros(1)}, state, params)
+    np.testing.assert_allclose(optax.apply_updates(params, updates)["w"], [1.45], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: transforms.decoupled_weight_decay(s, mask=masks.weights_only),
+        lambda s: transforms.proximal_l1(s, 0.1, mask=masks.weights_only),
+        lambda s: transforms.proximal_elastic_net(s, 0.5, 0.1, mask=masks.weights_only),
+        lambda s: transforms.proximal_group_lasso(s, 0.1, mask=masks.weights_only),
+        lambda s: transforms.masked_gradient_noise(
+            s, 0.55, jax.random.key(0), mask=masks.weights_only
+        ),
+    ],
+)
+def test_transforms_jit_vmap_once_and_leave_masked_leaves_bitwise(make):
+    params = {
+        "kernel": jax.random.normal(jax.random.key(0), (4, 3)),
+        "bias": jax.random.normal(jax.random.key(1), (3,)),
+    }
+    grads = jax.tree.map(lambda a: 0.1 * jnp.cos(a), params)
+    chex.clear_trace_counter()  # counts are per code object, shared across parametrizations
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(strength):
+        tx = optax.chain(optax.sgd(0.1), make(strength))
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return optax.apply_updates(params, updates)
+
+    strengths = jnp.array([0.0, 0.5, 2.0])
+    swept = jax.vmap(step)(strengths)
+    sgd_only = optax.apply_updates(params, jax.tree.map(lambda g: -0.1 * g, grads))
+    for i in range(3):
+        # Masked (bias) leaf: exactly the plain SGD step, bit for bit.
+        np.testing.assert_array_equal(swept["bias"][i], sgd_only["bias"])
+        single = step(strengths[i])
+        np.testing.assert_allclose(swept["kernel"][i], single["kernel"], rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(swept["kernel"][2], sgd_only["kernel"])
+
+
+def test_adam_with_proximal_l1_gives_exact_zeros_and_the_subgradient_penalty_none(mnist1d_data):
+    x_train, y_train, x_test, y_test = mnist1d_data
+    apply, params = functional(MLP((40, 100, 100, 10), rngs=nnx.Rngs(0)))
+    lr, strength = 1e-3, 0.3
+    common = dict(key=jax.random.key(0), num_epochs=30, batch_size=100, eval_data=(x_test, y_test))
+    prox_run = fit(
+        apply,
+        params,
+        optax.chain(optax.adam(lr), transforms.proximal_l1(strength, lr, mask=masks.weights_only)),
+        (x_train, y_train),
+        **common,
+    )
+    sub_run = fit(
+        apply,
+        params,
+        optax.adam(lr),
+        (x_train, y_train),
+        penalty=lambda p: penalties.l1(p, masks.weights_only),
+        penalty_strength=strength,
+        **common,
+    )
+
+    def zeros(p):
+        kernels = [p["layers"][i]["kernel"] for i in range(3)]
+        return sum(int(jnp.sum(k == 0.0)) for k in kernels), sum(k.size for k in kernels)
+
+    prox_zeros, total = zeros(prox_run.params)
+    sub_zeros, _ = zeros(sub_run.params)
+    print(
+        f"exact zeros: proximal {prox_zeros}/{total}, subgradient {sub_zeros}/{total}; "
+        f"proximal test acc {float(prox_run.history['eval_accuracy'][-1]):.3f}"
+    )
+    assert prox_zeros / total > 0.5
+    assert sub_zeros == 0
+    assert float(prox_run.history["eval_accuracy"][-1]) > 0.3  # still a working classifier
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="rate"):
+        transforms.decoupled_weight_decay(-1.0)
+    with pytest.raises(ValueError, match="strength"):
+        transforms.proximal_l1(-0.1, 0.1)
+    with pytest.raises(ValueError, match="learning_rate"):
+        transforms.proximal_l1(0.1, -0.1)
+    with pytest.raises(ValueError, match="l1_ratio"):
+        transforms.proximal_elastic_net(0.1, -0.5, 0.1)
+    params = {"w": jnp.ones(2), "b": jnp.ones(1)}
+    tx = transforms.proximal_l1(0.1, 0.1, mask={"w": True})
+    with pytest.raises(ValueError, match="mask"):
+        tx.init(params)
+    with pytest.raises(ValueError, match="params"):
+        plain = transforms.proximal_l1(0.1, 0.1)
+        plain.update(params, plain.init(params))

@@ -6,6 +6,7 @@ from jaxreg import masks as masks
 from jaxreg import nn as nn
 from jaxreg import penalties as penalties
 from jaxreg import prox as prox
+from jaxreg import solvers as solvers
 from jaxreg import training as training
 from jaxreg import transforms as transforms
 from jaxreg.training import FitResult as FitResult

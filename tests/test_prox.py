@@ -11,6 +11,7 @@ from scipy.optimize import minimize
 from sklearn.linear_model import ElasticNet, Lasso, Ridge
 
 from jaxreg import penalties, prox
+from jaxreg.solvers import proximal_gradient
 
 
 @settings(max_examples=20, deadline=None)
@@ -66,28 +67,18 @@ def test_group_lasso_zeroes_whole_groups():
     np.testing.assert_array_equal(out[:, 1:], 0.0)
 
 
-def _fista(x, y, prox_step, smooth_penalty=None, num_iters=20000):
-    """Accelerated proximal gradient on (1/2n)||y - Xw||² (+ smooth penalty), float64."""
+def _fista(x, y, prox_step, num_iters=20000):
+    """FISTA on (1/2n)||y - Xw||² with step 1/L, float64 (L from an exact eigendecomposition)."""
     n = x.shape[0]
-    lipschitz = np.linalg.eigvalsh(x.T @ x / n).max()
-    if smooth_penalty is not None:
-        lipschitz += smooth_penalty
-    step = 1.0 / lipschitz
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    step = 1.0 / np.linalg.eigvalsh(x.T @ x / n).max()
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
 
-    def grad(w):
-        g = x.T @ (x @ w - y) / n
-        return g if smooth_penalty is None else g + smooth_penalty * w
+    def smooth_loss(w):
+        return jnp.sum((xj @ w - yj) ** 2) / (2 * n)
 
-    def body(_, carry):
-        w, v, t = carry
-        w_next = prox_step(v - step * grad(v), step)
-        t_next = (1 + jnp.sqrt(1 + 4 * t**2)) / 2
-        v_next = w_next + (t - 1) / t_next * (w_next - w)
-        return w_next, v_next, t_next
-
-    w0 = jnp.zeros(x.shape[1])
-    w, _, _ = jax.lax.fori_loop(0, num_iters, body, (w0, w0, jnp.asarray(1.0)))
+    w = proximal_gradient(
+        smooth_loss, prox_step, jnp.zeros(x.shape[1]), step_size=step, num_iters=num_iters
+    )
     return np.asarray(w)
 
 
@@ -95,7 +86,7 @@ def _fista(x, y, prox_step, smooth_penalty=None, num_iters=20000):
 def test_proximal_gradient_with_prox_l1_reaches_sklearn_lasso(x64, diabetes, alpha):
     x, y = diabetes
     reference = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=10**6).fit(x, y).coef_
-    ours = _fista(x, y, lambda w, s: prox.l1({"w": w}, s * alpha)["w"])
+    ours = _fista(x, y, lambda w, s: prox.l1(w, s * alpha))
     np.testing.assert_array_equal(ours == 0.0, reference == 0.0)
     assert np.sum(reference == 0.0) >= 1
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-8 * np.abs(reference).max())
@@ -109,7 +100,7 @@ def test_proximal_gradient_with_prox_elastic_net_reaches_sklearn(x64, diabetes, 
         .fit(x, y)
         .coef_
     )
-    ours = _fista(x, y, lambda w, s: prox.elastic_net({"w": w}, s * alpha, l1_ratio)["w"])
+    ours = _fista(x, y, lambda w, s: prox.elastic_net(w, s * alpha, l1_ratio))
     np.testing.assert_array_equal(ours == 0.0, reference == 0.0)
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-8 * np.abs(reference).max())
 
@@ -129,3 +120,24 @@ def test_gradient_descent_on_l2_penalty_reaches_sklearn_ridge(x64, diabetes):
     w = jax.lax.fori_loop(0, 20000, lambda _, w: w - step * grad(w), jnp.zeros(x.shape[1]))
     np.testing.assert_allclose(w, reference, rtol=1e-5)
     assert not np.any(np.asarray(w) == 0.0)
+
+
+def test_ista_and_fista_agree_on_a_quadratic_with_a_closed_form():
+    """min ½||w - c||² + α||w||₁ is soft(c, α); both variants reach it."""
+    c = jnp.array([3.0, -0.4, 0.0, -2.5])
+
+    def loss(w):
+        return 0.5 * jnp.sum((w - c) ** 2)
+
+    for accelerated in (True, False):
+        w = proximal_gradient(
+            loss,
+            lambda v, s: prox.l1(v, s * 0.5),
+            jnp.zeros(4),
+            step_size=0.5,
+            num_iters=200,
+            accelerated=accelerated,
+        )
+        np.testing.assert_allclose(w, [2.5, 0.0, 0.0, -2.0], atol=1e-6)
+    with pytest.raises(ValueError, match="num_iters"):
+        proximal_gradient(loss, lambda v, s: v, c, step_size=0.1, num_iters=-1)

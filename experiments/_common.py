@@ -27,3 +27,46 @@ def report(name: str, claim: str, evidence: dict[str, Any], passed: bool, out: P
     result = {"name": name, "claim": claim, "evidence": evidence, "verdict": verdict}
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
     return 0 if passed else 1
+
+
+def train_mnist1d_mlp(hyper, seeds: int, make_run, *, num_epochs: int = 100, key_seed: int = 0):
+    """Train the MNIST-1D MLP for every value in ``hyper`` × ``seeds``, vmapped in one compile.
+
+    ``make_run(h)`` returns ``dict(optimizer=..., **fit_kwargs)`` for one traced
+    hyperparameter value ``h``. Returns ``(history, params, dataset, apply)``, with
+    histories and params shaped ``(len(hyper), seeds, ...)``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxreg import data, fit
+    from jaxreg.nn import MLP, init_params
+
+    dataset = data.mnist1d()
+    init_key, train_key = jax.random.split(jax.random.key(key_seed))
+    apply, params = init_params(
+        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(init_key, seeds)
+    )
+    keys = jax.random.split(train_key, seeds)
+
+    def one(h, p, k):
+        options = dict(make_run(h))
+        optimizer = options.pop("optimizer")
+        result = fit(
+            apply,
+            p,
+            optimizer,
+            (dataset.x_train, dataset.y_train),
+            key=k,
+            num_epochs=num_epochs,
+            batch_size=100,
+            eval_data=(dataset.x_test, dataset.y_test),
+            **options,
+        )
+        return result.history, result.params
+
+    over_seeds = jax.vmap(one, in_axes=(None, 0, 0))
+    history, trained = jax.jit(jax.vmap(over_seeds, in_axes=(0, None, None)))(
+        jnp.asarray(hyper, jnp.float32), params, keys
+    )
+    return history, trained, dataset, apply

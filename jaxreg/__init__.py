@@ -1,10 +1,15 @@
 """jaxreg: regularization research in JAX."""
 
+from jaxreg import augment as augment
 from jaxreg import data as data
+from jaxreg import labels as labels
 from jaxreg import losses as losses
 from jaxreg import masks as masks
+from jaxreg import metrics as metrics
 from jaxreg import nn as nn
+from jaxreg import noise as noise
 from jaxreg import penalties as penalties
+from jaxreg import plots as plots
 from jaxreg import prox as prox
 from jaxreg import solvers as solvers
 from jaxreg import training as training

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["learning_curves"]
+__all__ = ["error_bars", "learning_curves", "reliability_diagram"]
 
 
 def _pyplot():
@@ -54,6 +54,87 @@ def learning_curves(
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def reliability_diagram(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | Path | None = None,
+):
+    """Reliability diagram: accuracy vs confidence per bin, one panel per model.
+
+    Args:
+      curves: name -> :func:`jaxreg.metrics.reliability_bins` output (optionally
+        with an ``"ece"`` entry, shown in the title).
+      path: where to save the PNG.
+
+    Returns:
+      The matplotlib ``Figure``.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.6), squeeze=False)
+    for ax, (name, bins) in zip(axes[0], curves.items(), strict=True):
+        count = np.asarray(bins["count"])
+        num_bins = count.size
+        centres = (np.arange(num_bins) + 0.5) / num_bins
+        filled = count > 0
+        ax.bar(
+            centres[filled],
+            np.asarray(bins["accuracy"])[filled],
+            width=1 / num_bins,
+            edgecolor="k",
+            lw=0.5,
+            color="C0",
+            label="accuracy",
+        )
+        ax.bar(
+            centres[filled],
+            (np.asarray(bins["confidence"]) - np.asarray(bins["accuracy"]))[filled],
+            bottom=np.asarray(bins["accuracy"])[filled],
+            width=1 / num_bins,
+            color="C3",
+            alpha=0.35,
+            label="gap to confidence",
+        )
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        title = name if "ece" not in bins else f"{name}\nECE = {float(bins['ece']):.3f}"
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("confidence")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def error_bars(
+    names: list[str],
+    means: np.ndarray,
+    errors: np.ndarray,
+    path: str | Path | None = None,
+    *,
+    ylabel: str = "",
+    title: str = "",
+):
+    """Bar chart of ``means`` with ``errors`` (e.g. sd over seeds)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.6))
+    ax.bar(np.arange(len(names)), means, yerr=errors, capsize=4, color="C0", alpha=0.8)
+    ax.set_xticks(
+        np.arange(len(names)),
+        names,
+        rotation=30 if len(names) > 4 else 0,
+        ha="right" if len(names) > 4 else "center",
+    )
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

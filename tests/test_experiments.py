@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["l1_vs_l2"])
+@pytest.mark.parametrize("name", ["l1_vs_l2", "noise_equals_l2", "label_smoothing", "augmentation"])
 def test_experiment_passes(name, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", f"experiments.{name}", "--out", str(tmp_path)],

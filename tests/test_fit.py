@@ -182,3 +182,40 @@ def test_fit_bad_input(small_problem, overrides, error, match):
     kwargs.update(overrides)
     with pytest.raises(error, match=match):
         fit(apply, params, **kwargs)
+
+
+def test_batch_transform_sees_every_training_batch_with_its_own_key(small_problem):
+    """Label smoothing through batch_transform equals training on pre-smoothed soft labels."""
+    from jaxreg import labels
+
+    apply, params, x, y = small_problem
+    common = dict(key=jax.random.key(0), num_epochs=3, batch_size=len(y))
+    smoothed = fit(
+        apply,
+        params,
+        optax.sgd(0.5),
+        (x, y),
+        batch_transform=lambda k, b: {**b, "y": labels.smooth(b["y"], 2, 0.2)},
+        **common,
+    )
+    presmoothed = fit(apply, params, optax.sgd(0.5), (x, labels.smooth(y, 2, 0.2)), **common)
+    chex.assert_trees_all_close(smoothed.params, presmoothed.params, rtol=1e-6, atol=1e-7)
+    seen = []
+
+    def record(k, b):
+        jax.debug.callback(
+            lambda key_data: seen.append(np.asarray(key_data)), jax.random.key_data(k)
+        )
+        return b
+
+    fit(
+        apply,
+        params,
+        optax.sgd(0.1),
+        (x, y),
+        key=jax.random.key(0),
+        num_epochs=2,
+        batch_size=40,
+        batch_transform=record,
+    )
+    assert len(seen) == 6 and len({s.tobytes() for s in seen}) == 6

@@ -33,6 +33,12 @@ def test_public_api_is_reexported():
         "transforms",
         "masks",
         "evaluate",
+        "augment",
+        "labels",
+        "noise",
+        "metrics",
+        "plots",
+        "solvers",
     ):
         assert hasattr(jaxreg, name), name
 

@@ -30,6 +30,7 @@ from jaxreg.losses import (
 __all__ = ["FitResult", "evaluate", "fit"]
 
 Penalty = Callable[[chex.ArrayTree], jax.Array]
+BatchTransform = Callable[[jax.Array, dict[str, jax.Array]], dict[str, jax.Array]]
 
 
 class FitResult(NamedTuple):
@@ -96,6 +97,7 @@ def fit(
     loss: PerExampleLoss = softmax_cross_entropy,
     penalty: Penalty | None = None,
     penalty_strength: ArrayLike = 0.0,
+    batch_transform: BatchTransform | None = None,
     eval_batch_size: int = 1024,
     progress: bool = False,
     epochs_per_chunk: int | None = None,
@@ -125,6 +127,10 @@ def fit(
       loss: per-example loss ``(logits, labels) -> (n,)``.
       penalty: optional ``params -> scalar`` regularizer (e.g. ``penalties.l2``).
       penalty_strength: multiplier of ``penalty`` (may be traced).
+      batch_transform: optional ``(key, batch) -> batch`` applied to every
+        training minibatch (``{"x", "y", "weight"}``) with its own key: input
+        noise, augmentation (:mod:`jaxreg.augment`), label smoothing or mixup
+        (soft ``y`` of shape ``(batch, K)`` work with the default loss).
       eval_batch_size: batch size for evaluation passes.
       progress: show a progress bar (host-side, chunks of epochs); ignored
         when called under a transformation.
@@ -160,6 +166,9 @@ def fit(
         eval_sets["eval"] = batches(ex, ey, min(eval_batch_size, len(ey)))
 
     def objective(p, batch, step_key):
+        if batch_transform is not None:
+            transform_key, step_key = jax.random.split(step_key)
+            batch = batch_transform(transform_key, batch)
         logits = apply(p, batch["x"], key=step_key, train=True)
         value = weighted_mean(loss(logits, batch["y"]), batch["weight"])
         if penalty is not None:

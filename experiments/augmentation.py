@@ -1,0 +1,75 @@
+"""1-D augmentation improves generalization: the MNIST-1D MLP with and without augmentation.
+
+Augmentation (per example: random shift ±4 with 0.8 probability, amplitude
+scale 0.8–1.2, time stretch ±10%, jitter σ = 0.05) is a ``batch_transform`` of
+``jaxreg.fit``; both arms run 3 seeds each in one vmapped call, where the
+augmentation strength is a traced multiplier (0 = off).
+
+Run: ``python -m experiments.augmentation [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import optax
+
+from experiments._common import parse_args, report, train_mnist1d_mlp
+from jaxreg import plots
+from jaxreg.augment import Stage, compose, signal
+
+NAME = "augmentation"
+CLAIM = "1-D augmentation raises the MNIST-1D MLP's test accuracy (3 seeds, > 2 standard errors)"
+SEEDS = 3
+
+
+def pipeline(strength):
+    return compose(
+        [
+            Stage(lambda k, x: signal.random_shift(k, x, 4), 0.8 * strength),
+            Stage(lambda k, x: signal.random_scale(k, x, 1 - 0.2 * strength, 1 + 0.2 * strength)),
+            Stage(lambda k, x: signal.random_time_stretch(k, x, 0.1 * strength)),
+            Stage(lambda k, x: signal.jitter(k, x, 0.05 * strength)),
+        ]
+    )
+
+
+def main() -> int:
+    args = parse_args(__doc__.splitlines()[0])
+
+    def make_run(strength):
+        augment = pipeline(strength)
+        return dict(
+            optimizer=optax.adam(1e-3), batch_transform=lambda k, b: {**b, "x": augment(k, b["x"])}
+        )
+
+    history, _, _, _ = train_mnist1d_mlp([0.0, 1.0], SEEDS, make_run, num_epochs=100)
+    test = np.asarray(history["eval_accuracy"][:, :, -1])
+    train = np.asarray(history["train_accuracy"][:, :, -1])
+    gain = test[1] - test[0]
+    standard_error = gain.std(ddof=1) / np.sqrt(SEEDS)
+    evidence = {
+        "test_accuracy_plain": [float(test[0].mean()), float(test[0].std())],
+        "test_accuracy_augmented": [float(test[1].mean()), float(test[1].std())],
+        "train_accuracy_plain": float(train[0].mean()),
+        "train_accuracy_augmented": float(train[1].mean()),
+        "gain_per_seed": gain.round(4).tolist(),
+        "mean_gain": float(gain.mean()),
+        "standard_error": float(standard_error),
+    }
+    passed = bool(gain.mean() > 0 and gain.mean() > 2 * standard_error)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plots.error_bars(
+        ["no augmentation", "1-D augmentation"],
+        100 * test.mean(1),
+        100 * test.std(1),
+        args.out / f"{NAME}.png",
+        ylabel="test accuracy (%)",
+        title="MNIST-1D MLP, mean ± sd over 3 seeds",
+    )
+    return report(NAME, CLAIM, evidence, passed, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Audio augmentation on waveforms ``(N, T)`` and spectrograms ``(N, frames, bins)``."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxreg._checks import check_non_negative
+from jaxreg.augment._util import check_rank, per_example
+from jaxreg.augment.signal import interpolate
+
+__all__ = [
+    "add_background_noise",
+    "frequency_mask",
+    "pitch_shift",
+    "shift_pitch",
+    "spectrogram",
+    "time_mask",
+    "time_stretch",
+]
+
+
+def _waves(waves: ArrayLike) -> jax.Array:
+    return check_rank(waves, (2,), "waves", "(N, T)")
+
+
+def _resample(wave: jax.Array, rate: jax.Array) -> jax.Array:
+    """Play ``wave`` at ``rate`` × speed (linear interpolation), zero-padded to length ``T``."""
+    return interpolate(wave, jnp.arange(wave.shape[0], dtype=jnp.float32) * rate, "constant")
+
+
+def time_stretch(
+    key: jax.Array, waves: ArrayLike, min_rate: ArrayLike = 0.9, max_rate: ArrayLike = 1.1
+) -> jax.Array:
+    """Speed change by resampling: each wave plays at a rate uniform in ``[min_rate, max_rate]``.
+
+    Resampling changes duration and pitch together (rate 1.1 is 10% faster and
+    higher); the output keeps length ``T`` (cropped, or zero-padded when slower).
+    """
+    check_non_negative(min_rate, "min_rate")
+
+    def stretch(k, wave):
+        return _resample(wave, jax.random.uniform(k, (), minval=min_rate, maxval=max_rate))
+
+    return per_example(stretch, key, _waves(waves))
+
+
+def _stft(wave: jax.Array, n_fft: int, hop: int) -> jax.Array:
+    padded = jnp.pad(wave, (n_fft // 2, n_fft // 2 + n_fft))
+    num_frames = 1 + (wave.shape[0] + n_fft // 2) // hop
+    index = jnp.arange(num_frames)[:, None] * hop + jnp.arange(n_fft)[None, :]
+    return jnp.fft.rfft(padded[index] * _hann(n_fft, wave.dtype), axis=-1)
+
+
+def _hann(n: int, dtype) -> jax.Array:
+    return jnp.hanning(n + 1)[:-1].astype(dtype)  # periodic: overlap-adds to a constant
+
+
+def _istft(frames: jax.Array, n_fft: int, hop: int, dtype) -> jax.Array:
+    window = _hann(n_fft, dtype)
+    time = jnp.fft.irfft(frames, n=n_fft, axis=-1).astype(dtype) * window
+    index = jnp.arange(frames.shape[0])[:, None] * hop + jnp.arange(n_fft)[None, :]
+    length = (frames.shape[0] - 1) * hop + n_fft
+    out = jnp.zeros(length, dtype).at[index].add(time)
+    norm = jnp.zeros(length, dtype).at[index].add(jnp.broadcast_to(window**2, time.shape))
+    return (out / jnp.maximum(norm, 1e-8))[n_fft // 2 :]
+
+
+MAX_SEMITONES = 12.0
+
+
+def shift_pitch(
+    wave: ArrayLike, semitones: ArrayLike, *, n_fft: int = 512, hop: int = 128
+) -> jax.Array:
+    """Shift the pitch of one wave ``(T,)`` by ``semitones``, keeping its duration.
+
+    The librosa recipe: a phase-vocoder time stretch by ``f = 2^(semitones/12)``
+    (Flanagan & Golden, 1966; magnitudes interpolated between frames, phases
+    advanced by the measured per-hop advance), then resampling by ``f`` back to
+    ``T`` samples, which moves every frequency by ``f``. Deterministic;
+    ``semitones`` may be traced and is clipped to ``±12``.
+    """
+    wave = jnp.asarray(wave)
+    if n_fft % hop or n_fft // hop < 2:
+        raise ValueError(f"n_fft must be a multiple (>= 2) of hop, got n_fft={n_fft}, hop={hop}")
+    semitones = jnp.clip(jnp.asarray(semitones, jnp.float32), -MAX_SEMITONES, MAX_SEMITONES)
+    factor = 2.0 ** (semitones / 12)
+    spectrum = _stft(wave, n_fft, hop)
+    num_frames = spectrum.shape[0]
+    magnitude, phase = jnp.abs(spectrum), jnp.angle(spectrum)
+    advance = jnp.diff(phase, axis=0, append=phase[-1:])
+    # Enough output frames for the longest stretch (factor 2), static under jit.
+    steps = jnp.arange(int(num_frames * 2 ** (MAX_SEMITONES / 12)) + 2) / factor
+    low = jnp.clip(jnp.floor(steps).astype(jnp.int32), 0, num_frames - 1)
+    high = jnp.clip(low + 1, 0, num_frames - 1)
+    frac = (steps - jnp.floor(steps))[:, None]
+    stretched_magnitude = (1 - frac) * magnitude[low] + frac * magnitude[high]
+    stretched_magnitude = jnp.where((steps < num_frames)[:, None], stretched_magnitude, 0.0)
+    new_phase = phase[0] + jnp.concatenate(
+        [jnp.zeros_like(phase[:1]), jnp.cumsum(advance[low[:-1]], axis=0)]
+    )
+    stretched = _istft(stretched_magnitude * jnp.exp(1j * new_phase), n_fft, hop, wave.dtype)
+    return interpolate(stretched, jnp.arange(wave.shape[0], dtype=jnp.float32) * factor)
+
+
+def pitch_shift(
+    key: jax.Array,
+    waves: ArrayLike,
+    max_semitones: ArrayLike = 2.0,
+    *,
+    n_fft: int = 512,
+    hop: int = 128,
+) -> jax.Array:
+    """Shift each wave's pitch by its own amount, uniform in ``±max_semitones``.
+
+    Per example :func:`shift_pitch` with its own key.
+
+    Duration is unchanged (unlike :func:`time_stretch`).
+    """
+    check_non_negative(max_semitones, "max_semitones")
+
+    def shift(k, wave):
+        semitones = jax.random.uniform(k, (), minval=-max_semitones, maxval=max_semitones)
+        return shift_pitch(wave, semitones, n_fft=n_fft, hop=hop)
+
+    return per_example(shift, key, _waves(waves))
+
+
+def add_background_noise(
+    key: jax.Array, waves: ArrayLike, snr_db: ArrayLike, noise: ArrayLike | None = None
+) -> jax.Array:
+    """Mix noise into each wave at exactly ``snr_db`` decibels (``10·log10(P_signal/P_noise)``).
+
+    Args:
+      key: PRNG key (picks a noise clip per example, or draws white noise).
+      waves: ``(N, T)``.
+      snr_db: target signal-to-noise ratio in dB (may be traced).
+      noise: optional bank of background clips ``(M, T)``; white Gaussian if None.
+    """
+    waves = _waves(waves)
+    pick_key, draw_key = jax.random.split(key)
+    if noise is None:
+        background = jax.random.normal(draw_key, waves.shape, waves.dtype)
+    else:
+        bank = check_rank(noise, (2,), "noise", "(M, T)")
+        if bank.shape[1] != waves.shape[1]:
+            raise ValueError(f"noise clips must have length {waves.shape[1]}, got {bank.shape[1]}")
+        background = bank[jax.random.randint(pick_key, (waves.shape[0],), 0, bank.shape[0])]
+    signal_power = jnp.mean(waves**2, axis=1, keepdims=True)
+    noise_power = jnp.maximum(jnp.mean(background**2, axis=1, keepdims=True), 1e-20)
+    scale = jnp.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10)))
+    return waves + (scale * background).astype(waves.dtype)
+
+
+def spectrogram(waves: ArrayLike, frame_length: int = 256, hop: int = 128) -> jax.Array:
+    """Magnitude STFT with a Hann window: ``(N, frames, frame_length // 2 + 1)``."""
+    waves = _waves(waves)
+    if waves.shape[1] < frame_length:
+        raise ValueError(f"waves are shorter ({waves.shape[1]}) than frame_length={frame_length}")
+    num_frames = 1 + (waves.shape[1] - frame_length) // hop
+    index = jnp.arange(num_frames)[:, None] * hop + jnp.arange(frame_length)[None, :]
+    window = jnp.hanning(frame_length).astype(waves.dtype)
+    return jnp.abs(jnp.fft.rfft(waves[:, index] * window, axis=-1))
+
+
+def _mask_axis(
+    key: jax.Array, specs: jax.Array, max_width: ArrayLike, num_masks: int, axis: int, fill: float
+) -> jax.Array:
+    size = specs.shape[axis]
+
+    def mask_one(k, spec):
+        def body(i, spec):
+            wk, sk = jax.random.split(jax.random.fold_in(k, i))
+            width = jax.random.randint(wk, (), 0, max_width + 1)
+            start = jax.random.randint(sk, (), 0, jnp.maximum(size - width, 0) + 1)
+            positions = jnp.arange(size)
+            hit = (positions >= start) & (positions < start + width)
+            shape = [1, 1]
+            shape[axis - 1] = size
+            return jnp.where(hit.reshape(shape), fill, spec)
+
+        return jax.lax.fori_loop(0, num_masks, body, spec)
+
+    return per_example(mask_one, key, specs)
+
+
+def time_mask(
+    key: jax.Array, specs: ArrayLike, max_width: ArrayLike, num_masks: int = 1, fill: float = 0.0
+) -> jax.Array:
+    """SpecAugment time masking: ``num_masks`` bands of up to ``max_width`` frames → ``fill``."""
+    specs = check_rank(specs, (3,), "specs", "(N, frames, bins)")
+    check_non_negative(max_width, "max_width")
+    return _mask_axis(key, specs, max_width, num_masks, 1, fill)
+
+
+def frequency_mask(
+    key: jax.Array, specs: ArrayLike, max_width: ArrayLike, num_masks: int = 1, fill: float = 0.0
+) -> jax.Array:
+    """SpecAugment frequency masking: bands of up to ``max_width`` bins set to ``fill``."""
+    specs = check_rank(specs, (3,), "specs", "(N, frames, bins)")
+    check_non_negative(max_width, "max_width")
+    return _mask_axis(key, specs, max_width, num_masks, 2, fill)

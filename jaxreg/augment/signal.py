@@ -1,0 +1,105 @@
+"""1-D signal augmentation (e.g. MNIST-1D) on batches ``(N, L)`` or ``(N, L, C)``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxreg._checks import check_interval, check_non_negative
+from jaxreg.augment._util import check_rank, per_example
+from jaxreg.noise import gaussian_input_noise
+
+__all__ = ["interpolate", "jitter", "random_scale", "random_shift", "random_time_stretch"]
+
+PadMode = Literal["constant", "edge", "wrap"]
+
+
+def _signals(signals: ArrayLike) -> jax.Array:
+    return check_rank(signals, (2, 3), "signals", "(N, L) or (N, L, C)")
+
+
+def interpolate(signal: jax.Array, positions: jax.Array, mode: PadMode = "constant") -> jax.Array:
+    """Linear interpolation of one signal ``(L, ...)`` at fractional ``positions``.
+
+    Outside ``[0, L-1]``: zeros (``"constant"``), the end values (``"edge"``) or
+    the periodic continuation (``"wrap"``).
+    """
+    length = signal.shape[0]
+    if mode == "wrap":
+        positions = jnp.mod(positions, length)
+    low = jnp.floor(positions)
+    frac = (positions - low).reshape(positions.shape + (1,) * (signal.ndim - 1))
+    low = low.astype(jnp.int32)
+
+    def take(i):
+        if mode == "wrap":
+            return signal[jnp.mod(i, length)]
+        values = signal[jnp.clip(i, 0, length - 1)]
+        if mode == "constant":
+            inside = ((i >= 0) & (i < length)).reshape(i.shape + (1,) * (signal.ndim - 1))
+            values = jnp.where(inside, values, 0)
+        return values
+
+    if mode not in ("constant", "edge", "wrap"):
+        raise ValueError(f"mode must be 'constant', 'edge' or 'wrap', got {mode!r}")
+    return ((1 - frac) * take(low) + frac * take(low + 1)).astype(signal.dtype)
+
+
+def random_shift(
+    key: jax.Array, signals: ArrayLike, max_shift: ArrayLike, mode: PadMode = "constant"
+) -> jax.Array:
+    """Shift each signal by an integer in ``[-max_shift, max_shift]``, padding per ``mode``.
+
+    Example:
+      >>> x = jnp.arange(1.0, 6.0)[None]
+      >>> bool(jnp.all(random_shift(jax.random.key(0), x, 0) == x))
+      True
+    """
+    check_non_negative(max_shift, "max_shift")
+    signals = _signals(signals)
+    positions = jnp.arange(signals.shape[1], dtype=jnp.float32)
+
+    def shift(k, signal):
+        offset = jax.random.randint(k, (), -max_shift, max_shift + 1)
+        return interpolate(signal, positions - offset, mode)
+
+    return per_example(shift, key, signals)
+
+
+def random_scale(
+    key: jax.Array, signals: ArrayLike, min_scale: ArrayLike = 0.8, max_scale: ArrayLike = 1.2
+) -> jax.Array:
+    """Multiply each signal by its own amplitude factor, uniform in ``[min_scale, max_scale]``."""
+    check_non_negative(min_scale, "min_scale")
+    signals = _signals(signals)
+    factors = jax.random.uniform(key, (signals.shape[0],), minval=min_scale, maxval=max_scale)
+    return signals * factors.reshape((-1,) + (1,) * (signals.ndim - 1)).astype(signals.dtype)
+
+
+def random_time_stretch(
+    key: jax.Array, signals: ArrayLike, max_stretch: ArrayLike = 0.1, mode: PadMode = "edge"
+) -> jax.Array:
+    """Stretch each signal about its centre by a factor uniform in ``[1 - s, 1 + s]``.
+
+    The length stays ``L``: a factor above 1 zooms in (ends cropped), below 1
+    zooms out (ends padded per ``mode``). Linear interpolation.
+    """
+    check_interval(max_stretch, "max_stretch", 0.0, 1.0)
+    signals = _signals(signals)
+    length = signals.shape[1]
+    centre = (length - 1) / 2
+    positions = jnp.arange(length, dtype=jnp.float32)
+
+    def stretch(k, signal):
+        factor = jax.random.uniform(k, (), minval=1 - max_stretch, maxval=1 + max_stretch)
+        return interpolate(signal, centre + (positions - centre) / factor, mode)
+
+    return per_example(stretch, key, signals)
+
+
+def jitter(key: jax.Array, signals: ArrayLike, sigma: ArrayLike = 0.05) -> jax.Array:
+    """Add ``N(0, σ²)`` noise to every sample of every signal."""
+    return gaussian_input_noise(key, _signals(signals), sigma)

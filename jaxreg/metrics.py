@@ -1,0 +1,141 @@
+"""Classification metrics and calibration: accuracy, NLL, Brier, ECE/MCE/RMSCE, reliability bins.
+
+All functions take predicted probabilities ``probs`` ``(n, K)`` and integer
+labels ``(n,)`` (or one-hot / soft labels ``(n, K)``), are jit-able, and check
+concrete inputs (probabilities in ``[0, 1]`` summing to 1).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+__all__ = ["accuracy", "brier", "ece", "nll", "reliability_bins"]
+
+Binning = Literal["width", "mass"]
+
+
+def _check_probs(probs: ArrayLike) -> jax.Array:
+    probs = jnp.asarray(probs)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must have shape (n, num_classes), got {probs.shape}")
+    if probs.shape[0] == 0:
+        raise ValueError("probs is empty")
+    if not isinstance(probs, jax.core.Tracer):
+        values = np.asarray(probs, np.float64)
+        if np.any(values < -1e-6) or np.any(values > 1 + 1e-6):
+            raise ValueError("probs must lie in [0, 1]; pass softmax(logits), not logits")
+        sums = values.sum(1)
+        if not np.allclose(sums, 1.0, atol=1e-3):
+            worst = float(sums[np.argmax(np.abs(sums - 1))])
+            raise ValueError(f"probs rows must sum to 1 (a row sums to {worst:.4f})")
+    return probs
+
+
+def _label_ids(labels: ArrayLike, probs: jax.Array) -> jax.Array:
+    labels = jnp.asarray(labels)
+    if labels.ndim == 2:
+        labels = jnp.argmax(labels, axis=-1)
+    if labels.shape != probs.shape[:1]:
+        raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
+    return labels
+
+
+def accuracy(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
+    """Fraction of examples whose arg-max class is the label (also works on logits).
+
+    Example:
+      >>> float(accuracy(jnp.array([[0.9, 0.1], [0.4, 0.6]]), jnp.array([0, 0])))
+      0.5
+    """
+    probs = jnp.asarray(probs)
+    return jnp.mean(jnp.argmax(probs, -1) == _label_ids(labels, probs))
+
+
+def nll(probs: ArrayLike, labels: ArrayLike, *, eps: float = 1e-12) -> jax.Array:
+    """Mean negative log-likelihood ``-log p[label]`` (probabilities clipped at ``eps``)."""
+    probs = _check_probs(probs)
+    ids = _label_ids(labels, probs)
+    picked = jnp.take_along_axis(probs, ids[:, None], axis=1)[:, 0]
+    return -jnp.mean(jnp.log(jnp.clip(picked, eps, 1.0)))
+
+
+def brier(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
+    """Mean multi-class Brier score ``Σ_k (p_k - y_k)²`` (between 0 and 2)."""
+    probs = _check_probs(probs)
+    targets = jax.nn.one_hot(_label_ids(labels, probs), probs.shape[1], dtype=probs.dtype)
+    return jnp.mean(jnp.sum((probs - targets) ** 2, axis=1))
+
+
+def _bin_index(confidence: jax.Array, num_bins: int, binning: Binning) -> jax.Array:
+    if binning == "width":
+        # Bin b covers (b/B, (b+1)/B]; a confidence of exactly 0 goes to bin 0.
+        return jnp.clip(jnp.ceil(confidence * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
+    if binning == "mass":
+        n = confidence.shape[0]
+        rank = (
+            jnp.zeros(n, jnp.int32)
+            .at[jnp.argsort(confidence, stable=True)]
+            .set(jnp.arange(n, dtype=jnp.int32))
+        )
+        return (rank * num_bins) // n
+    raise ValueError(f"binning must be 'width' or 'mass', got {binning!r}")
+
+
+def reliability_bins(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = 15, binning: Binning = "width"
+) -> dict[str, jax.Array]:
+    """Per-bin mean confidence, accuracy and count of the top-label prediction.
+
+    ``binning="width"``: equal-width bins over ``[0, 1]``; ``"mass"``: equal-mass
+    bins (each holds ``n/num_bins`` examples, by rank of confidence). Empty bins
+    have count 0 and confidence/accuracy 0.
+
+    Returns:
+      ``{"confidence", "accuracy", "count"}``, each shaped ``(num_bins,)``.
+    """
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
+    probs = _check_probs(probs)
+    ids = _label_ids(labels, probs)
+    confidence = jnp.max(probs, axis=1)
+    correct = (jnp.argmax(probs, axis=1) == ids).astype(probs.dtype)
+    index = _bin_index(confidence, num_bins, binning)
+    count = jax.ops.segment_sum(jnp.ones_like(confidence), index, num_segments=num_bins)
+    conf_sum = jax.ops.segment_sum(confidence, index, num_segments=num_bins)
+    acc_sum = jax.ops.segment_sum(correct, index, num_segments=num_bins)
+    safe = jnp.maximum(count, 1)
+    return {"confidence": conf_sum / safe, "accuracy": acc_sum / safe, "count": count}
+
+
+def ece(
+    probs: ArrayLike,
+    labels: ArrayLike,
+    num_bins: int = 15,
+    norm: Literal["l1", "l2", "max"] = "l1",
+    binning: Binning = "width",
+) -> jax.Array:
+    """Top-label calibration error: ``norm="l1"`` ECE, ``"l2"`` RMSCE, ``"max"`` MCE.
+
+    ``ECE = Σ_b (n_b/n)·|acc_b - conf_b|``; ``RMSCE = sqrt(Σ_b (n_b/n)·(acc_b - conf_b)²)``;
+    ``MCE = max over non-empty bins of |acc_b - conf_b|`` (Guo et al., 2017).
+
+    Example:
+      >>> probs = jnp.array([[0.8, 0.2], [0.8, 0.2], [0.8, 0.2], [0.8, 0.2], [0.8, 0.2]])
+      >>> round(float(ece(probs, jnp.array([0, 0, 0, 0, 1]))), 6)  # 80% confident, 80% right
+      0.0
+    """
+    bins = reliability_bins(probs, labels, num_bins, binning)
+    weight = bins["count"] / jnp.sum(bins["count"])
+    gap = jnp.abs(bins["accuracy"] - bins["confidence"])
+    if norm == "l1":
+        return jnp.sum(weight * gap)
+    if norm == "l2":
+        return jnp.sqrt(jnp.sum(weight * gap**2))
+    if norm == "max":
+        return jnp.max(jnp.where(bins["count"] > 0, gap, 0.0))
+    raise ValueError(f"norm must be 'l1', 'l2' or 'max', got {norm!r}")

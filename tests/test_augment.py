@@ -1,0 +1,294 @@
+"""Augmentation properties: identities, involutions, conservation, per-example keys, vocab."""
+
+import chex
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxreg.augment import Stage, audio, compose, image, mix, signal, text
+
+IMAGES = jax.random.uniform(jax.random.key(0), (16, 12, 12, 3))
+SIGNALS = jax.random.normal(jax.random.key(1), (16, 40))
+
+
+def _distinct_examples(out, reference):
+    """Number of distinct per-example transformations of identical inputs."""
+    changes = np.asarray(out - reference).reshape(out.shape[0], -1).round(5)
+    return len({row.tobytes() for row in changes})
+
+
+def test_identities_at_zero_strength():
+    key = jax.random.key(2)
+    np.testing.assert_allclose(image.random_rotation(key, IMAGES, 0.0), IMAGES, atol=1e-6)
+    np.testing.assert_allclose(image.color_jitter(key, IMAGES), IMAGES, atol=1e-5)
+    np.testing.assert_allclose(
+        image.random_crop_and_resize(key, IMAGES, (1.0, 1.0), (1.0, 1.0)), IMAGES, atol=1e-5
+    )
+    np.testing.assert_array_equal(image.random_pad_and_crop(key, IMAGES, 0), IMAGES)
+    np.testing.assert_array_equal(image.gaussian_pixel_noise(key, IMAGES, 0.0), IMAGES)
+    np.testing.assert_array_equal(signal.random_shift(key, SIGNALS, 0), SIGNALS)
+    np.testing.assert_allclose(signal.random_time_stretch(key, SIGNALS, 0.0), SIGNALS, atol=1e-6)
+    np.testing.assert_array_equal(signal.jitter(key, SIGNALS, 0.0), SIGNALS)
+    np.testing.assert_allclose(signal.random_scale(key, SIGNALS, 1.0, 1.0), SIGNALS)
+    np.testing.assert_array_equal(mix.cutout(key, IMAGES, 0), IMAGES)
+
+
+def test_flipping_twice_is_the_identity_and_matches_dm_pix():
+    key = jax.random.key(3)
+    once = image.random_flip_left_right(key, IMAGES, 1.0)
+    np.testing.assert_array_equal(once, jax.vmap(pix.flip_left_right)(IMAGES))
+    np.testing.assert_array_equal(image.random_flip_left_right(key, once, 1.0), IMAGES)
+    up = image.random_flip_up_down(key, IMAGES, 1.0)
+    np.testing.assert_array_equal(image.random_flip_up_down(key, up, 1.0), IMAGES)
+
+
+def test_rotation_leaves_a_radially_symmetric_image_unchanged_and_turns_others():
+    grid = np.arange(21) - 10.0
+    blob = np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / 20.0)[None, :, :, None]
+    blobs = jnp.asarray(np.repeat(blob, 8, axis=0), jnp.float32)
+    np.testing.assert_allclose(
+        image.random_rotation(jax.random.key(0), blobs, 180.0), blobs, atol=0.02
+    )
+    bar = np.zeros((1, 21, 21, 1), np.float32)
+    bar[0, 10, 2:19] = 1.0  # a horizontal bar turns away from the horizontal
+    turned = image.random_rotation(jax.random.key(0), jnp.asarray(bar), 90.0)
+    assert float(jnp.abs(turned - bar).sum()) > 1.0
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda k, x: image.random_rotation(k, x, 30.0),
+        lambda k, x: image.random_crop_and_resize(k, x),
+        lambda k, x: image.random_pad_and_crop(k, x, 3),
+        lambda k, x: image.color_jitter(k, x, 0.2, 0.2, 0.2, 0.05),
+        lambda k, x: mix.cutout(k, x, 4),
+    ],
+)
+def test_image_ops_use_one_key_per_example_and_are_reproducible(transform):
+    same = jnp.broadcast_to(IMAGES[:1], IMAGES.shape)
+    out = transform(jax.random.key(5), same)
+    assert out.shape == same.shape
+    assert _distinct_examples(out, same) >= 8
+    np.testing.assert_array_equal(out, transform(jax.random.key(5), same))
+    assert not np.array_equal(out, transform(jax.random.key(6), same))
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda k, x: signal.random_shift(k, x, 5),
+        lambda k, x: signal.random_scale(k, x),
+        lambda k, x: signal.random_time_stretch(k, x, 0.2),
+        lambda k, x: signal.jitter(k, x, 0.1),
+    ],
+)
+def test_signal_ops_use_one_key_per_example(transform):
+    same = jnp.broadcast_to(SIGNALS[:1], SIGNALS.shape)
+    out = transform(jax.random.key(7), same)
+    assert _distinct_examples(out, same) >= 5
+    np.testing.assert_array_equal(out, transform(jax.random.key(7), same))
+
+
+def test_shift_matches_numpy_roll_with_zero_fill():
+    x = jnp.arange(1.0, 11.0)[None]
+    out = np.asarray(signal.random_shift(jax.random.key(0), x, 4))[0]
+    for s in range(-4, 5):
+        expected = np.roll(np.arange(1.0, 11.0), s)
+        if s > 0:
+            expected[:s] = 0
+        elif s < 0:
+            expected[s:] = 0
+        if np.array_equal(out, expected):
+            break
+    else:
+        pytest.fail(f"{out} is not a zero-filled shift")
+    wrapped = np.asarray(signal.random_shift(jax.random.key(0), x, 4, mode="wrap"))[0]
+    assert sorted(wrapped) == list(np.arange(1.0, 11.0))
+
+
+def test_mixup_conserves_label_mass_and_mixes_inputs_consistently():
+    y = jnp.array([0, 1, 2, 3, 1, 1, 0, 2])
+    x = jnp.eye(8)
+    mixed_x, mixed_y = mix.mixup(jax.random.key(0), x, y, 0.4, num_classes=4)
+    np.testing.assert_allclose(mixed_y.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(mixed_y.sum(0), np.bincount(np.asarray(y), minlength=4), rtol=1e-5)
+    # With one-hot inputs, mixed inputs reveal (λ, π): labels must follow the same mix.
+    np.testing.assert_allclose(mixed_x @ jax.nn.one_hot(y, 4), mixed_y, rtol=1e-5, atol=1e-6)
+    _, per_example = mix.mixup(jax.random.key(0), x, y, 0.4, num_classes=4, per_example=True)
+    np.testing.assert_allclose(per_example.sum(1), 1.0, rtol=1e-6)
+
+
+def test_cutmix_label_weights_equal_pasted_area():
+    images = jnp.broadcast_to(jnp.arange(8.0)[:, None, None, None], (8, 10, 10, 1))
+    mixed, soft = mix.cutmix(jax.random.key(1), images, jnp.arange(8), 1.0, num_classes=8)
+    own_fraction = np.mean(np.asarray(mixed) == np.asarray(images), axis=(1, 2, 3))
+    np.testing.assert_allclose(soft[np.arange(8), np.arange(8)], own_fraction, atol=1e-6)
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-6)
+
+
+def test_cutout_erases_a_square_of_the_requested_size_inside_the_image():
+    out = mix.cutout(jax.random.key(0), jnp.ones((64, 20, 20, 1)), 4)
+    erased = np.asarray((out == 0).sum((1, 2, 3)))
+    assert erased.max() == 16 and erased.min() >= 4  # clipped at borders, never bigger
+
+
+VOCAB = 30
+TOKENS = jnp.asarray(np.random.default_rng(0).integers(1, VOCAB, size=(32, 12)), jnp.int32)
+LENGTHS = jnp.asarray(np.random.default_rng(1).integers(0, 13, size=32), jnp.int32)
+TOKENS = jnp.where(jnp.arange(12)[None] < LENGTHS[:, None], TOKENS, 0)
+SYNONYMS = jnp.asarray(
+    np.where(
+        np.random.default_rng(2).random((VOCAB, 3)) < 0.5,
+        np.random.default_rng(3).integers(1, VOCAB, (VOCAB, 3)),
+        -1,
+    ),
+    jnp.int32,
+)
+
+
+def _check_text(tokens, lengths):
+    tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+    assert tokens.shape == TOKENS.shape
+    assert np.all((tokens >= 0) & (tokens < VOCAB))
+    assert np.all((lengths >= 0) & (lengths <= TOKENS.shape[1]))
+    positions = np.arange(tokens.shape[1])[None]
+    assert np.all(tokens[positions >= lengths[:, None]] == 0)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda k: text.random_deletion(k, TOKENS, LENGTHS, 0.3),
+        lambda k: text.random_swap(k, TOKENS, LENGTHS, 3),
+        lambda k: text.random_insertion(k, TOKENS, LENGTHS, 4, vocab_size=VOCAB),
+        lambda k: text.random_insertion(k, TOKENS, LENGTHS, 4, vocab_size=VOCAB, synonyms=SYNONYMS),
+        lambda k: text.synonym_replacement(k, TOKENS, LENGTHS, SYNONYMS, 0.5),
+    ],
+)
+def test_text_ops_keep_ids_in_vocab_and_lengths_in_padding(op):
+    op = jax.jit(op)
+    for seed in range(5):
+        _check_text(*op(jax.random.key(seed)))
+    a, b = op(jax.random.key(0)), op(jax.random.key(0))
+    chex.assert_trees_all_equal(a, b)
+
+
+def test_text_op_semantics():
+    _deleted, new_len = text.random_deletion(jax.random.key(0), TOKENS, LENGTHS, 1.0)
+    np.testing.assert_array_equal(new_len, np.minimum(LENGTHS, 1))  # one token survives
+    swapped, same_len = text.random_swap(jax.random.key(0), TOKENS, LENGTHS, 5)
+    np.testing.assert_array_equal(np.sort(swapped, 1), np.sort(TOKENS, 1))  # a permutation
+    np.testing.assert_array_equal(same_len, LENGTHS)
+    _inserted, ins_len = text.random_insertion(
+        jax.random.key(0), TOKENS, LENGTHS, 3, vocab_size=VOCAB
+    )
+    np.testing.assert_array_equal(ins_len, np.minimum(LENGTHS + 3, 12))
+    replaced, _ = text.synonym_replacement(jax.random.key(0), TOKENS, LENGTHS, SYNONYMS, 1.0)
+    for row_in, row_out, n in zip(
+        np.asarray(TOKENS), np.asarray(replaced), np.asarray(LENGTHS), strict=True
+    ):
+        for old, new in zip(row_in[:n], row_out[:n], strict=True):
+            candidates = [c for c in np.asarray(SYNONYMS)[old] if c >= 0]
+            assert (new in candidates) if candidates else new == old
+
+
+def test_host_transform_hook_runs_inside_jit():
+    def reverse(tokens, lengths):  # a stand-in for translate-and-back
+        out = tokens.copy()
+        for i, n in enumerate(lengths):
+            out[i, :n] = tokens[i, :n][::-1]
+        return out, lengths
+
+    stage = text.host_transform(reverse)
+    out, _lengths = jax.jit(stage)(jax.random.key(0), (TOKENS, LENGTHS))
+    np.testing.assert_array_equal(out, reverse(np.asarray(TOKENS), np.asarray(LENGTHS))[0])
+
+
+def test_compose_applies_each_stage_per_example_with_its_probability():
+    pipeline = compose([Stage(lambda k, x: x + 1.0, 0.5), Stage(lambda k, x: x * 10.0, 1.0)])
+    out = np.asarray(pipeline(jax.random.key(0), jnp.zeros((4000, 2))))
+    took_first = out[:, 0] == 10.0
+    assert np.all((out[:, 0] == 0.0) | took_first)
+    assert abs(took_first.mean() - 0.5) < 5 * np.sqrt(0.25 / 4000)
+    np.testing.assert_array_equal(out, pipeline(jax.random.key(0), jnp.zeros((4000, 2))))
+    text_pipeline = compose([(lambda k, b: text.random_swap(k, *b), 0.5)])
+    _check_text(*jax.jit(text_pipeline)(jax.random.key(0), (TOKENS, LENGTHS)))
+
+
+def test_traced_strengths_compile_once():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def augment(strength):
+        return image.random_rotation(jax.random.key(0), IMAGES, strength)
+
+    chex.clear_trace_counter()
+    out = jax.vmap(augment)(jnp.array([0.0, 10.0, 45.0]))
+    np.testing.assert_allclose(out[0], IMAGES, atol=1e-6)
+
+
+def test_audio_pitch_shift_moves_a_sine_and_keeps_duration():
+    rate = 8000
+    t = np.arange(rate) / rate
+    wave = jnp.asarray(np.sin(2 * np.pi * 440 * t), jnp.float32)
+    for semitones in (-3.0, 0.0, 4.0, 12.0):
+        out = np.asarray(audio.shift_pitch(wave, semitones))
+        assert out.shape == wave.shape
+        peak = np.abs(np.fft.rfft(out)).argmax() * rate / len(out)
+        assert peak == pytest.approx(440 * 2 ** (semitones / 12), abs=2.0)
+        assert 0.5 < np.sqrt(np.mean(out**2)) / np.sqrt(0.5) < 1.1
+    np.testing.assert_allclose(audio.shift_pitch(wave, 0.0), wave, atol=1e-4)
+
+
+def test_audio_time_stretch_changes_speed():
+    rate = 8000
+    wave = jnp.asarray(np.sin(2 * np.pi * 500 * np.arange(rate) / rate), jnp.float32)[None]
+    out = np.asarray(audio.time_stretch(jax.random.key(0), wave, 1.2, 1.2))[0]
+    valid = out[: int(rate / 1.2) - 10]
+    peak = np.abs(np.fft.rfft(valid)).argmax() * rate / len(valid)
+    assert peak == pytest.approx(600, abs=3)
+
+
+def test_background_noise_hits_the_target_snr_exactly():
+    waves = jax.random.normal(jax.random.key(0), (6, 1000))
+    bank = jax.random.uniform(jax.random.key(1), (3, 1000), minval=-1, maxval=1)
+    for noise in (None, bank):
+        noisy = audio.add_background_noise(jax.random.key(2), waves, 7.5, noise)
+        added = noisy - waves
+        snr = 10 * np.log10(np.mean(np.asarray(waves) ** 2, 1) / np.mean(np.asarray(added) ** 2, 1))
+        np.testing.assert_allclose(snr, 7.5, atol=1e-3)
+
+
+def test_spectrogram_masks():
+    rate = 8000
+    wave = jnp.asarray(np.sin(2 * np.pi * 1000 * np.arange(rate) / rate), jnp.float32)[None]
+    spec = audio.spectrogram(wave, 256, 128)
+    assert int(spec[0].mean(0).argmax()) == 32  # 1000 Hz / (8000 / 256)
+    masked = audio.time_mask(jax.random.key(0), jnp.ones((50, 20, 30)), 5)
+    per_example = np.asarray((masked == 0).all(axis=2).sum(1))
+    assert per_example.max() <= 5 and len(set(per_example.tolist())) > 1
+    masked = audio.frequency_mask(jax.random.key(0), jnp.ones((50, 20, 30)), 7, num_masks=2)
+    assert np.asarray((masked == 0).all(axis=1).sum(1)).max() <= 14
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="images"):
+        image.random_rotation(jax.random.key(0), jnp.ones((8, 8, 3)), 10.0)
+    with pytest.raises(ValueError, match="max_degrees"):
+        image.random_rotation(jax.random.key(0), IMAGES, -1.0)
+    with pytest.raises(ValueError, match="RGB"):
+        image.color_jitter(jax.random.key(0), jnp.ones((2, 4, 4, 1)), saturation=0.1)
+    with pytest.raises(ValueError, match="signals"):
+        signal.jitter(jax.random.key(0), jnp.ones(5), 0.1)
+    with pytest.raises(ValueError, match="sigma"):
+        signal.jitter(jax.random.key(0), SIGNALS, -0.1)
+    with pytest.raises(ValueError, match="num_classes"):
+        mix.mixup(jax.random.key(0), SIGNALS, jnp.zeros(16, int))
+    with pytest.raises(ValueError, match="synonyms"):
+        text.synonym_replacement(jax.random.key(0), TOKENS, LENGTHS, SYNONYMS + VOCAB, 0.1)
+    with pytest.raises(ValueError, match="lengths"):
+        text.random_swap(jax.random.key(0), TOKENS, LENGTHS + 20)
+    with pytest.raises(ValueError, match="probability"):
+        compose([Stage(lambda k, x: x, 1.5)])

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, train_mnist1d_mlp
+from experiments._common import parse_args, report, rounded, train_mnist1d
 from jaxreg import plots
 from jaxreg.augment import Stage, compose, signal
 
@@ -44,7 +44,7 @@ def main() -> int:
             optimizer=optax.adam(1e-3), batch_transform=lambda k, b: {**b, "x": augment(k, b["x"])}
         )
 
-    history, _, _, _ = train_mnist1d_mlp([0.0, 1.0], SEEDS, make_run, num_epochs=100)
+    history, _, _, _ = train_mnist1d([0.0, 1.0], SEEDS, make_run, num_epochs=100)
     test = np.asarray(history["eval_accuracy"][:, :, -1])
     train = np.asarray(history["train_accuracy"][:, :, -1])
     gain = test[1] - test[0]
@@ -54,7 +54,7 @@ def main() -> int:
         "test_accuracy_augmented": [float(test[1].mean()), float(test[1].std())],
         "train_accuracy_plain": float(train[0].mean()),
         "train_accuracy_augmented": float(train[1].mean()),
-        "gain_per_seed": gain.round(4).tolist(),
+        "gain_per_seed": rounded(gain),
         "mean_gain": float(gain.mean()),
         "standard_error": float(standard_error),
     }

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, train_mnist1d_mlp
+from experiments._common import parse_args, report, train_mnist1d
 from jaxreg import labels, metrics, plots
 
 NAME = "label_smoothing"
@@ -33,7 +33,7 @@ def main() -> int:
             batch_transform=lambda k, b: {**b, "y": labels.smooth(b["y"], 10, eps)},
         )
 
-    _history, params, dataset, apply = train_mnist1d_mlp(EPSILONS, SEEDS, make_run)
+    _history, params, dataset, apply = train_mnist1d(EPSILONS, SEEDS, make_run)
     logits = jax.vmap(jax.vmap(lambda p: apply(p, dataset.x_test)))(params)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
     rows, bins = [], {}

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import parse_args, report
+from experiments._common import parse_args, report, rounded
 from jaxreg import noise
 
 NAME = "noise_equals_l2"
@@ -53,10 +53,10 @@ def main() -> int:
     rel_error = np.linalg.norm(noisy_weights - ridge, axis=1) / np.linalg.norm(ridge, axis=1)
     evidence = {
         "sigmas": sigmas.tolist(),
-        "relative_error_per_sigma": rel_error.round(5).tolist(),
+        "relative_error_per_sigma": rounded(rel_error, 6),
         "max_relative_error": float(rel_error.max()),
-        "norm_noisy_weights": np.linalg.norm(noisy_weights, axis=1).round(4).tolist(),
-        "norm_ridge_weights": np.linalg.norm(ridge, axis=1).round(4).tolist(),
+        "norm_noisy_weights": rounded(np.linalg.norm(noisy_weights, axis=1)),
+        "norm_ridge_weights": rounded(np.linalg.norm(ridge, axis=1)),
     }
     passed = bool(rel_error.max() < 0.02)
 

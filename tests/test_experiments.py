@@ -10,7 +10,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["l1_vs_l2", "noise_equals_l2", "label_smoothing", "augmentation"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "l1_vs_l2",
+        "noise_equals_l2",
+        "label_smoothing",
+        "augmentation",
+        "dropout",
+        "parameter_sharing",
+    ],
+)
 def test_experiment_passes(name, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", f"experiments.{name}", "--out", str(tmp_path)],

@@ -1,4 +1,14 @@
-"""Inverted dropout as a Flax NNX module whose key arrives at call time."""
+"""The dropout family as Flax NNX modules: explicit keys at call time, rates that can be traced.
+
+Every layer here is the identity in eval mode (``train=False``) and needs no
+key there. In train mode the key arrives at call time as ``rngs`` (through
+:func:`jaxreg.nn.functional`'s ``apply(params, x, key=k, train=True)``) and is
+never stored in the module, so ``vmap`` over keys gives every member its own
+masks — NNX's stored ``Rngs`` streams would instead be shared across a
+vmapped axis unless split by hand. Rates are kept in a non-trainable
+:class:`DropoutRate` variable: a float, or a traced array when the model is
+built inside ``vmap``/``jit`` (one compile for a whole sweep of rates).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +19,19 @@ from jax.typing import ArrayLike
 
 from jaxreg._checks import check_interval
 
-__all__ = ["Dropout", "check_rate"]
+__all__ = [
+    "ChannelDropout",
+    "DropConnect",
+    "DropPath",
+    "Dropout",
+    "DropoutRate",
+    "GaussianDropout",
+    "check_rate",
+]
+
+
+class DropoutRate(nnx.Variable):
+    """A non-trainable rate that travels in the module's state (not in ``params``)."""
 
 
 def check_rate(rate: ArrayLike, name: str = "rate") -> None:
@@ -17,13 +39,33 @@ def check_rate(rate: ArrayLike, name: str = "rate") -> None:
     check_interval(rate, name, 0.0, 1.0)
 
 
+def _rate_variable(rate: ArrayLike) -> DropoutRate:
+    check_rate(rate)
+    return DropoutRate(jnp.asarray(rate, jnp.float32))
+
+
+def _is_zero(rate: jax.Array) -> bool:
+    return not isinstance(rate, jax.core.Tracer) and float(rate) == 0.0
+
+
+def _require_key(rngs: nnx.Rngs | None, layer: str) -> nnx.Rngs:
+    if rngs is None:
+        raise ValueError(
+            f"{layer} in train mode needs a key: call apply(params, x, key=..., train=True)"
+        )
+    return rngs
+
+
+def _keep_mask(rngs: nnx.Rngs, rate: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return jax.random.bernoulli(rngs.dropout(), 1.0 - rate, shape)
+
+
+def _inverted(x: jax.Array, keep: jax.Array, rate: jax.Array) -> jax.Array:
+    return jnp.where(keep, x / (1.0 - rate).astype(x.dtype), jnp.zeros_like(x))
+
+
 class Dropout(nnx.Module):
     """Inverted dropout: zero units with probability ``rate``, scale the rest by ``1/(1-rate)``.
-
-    Unlike ``nnx.Dropout`` the random stream is never stored in the module: the
-    key comes in at call time (through :func:`jaxreg.nn.functional`'s ``key=``),
-    so a ``vmap`` over keys gives every member its own mask. Identity when
-    ``train`` is False.
 
     Example:
       >>> layer = Dropout(0.5)
@@ -32,19 +74,116 @@ class Dropout(nnx.Module):
       True
     """
 
-    def __init__(self, rate: float = 0.5):
-        check_rate(rate)
-        self.rate = float(rate)
+    def __init__(self, rate: ArrayLike = 0.5):
+        self.rate = _rate_variable(rate)
 
     def __call__(
         self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
-        if not train or self.rate == 0.0:
+        rate = self.rate.get_value()
+        if not train or _is_zero(rate):
             return x
-        if rngs is None:
-            raise ValueError(
-                "Dropout in train mode needs a key: call apply(params, x, key=..., train=True)"
-            )
-        keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(rngs.dropout(), keep, x.shape)
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+        keep = _keep_mask(_require_key(rngs, "Dropout"), rate, x.shape)
+        return _inverted(x, keep, rate)
+
+
+class GaussianDropout(nnx.Module):
+    """Multiplicative Gaussian noise ``x·ε``, ``ε ~ N(1, rate/(1-rate))`` (Srivastava et al., 2014).
+
+    Same mean and variance of the multiplier as inverted dropout at ``rate``.
+    """
+
+    def __init__(self, rate: ArrayLike = 0.5):
+        self.rate = _rate_variable(rate)
+
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
+        rate = self.rate.get_value()
+        if not train or _is_zero(rate):
+            return x
+        key = _require_key(rngs, "GaussianDropout").dropout()
+        std = jnp.sqrt(rate / (1.0 - rate)).astype(x.dtype)
+        return x * (1.0 + std * jax.random.normal(key, x.shape, x.dtype))
+
+
+class ChannelDropout(nnx.Module):
+    """Spatial dropout (Tompson et al., 2015): drop whole feature maps of a conv output.
+
+    Input ``(N, *spatial, C)`` (1-D or 2-D convs); each example drops each
+    channel with probability ``rate`` across all positions.
+    """
+
+    def __init__(self, rate: ArrayLike = 0.1):
+        self.rate = _rate_variable(rate)
+
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
+        rate = self.rate.get_value()
+        if not train or _is_zero(rate):
+            return x
+        if x.ndim < 3:
+            raise ValueError(f"ChannelDropout expects (N, *spatial, C), got shape {x.shape}")
+        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+        keep = _keep_mask(_require_key(rngs, "ChannelDropout"), rate, shape)
+        return _inverted(x, keep, rate)
+
+
+class DropPath(nnx.Module):
+    """Stochastic depth (Huang et al., 2016): drop a residual branch per example.
+
+    Use as ``x + drop_path(branch(x))``: in training each example keeps the
+    branch with probability ``1 - rate`` (scaled by ``1/(1-rate)``).
+    """
+
+    def __init__(self, rate: ArrayLike = 0.1):
+        self.rate = _rate_variable(rate)
+
+    def __call__(
+        self, branch: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
+        rate = self.rate.get_value()
+        if not train or _is_zero(rate):
+            return branch
+        shape = (branch.shape[0],) + (1,) * (branch.ndim - 1)
+        keep = _keep_mask(_require_key(rngs, "DropPath"), rate, shape)
+        return _inverted(branch, keep, rate)
+
+
+class DropConnect(nnx.Module):
+    """A dense layer whose *weights* are dropped (Wan et al., 2013), inverted scaling.
+
+    One weight mask is drawn per call (shared by the examples of the batch);
+    ``vmap`` over keys draws independent masks. Eval mode uses the full weights.
+
+    Example:
+      >>> layer = DropConnect(4, 3, rate=0.5, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((2, 4))).shape
+      (2, 3)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rate: ArrayLike = 0.5,
+        *,
+        use_bias: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        self.linear = nnx.Linear(in_features, out_features, use_bias=use_bias, rngs=rngs)
+        self.rate = _rate_variable(rate)
+
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
+        rate = self.rate.get_value()
+        if not train or _is_zero(rate):
+            return self.linear(x)
+        kernel = self.linear.kernel.get_value()
+        keep = _keep_mask(_require_key(rngs, "DropConnect"), rate, kernel.shape)
+        y = x @ _inverted(kernel, keep, rate)
+        if self.linear.bias is not None:
+            y = y + self.linear.bias.get_value()
+        return y

@@ -9,7 +9,7 @@ import chex
 import jax
 from flax import nnx
 
-__all__ = ["Apply", "count_params", "functional", "init_params"]
+__all__ = ["Apply", "functional", "init_params"]
 
 
 def _to_pure_dict(state: nnx.State) -> dict:
@@ -88,10 +88,3 @@ def init_params(
     apply, _ = functional(make_model(nnx.Rngs(params=keys[0])))
     params = jax.vmap(lambda k: functional(make_model(nnx.Rngs(params=k)))[1])(keys)
     return apply, params
-
-
-def count_params(params: chex.ArrayTree) -> int:
-    """Number of scalar parameters in a pytree (or in an NNX module's ``nnx.Param`` state)."""
-    if isinstance(params, nnx.Module):
-        params = nnx.state(params, nnx.Param)
-    return sum(int(leaf.size) for leaf in jax.tree.leaves(params))

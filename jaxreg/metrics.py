@@ -7,14 +7,23 @@ concrete inputs (probabilities in ``[0, 1]`` summing to 1).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["accuracy", "brier", "ece", "nll", "reliability_bins"]
+__all__ = [
+    "NoiseScale",
+    "accuracy",
+    "brier",
+    "ece",
+    "gradient_noise_scale",
+    "nll",
+    "reliability_bins",
+]
 
 Binning = Literal["width", "mass"]
 
@@ -139,3 +148,107 @@ def ece(
     if norm == "max":
         return jnp.max(jnp.where(bins["count"] > 0, gap, 0.0))
     raise ValueError(f"norm must be 'l1', 'l2' or 'max', got {norm!r}")
+
+
+class NoiseScale(NamedTuple):
+    """The simple gradient noise scale and the quantities it is made of.
+
+    Attributes:
+      simple_noise_scale: ``B_simple = tr(Σ)/|G|²`` (McCandlish et al., 2018),
+        the batch size at which gradient noise and signal are of equal size.
+      trace_covariance: ``tr(Σ)``, Σ the per-example gradient covariance.
+      gradient_sq_norm: ``|G|²`` of the full-data gradient (bias-corrected).
+    """
+
+    simple_noise_scale: jax.Array
+    trace_covariance: jax.Array
+    gradient_sq_norm: jax.Array
+
+
+def _tree_sq_norm(tree) -> jax.Array:
+    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
+
+
+def _weights(batch, size: int) -> jax.Array:
+    if isinstance(batch, dict) and "weight" in batch:
+        return batch["weight"]
+    return jnp.ones((size,), jnp.float32)
+
+
+def gradient_noise_scale(
+    loss_fn: Callable[[Any, Any], jax.Array],
+    params: Any,
+    data: Any,
+    *,
+    method: Literal["per_example", "batches"] = "per_example",
+) -> NoiseScale:
+    """Simple noise scale ``tr(Σ)/|G|²`` of ``loss_fn`` at ``params`` over ``data``.
+
+    ``data`` has a leading batch-index axis (see :func:`jaxreg.data.batches`).
+
+    * ``method="per_example"``: per-example gradients (``vmap`` over each
+      batch, ``scan`` over batches, padding excluded by ``"weight"``):
+      ``tr(Σ) = Σᵢ|gᵢ - Ḡ|²/(N-1)`` and ``|G|² ≈ |Ḡ|² - tr(Σ)/N`` (unbiased).
+    * ``method="batches"``: McCandlish et al.'s estimator from the per-batch
+      gradients (size ``B``, full batches only) and the full gradient (size
+      ``N``), using ``E|G_B|² = |G|² + tr(Σ)/B``. Cheaper, noisier.
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> x = jax.random.normal(jax.random.key(0), (512, 3)); y = x @ jnp.ones(3)
+      >>> def loss_fn(w, b):
+      ...     return jnp.sum(b["weight"] * (b["x"] @ w - b["y"]) ** 2) / (2 * jnp.sum(b["weight"]))
+      >>> scale = gradient_noise_scale(loss_fn, jnp.zeros(3), batches(x, y, 64))
+      >>> bool(scale.simple_noise_scale > 0)
+      True
+    """
+    grad_fn = jax.grad(loss_fn)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    if method == "per_example":
+
+        def body(carry, batch):
+            sq_sum, grad_sum, count = carry
+            size = jax.tree.leaves(batch)[0].shape[0]
+            weight = _weights(batch, size)
+
+            def one(example):
+                single = jax.tree.map(lambda a: a[None], example)
+                if isinstance(single, dict) and "weight" in single:
+                    single = {**single, "weight": jnp.ones_like(single["weight"])}
+                return grad_fn(params, single)
+
+            grads = jax.vmap(one)(batch)
+            norms = sum(
+                jnp.sum(jnp.square(g).reshape(size, -1), axis=1) for g in jax.tree.leaves(grads)
+            )
+            weighted = jax.tree.map(lambda g: jnp.tensordot(weight, g, axes=1), grads)
+            grad_sum = jax.tree.map(jnp.add, grad_sum, weighted)
+            return (sq_sum + jnp.sum(weight * norms), grad_sum, count + jnp.sum(weight)), None
+
+        init = (jnp.zeros(()), zeros, jnp.zeros(()))
+        (sq_sum, grad_sum, n), _ = jax.lax.scan(body, init, data)
+        mean_grad_sq = _tree_sq_norm(jax.tree.map(lambda g: g / n, grad_sum))
+        trace = (sq_sum - n * mean_grad_sq) / (n - 1)
+        signal = mean_grad_sq - trace / n
+    elif method == "batches":
+
+        def body(carry, batch):
+            sq_sum, grad_sum, total, full = carry
+            size = jax.tree.leaves(batch)[0].shape[0]
+            weight = jnp.sum(_weights(batch, size))
+            g = grad_fn(params, batch)
+            is_full = weight == size
+            grad_sum = jax.tree.map(lambda s, x: s + weight * x, grad_sum, g)
+            sq_sum = sq_sum + jnp.where(is_full, _tree_sq_norm(g), 0.0)
+            return (sq_sum, grad_sum, total + weight, full + is_full), None
+
+        init = (jnp.zeros(()), zeros, jnp.zeros(()), jnp.zeros(()))
+        (sq_sum, grad_sum, n, full), _ = jax.lax.scan(body, init, data)
+        small = float(jax.tree.leaves(data)[0].shape[1])
+        small_sq = sq_sum / full
+        big_sq = _tree_sq_norm(jax.tree.map(lambda g: g / n, grad_sum))
+        signal = (n * big_sq - small * small_sq) / (n - small)
+        trace = (small_sq - big_sq) / (1 / small - 1 / n)
+    else:
+        raise ValueError(f"method must be 'per_example' or 'batches', got {method!r}")
+    return NoiseScale(trace / signal, trace, signal)

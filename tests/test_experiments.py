@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
         "augmentation",
         "dropout",
         "parameter_sharing",
+        "early_stopping_vs_l2",
+        "batch_size",
     ],
 )
 def test_experiment_passes(name, tmp_path):

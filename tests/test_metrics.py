@@ -108,3 +108,32 @@ def test_bad_input():
         metrics.reliability_bins(jnp.array([[0.5, 0.5]]), jnp.array([0]), 0)
     with pytest.raises(ValueError, match="labels"):
         metrics.ece(jnp.array([[0.5, 0.5]]), jnp.array([0, 1]))
+
+
+def test_gradient_noise_scale_matches_the_analytic_value_for_linear_regression():
+    """x ~ N(0, I_d), y = ε ~ N(0, s²), loss ½(xᵀw - y)²: at w = Δ the per-example gradient
+    g = x(xᵀΔ - ε) has mean G = Δ and tr(Σ) = (d+1)|Δ|² + d·s² (Gaussian fourth moments)."""
+    from jaxreg.data import batches
+
+    d, n, s = 5, 20000, 0.5
+    x = jax.random.normal(jax.random.key(0), (n, d))
+    y = s * jax.random.normal(jax.random.key(1), (n,))
+    delta = jnp.ones(d) / jnp.sqrt(d)
+
+    def loss_fn(w, b):
+        return jnp.sum(b["weight"] * (b["x"] @ w - b["y"]) ** 2) / (2 * jnp.sum(b["weight"]))
+
+    trace_exact = (d + 1) * 1.0 + d * s**2
+    per_example = np.asarray(x) * (np.asarray(x) @ np.asarray(delta) - np.asarray(y))[:, None]
+    sq_dev = ((per_example - per_example.mean(0)) ** 2).sum(1)
+    standard_error = sq_dev.std() / np.sqrt(n)
+    data = batches(x, y, 128)  # ragged: 20000 = 156·128 + 32, the padding must not count
+    ours = metrics.gradient_noise_scale(loss_fn, delta, data)
+    assert abs(float(ours.trace_covariance) - trace_exact) < 4 * standard_error
+    np.testing.assert_allclose(float(ours.trace_covariance), sq_dev.sum() / (n - 1), rtol=1e-4)
+    assert abs(float(ours.gradient_sq_norm) - 1.0) < 0.02
+    assert float(ours.simple_noise_scale) == pytest.approx(trace_exact, rel=0.04)
+    batched = metrics.gradient_noise_scale(loss_fn, delta, data, method="batches")
+    assert float(batched.simple_noise_scale) == pytest.approx(trace_exact, rel=0.1)
+    with pytest.raises(ValueError, match="method"):
+        metrics.gradient_noise_scale(loss_fn, delta, data, method="exact")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import chex
@@ -26,6 +27,9 @@ from jaxreg.losses import (
     softmax_cross_entropy,
     weighted_mean,
 )
+from jaxreg.training import checkpoints
+from jaxreg.training import early_stopping as es
+from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState
 
 __all__ = ["FitResult", "evaluate", "fit"]
 
@@ -37,17 +41,21 @@ class FitResult(NamedTuple):
     """Outcome of :func:`fit`.
 
     Attributes:
-      params: parameters after the last epoch.
+      params: parameters after the last epoch (the best ones with early stopping).
       opt_state: optimizer state after the last epoch.
       history: dict of per-epoch arrays, leading axis ``num_epochs``:
         ``objective`` (mean minibatch training objective, penalty included),
         ``train_loss``/``train_accuracy`` (full training set, eval mode) and,
-        with ``eval_data``, ``eval_loss``/``eval_accuracy``.
+        with ``eval_data``, ``eval_loss``/``eval_accuracy``; with early stopping,
+        ``stopped``.
+      early_stopping: the final early-stopping state (``best_step``,
+        ``stop_step``, ...), or None.
     """
 
     params: chex.ArrayTree
     opt_state: optax.OptState
     history: dict[str, jax.Array]
+    early_stopping: EarlyStoppingState | None = None
 
 
 def _evaluate_batches(
@@ -98,6 +106,8 @@ def fit(
     penalty: Penalty | None = None,
     penalty_strength: ArrayLike = 0.0,
     batch_transform: BatchTransform | None = None,
+    early_stopping: EarlyStopping | None = None,
+    checkpoint_dir: str | Path | None = None,
     eval_batch_size: int = 1024,
     progress: bool = False,
     epochs_per_chunk: int | None = None,
@@ -131,6 +141,15 @@ def fit(
         training minibatch (``{"x", "y", "weight"}``) with its own key: input
         noise, augmentation (:mod:`jaxreg.augment`), label smoothing or mixup
         (soft ``y`` of shape ``(batch, K)`` work with the default loss).
+      early_stopping: an :class:`~jaxreg.training.EarlyStopping` (monitor,
+        patience, min_delta, mode). A member that stops is frozen (its later
+        epochs are computed and discarded, so under ``vmap`` it still costs
+        compute); the result's ``params`` are then the *best* parameters. From
+        the host, the loop ends early once every member has stopped (with
+        ``epochs_per_chunk`` set; the history then has fewer entries).
+      checkpoint_dir: save the training state there (orbax) after every chunk
+        of epochs and resume from the latest checkpoint if one exists; the
+        resumed run is bitwise equal to an uninterrupted one. Host calls only.
       eval_batch_size: batch size for evaluation passes.
       progress: show a progress bar (host-side, chunks of epochs); ignored
         when called under a transformation.
@@ -188,47 +207,100 @@ def fit(
         run_key, train_x, train_y, evals = arrays
 
         def epoch(carry, epoch_index):
+            p, opt_state, stopping = carry
             shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(run_key, epoch_index))
             data = shuffled_batches(shuffle_key, train_x, train_y, batch_size)
             step_keys = jax.random.split(dropout_key, num_batches)
-            carry, (values, weights) = jax.lax.scan(step, carry, (data, step_keys))
+            (new_p, new_state), (values, weights) = jax.lax.scan(
+                step, (p, opt_state), (data, step_keys)
+            )
+            if stopping is not None:  # a stopped member stays bitwise frozen
+                new_p, new_state = jax.tree.map(
+                    lambda old, new: jnp.where(stopping.stopped, old, new),
+                    (p, opt_state),
+                    (new_p, new_state),
+                )
             record = {"objective": jnp.sum(values * weights) / jnp.sum(weights)}
             for name, eval_batches in evals.items():
-                metrics = _evaluate_batches(apply, carry[0], eval_batches, loss)
+                metrics = _evaluate_batches(apply, new_p, eval_batches, loss)
                 record[f"{name}_loss"] = metrics["loss"]
                 record[f"{name}_accuracy"] = metrics["accuracy"]
-            return carry, record
+            if stopping is not None:
+                stopping = es.update(stopping, record[early_stopping.monitor], new_p)
+                record["stopped"] = stopping.stopped
+            return (new_p, new_state, stopping), record
 
         return jax.lax.scan(epoch, carry, start + jnp.arange(length))
 
-    carry = (params, optimizer.init(params))
+    stopping = None
+    if early_stopping is not None:
+        monitors = ["objective", "train_loss", "train_accuracy"]
+        if eval_data is not None:
+            monitors += ["eval_loss", "eval_accuracy"]
+        if early_stopping.monitor not in monitors:
+            raise ValueError(
+                f"early_stopping.monitor must be one of {monitors}, got {early_stopping.monitor!r}"
+            )
+        stopping = es.init(
+            params, early_stopping.patience, early_stopping.min_delta, early_stopping.mode
+        )
+    carry = (params, optimizer.init(params), stopping)
     arrays = (key, x, y, eval_sets)
     if is_traced((params, key, penalty_strength, x)):
+        if checkpoint_dir is not None:
+            raise ValueError("checkpoint_dir needs a host-side call of fit, not one under jit/vmap")
         carry, history = run(carry, arrays, 0, num_epochs)
-        return FitResult(carry[0], carry[1], history)
+        return _result(carry, history)
 
     if epochs_per_chunk is None:
-        epochs_per_chunk = max(1, math.ceil(num_epochs / 20)) if progress else num_epochs
+        chunks_wanted = 20 if progress else 10 if checkpoint_dir is not None else 1
+        epochs_per_chunk = max(1, math.ceil(num_epochs / chunks_wanted))
     if epochs_per_chunk <= 0:
         raise ValueError(f"epochs_per_chunk must be positive, got {epochs_per_chunk!r}")
     run_jit = jax.jit(run, static_argnums=3)
-    chunks = []
+    shapes = jax.eval_shape(lambda c, a: run(c, a, 0, 1), carry, arrays)[1]
+    history = jax.tree.map(lambda s: jnp.zeros((num_epochs,), s.dtype), shapes)
+    start = 0
+    if checkpoint_dir is not None and checkpoints.latest_step(checkpoint_dir) is not None:
+        carry, history, start = _resume(checkpoint_dir, carry, history, key)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=num_epochs, desc="fit", unit="epoch", leave=False)
-    start = 0
+        bar = tqdm(total=num_epochs, initial=start, desc="fit", unit="epoch", leave=False)
     while start < num_epochs:
         length = min(epochs_per_chunk, num_epochs - start)
         carry, chunk = run_jit(carry, arrays, start, length)
-        chunks.append(chunk)
+        history = jax.tree.map(
+            lambda h, c, s=start: h.at[s : s + c.shape[0]].set(c), history, chunk
+        )
         start += length
+        if checkpoint_dir is not None:
+            done = jax.tree.map(lambda h, s=start: h[:s], history)
+            checkpoints.save(checkpoint_dir, start, {"carry": carry, "key": key}, extra=done)
         if bar is not None:
             last = {k: f"{float(v[-1]):.3f}" for k, v in chunk.items() if k.endswith("accuracy")}
             bar.set_postfix(last)
             bar.update(length)
+        if carry[2] is not None and bool(jnp.all(carry[2].stopped)):
+            break  # every member has stopped: the remaining epochs would change nothing
     if bar is not None:
         bar.close()
-    history = jax.tree.map(lambda *parts: jnp.concatenate(parts), *chunks)
-    return FitResult(carry[0], carry[1], history)
+    return _result(carry, jax.tree.map(lambda h: h[:start], history))
+
+
+def _result(carry, history) -> FitResult:
+    params, opt_state, stopping = carry
+    if stopping is None:
+        return FitResult(params, opt_state, history)
+    return FitResult(stopping.best_params, opt_state, history, stopping)
+
+
+def _resume(directory, carry, history, key):
+    state, epoch = checkpoints.restore(directory, {"carry": carry, "key": key})
+    if not bool(jnp.all(jax.random.key_data(state["key"]) == jax.random.key_data(key))):
+        raise ValueError(f"the checkpoint in {directory} was written by a run with another key")
+    done = checkpoints.restore_extra(directory, epoch)
+    epoch = min(epoch, len(next(iter(history.values()))))
+    history = {k: h.at[:epoch].set(jnp.asarray(done[k])[:epoch]) for k, h in history.items()}
+    return state["carry"], history, epoch

@@ -3,6 +3,7 @@
 from jaxreg import augment as augment
 from jaxreg import data as data
 from jaxreg import labels as labels
+from jaxreg import landscape as landscape
 from jaxreg import losses as losses
 from jaxreg import masks as masks
 from jaxreg import metrics as metrics
@@ -11,6 +12,7 @@ from jaxreg import noise as noise
 from jaxreg import penalties as penalties
 from jaxreg import plots as plots
 from jaxreg import prox as prox
+from jaxreg import sharpness as sharpness
 from jaxreg import solvers as solvers
 from jaxreg import training as training
 from jaxreg import transforms as transforms

@@ -254,7 +254,7 @@ def batches(
     _check_batch_size(batch_size, n)
     x, y = jnp.asarray(x), jnp.asarray(y)
     num_batches, remainder = divmod(n, batch_size)
-    weight = jnp.ones((n,), jnp.float32)
+    weight = jnp.ones((n,), jnp.result_type(float))
     if remainder and not drop_remainder:
         pad = batch_size - remainder
         num_batches += 1
@@ -296,7 +296,7 @@ def batch_weight(batch: chex.ArrayTree) -> jax.Array:
     leaves = jax.tree.leaves(batch)
     if not leaves:
         raise ValueError("batch has no array leaves")
-    return jnp.asarray(leaves[0].shape[0], jnp.float32)
+    return jnp.asarray(leaves[0].shape[0], jnp.result_type(float))
 
 
 def mean_over_batches(fn: Callable[[Any], chex.ArrayTree], data: chex.ArrayTree) -> chex.ArrayTree:
@@ -323,5 +323,7 @@ def mean_over_batches(fn: Callable[[Any], chex.ArrayTree], data: chex.ArrayTree)
         total = jax.tree.map(lambda t, v: t + (w * v).astype(t.dtype), total, value)
         return (total, weight_sum + w), None
 
-    (total, weight_sum), _ = jax.lax.scan(body, (zeros, jnp.zeros((), jnp.float32)), data)
+    (total, weight_sum), _ = jax.lax.scan(
+        body, (zeros, jnp.zeros((), jnp.result_type(float))), data
+    )
     return jax.tree.map(lambda t: t / weight_sum.astype(t.dtype), total)

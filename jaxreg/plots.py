@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["error_bars", "learning_curves", "reliability_diagram"]
+__all__ = [
+    "error_bars",
+    "landscapes",
+    "learning_curves",
+    "reliability_diagram",
+    "spectral_density",
+]
 
 
 def _pyplot():
@@ -135,6 +141,70 @@ def error_bars(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def spectral_density(
+    densities: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path | None = None,
+    *,
+    log: bool = True,
+):
+    """Hessian eigenvalue densities (from :func:`jaxreg.sharpness.spectral_density`).
+
+    Args:
+      densities: name → ``(grid, density)``.
+      path: where to save the PNG.
+      log: logarithmic density axis (the bulk near 0 dwarfs the outliers).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for index, (name, (grid, density)) in enumerate(densities.items()):
+        density = np.asarray(density)
+        ax.plot(
+            np.asarray(grid),
+            np.maximum(density, 1e-12) if log else density,
+            color=f"C{index}",
+            label=name,
+        )
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=1e-6)
+    ax.set_xlabel("Hessian eigenvalue")
+    ax.set_ylabel("density")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def landscapes(
+    slices: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    path: str | Path | None = None,
+    *,
+    levels: int = 20,
+):
+    """Contour plots of 2-D loss slices (from :func:`jaxreg.landscape.slice_2d`), side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices), 3.8), squeeze=False)
+    for ax, (name, (alphas, betas, losses)) in zip(axes[0], slices.items(), strict=True):
+        contour = ax.contourf(
+            np.asarray(alphas),
+            np.asarray(betas),
+            np.asarray(losses).T,
+            levels=levels,
+            cmap="viridis",
+        )
+        fig.colorbar(contour, ax=ax, label="loss")
+        ax.plot(0, 0, "w*", ms=10)
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel("α (filter-normalized)")
+        ax.set_ylabel("β")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

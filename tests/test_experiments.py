@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "parameter_sharing",
         "early_stopping_vs_l2",
         "batch_size",
+        pytest.param("sharp_vs_flat", marks=pytest.mark.slow),
     ],
 )
 def test_experiment_passes(name, tmp_path):

@@ -39,6 +39,8 @@ def test_public_api_is_reexported():
         "metrics",
         "plots",
         "solvers",
+        "sharpness",
+        "landscape",
     ):
         assert hasattr(jaxreg, name), name
 

@@ -1,0 +1,271 @@
+"""Hessian analysis against dense references: jax.hessian + numpy.linalg.eigh on a small MLP."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from jaxreg import landscape, sharpness
+from jaxreg.data import batches
+from jaxreg.losses import classification_loss
+from jaxreg.nn import MLP, functional
+
+
+def _problem(dtype=jnp.float32):
+    model = MLP((8, 24, 24, 4), activation="tanh", rngs=nnx.Rngs(0))
+    apply, params = functional(model)
+    params = jax.tree.map(lambda a: a.astype(dtype), params)
+    x = jax.random.normal(jax.random.key(1), (90, 8), dtype)
+    y = jax.random.randint(jax.random.key(2), (90,), 0, 4)
+    data = batches(x, y, 32)  # ragged: 90 = 2·32 + 26
+    loss_fn = classification_loss(apply)
+    return apply, params, data, loss_fn, x, y
+
+
+def _dense_hessian(loss_fn, params, x, y):
+    flat, unravel = ravel_pytree(params)
+    full = {"x": x, "y": y}
+    hessian = jax.hessian(lambda f: loss_fn(unravel(f), full))(flat)
+    return np.asarray(hessian, np.float64)
+
+
+def test_hvp_matches_the_dense_hessian_with_padded_batches(x64):
+    _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
+    dense = _dense_hessian(loss_fn, params, x, y)
+    assert dense.shape[0] <= 2000
+    flat, unravel = ravel_pytree(params)
+    v = jax.random.normal(jax.random.key(3), flat.shape, flat.dtype)
+    ours = ravel_pytree(sharpness.hvp(loss_fn, params, data)(unravel(v)))[0]
+    np.testing.assert_allclose(ours, dense @ np.asarray(v), rtol=1e-9, atol=1e-12)
+
+
+def test_gauss_newton_product_matches_dense_jacobian_form(x64):
+    apply, params, data, _, x, _ = _problem(jnp.float64)
+    flat, unravel = ravel_pytree(params)
+    jac = np.asarray(jax.jacobian(lambda f: apply(unravel(f), x))(flat))  # (n, K, P)
+    probs = np.asarray(jax.nn.softmax(apply(params, x)))
+    ggn = sum(
+        jac[i].T @ (np.diag(probs[i]) - np.outer(probs[i], probs[i])) @ jac[i]
+        for i in range(len(x))
+    ) / len(x)
+    v = jax.random.normal(jax.random.key(4), flat.shape, flat.dtype)
+    ours = ravel_pytree(sharpness.gauss_newton_vp(apply, params, data)(unravel(v)))[0]
+    np.testing.assert_allclose(ours, ggn @ np.asarray(v), rtol=1e-8, atol=1e-12)
+
+
+def test_top5_and_min_eigenvalues_match_eigh_in_float64(x64):
+    _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
+    reference = np.linalg.eigvalsh(_dense_hessian(loss_fn, params, x, y))
+    values, vectors, info = sharpness.top_eigenvalues(
+        loss_fn, params, data, key=jax.random.key(0), k=5, num_iters=120
+    )
+    np.testing.assert_allclose(values, reference[::-1][:5], rtol=1e-4)
+    assert np.all(np.asarray(info["residual_norm"]) < 1e-4 * reference.max())
+    assert jax.tree.leaves(vectors)[0].shape[0] == 5
+    smallest, _, _ = sharpness.min_eigenvalue(
+        loss_fn, params, data, key=jax.random.key(1), num_iters=120
+    )
+    assert reference[0] < 0  # a tanh MLP away from a minimum has negative curvature
+    np.testing.assert_allclose(smallest, reference[0], rtol=1e-4)
+
+
+def test_top_eigenvalues_in_float32():
+    _apply, params, data, loss_fn, x, y = _problem(jnp.float32)
+    reference = np.linalg.eigvalsh(_dense_hessian(loss_fn, params, x, y))[::-1][:5]
+    values, _, _ = sharpness.top_eigenvalues(
+        loss_fn, params, data, key=jax.random.key(0), k=5, num_iters=120
+    )
+    rel = np.abs(np.asarray(values) - reference) / np.abs(reference)
+    print(f"float32 top-5 relative errors: {rel}")
+    assert rel.max() < 1e-3
+
+
+def test_power_iteration_with_deflation_and_its_hvp_count(x64):
+    _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
+    reference = np.linalg.eigvalsh(_dense_hessian(loss_fn, params, x, y))[::-1]
+    out = sharpness.power_iteration(loss_fn, params, data, key=jax.random.key(0), k=2)
+    assert abs(float(out.eigenvalues[0]) - reference[0]) / reference[0] < 1e-2
+    assert 2 <= int(out.num_hvps) <= 200
+
+
+def test_block_eigenvalues_match_dense_diagonal_blocks(x64):
+    _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
+    dense = _dense_hessian(loss_fn, params, x, y)
+    blocks = sharpness.block_top_eigenvalues(
+        loss_fn, params, data, key=jax.random.key(0), k=2, num_iters=60
+    )
+    assert set(blocks) == {"layers/0", "layers/1", "layers/2"}
+    flat_mask = ravel_pytree(
+        jax.tree_util.tree_map_with_path(
+            lambda path, leaf: jnp.full(leaf.shape, path[1].key == 1), params
+        )
+    )[0]
+    idx = np.flatnonzero(np.asarray(flat_mask))
+    block = np.linalg.eigvalsh(dense[np.ix_(idx, idx)])[::-1][:2]
+    np.testing.assert_allclose(blocks["layers/1"], block, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["hutch++", "hutchinson"])
+def test_hessian_trace_within_three_standard_errors(method):
+    _apply, params, data, loss_fn, x, y = _problem()
+    exact = np.trace(_dense_hessian(loss_fn, params, x, y))
+    estimate, error = sharpness.hessian_trace(
+        loss_fn, params, data, key=jax.random.key(0), num_samples=90, method=method
+    )
+    print(f"{method}: {float(estimate):.4f} ± {float(error):.4f} (exact {exact:.4f})")
+    assert abs(float(estimate) - exact) < 3 * float(error) + 1e-4 * abs(exact)
+
+
+def test_spectral_density_integrates_to_one_and_matches_moments(x64):
+    _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
+    dense = _dense_hessian(loss_fn, params, x, y)
+    n = dense.shape[0]
+    out = sharpness.spectral_density(
+        loss_fn, params, data, key=jax.random.key(0), num_iters=40, num_runs=12
+    )
+    grid, density = np.asarray(out.grid), np.asarray(out.density)
+    assert abs(np.sum(density) * (grid[1] - grid[0]) - 1) < 1e-3
+    np.testing.assert_allclose(np.asarray(out.weights).sum(1), 1.0, rtol=1e-10)
+    # Gauss quadrature is exact for low moments: Σ τθ^p = vᵀH^p v for each run's unit v.
+    starts = [
+        np.asarray(jax.random.normal(k, (n,), jnp.float64))
+        for k in jax.random.split(jax.random.key(0), 12)
+    ]
+    for run, v in enumerate(starts):
+        v = v / np.linalg.norm(v)
+        for power in (1, 2):
+            quad = np.sum(np.asarray(out.weights[run]) * np.asarray(out.nodes[run]) ** power)
+            np.testing.assert_allclose(
+                quad, v @ np.linalg.matrix_power(dense, power) @ v, rtol=1e-6, atol=1e-12
+            )
+    for power, exact in ((1, np.trace(dense) / n), (2, np.trace(dense @ dense) / n)):
+        per_run = np.sum(np.asarray(out.weights) * np.asarray(out.nodes) ** power, axis=1)
+        assert abs(per_run.mean() - exact) < 3 * per_run.std(ddof=1) / np.sqrt(12)
+
+
+A = jnp.diag(jnp.array([5.0, 2.0, 1.0, 0.5]))
+
+
+def _quadratic():
+    data = batches(jnp.zeros((4, 1)), jnp.zeros(4), 2)
+
+    def loss_fn(w, batch):
+        return 0.5 * w @ A @ w
+
+    return loss_fn, data
+
+
+def test_sam_sharpness_on_a_quadratic_is_rho2_lambda_max_over_2():
+    loss_fn, data = _quadratic()
+    rho = 0.3
+    value = sharpness.sam_sharpness(
+        loss_fn, jnp.zeros(4), data, rho, num_steps=60, key=jax.random.key(0)
+    )
+    np.testing.assert_allclose(value, rho**2 * 5.0 / 2, rtol=1e-4)
+    # A zero gradient without a random start: zero sharpness, not NaN.
+    at_minimum = sharpness.sam_sharpness(loss_fn, jnp.zeros(4), data, rho)
+    assert float(at_minimum) == 0.0
+    assert not np.any(np.isnan(sharpness.safe_normalize(jnp.zeros(3))))
+    # Away from the minimum one step is SAM's perturbation ε = ρ g/‖g‖.
+    w = jnp.array([1.0, 1.0, 0.0, 0.0])
+    g = A @ w
+    eps = rho * g / jnp.linalg.norm(g)
+    expected = 0.5 * (w + eps) @ A @ (w + eps) - 0.5 * w @ A @ w
+    np.testing.assert_allclose(sharpness.sam_sharpness(loss_fn, w, data, rho), expected, rtol=1e-5)
+    adaptive = sharpness.sam_sharpness(loss_fn, w, data, rho, adaptive=True)
+    assert np.isfinite(float(adaptive)) and float(adaptive) > 0
+
+
+def test_epsilon_average_and_pac_bayes_on_a_quadratic():
+    loss_fn, data = _quadratic()
+    w = jnp.array([0.5, -0.2, 0.0, 1.0])
+    eps = 0.1
+    bound = eps * (np.abs(np.asarray(w)) + 1)
+    worst = 0.5 * np.sum(np.diag(A) * (np.abs(np.asarray(w)) + bound) ** 2)
+    base = float(0.5 * w @ A @ w)
+    ours = sharpness.epsilon_sharpness(loss_fn, w, data, eps, num_steps=8)
+    np.testing.assert_allclose(ours, 100 * (worst - base) / (1 + base), rtol=1e-5)
+    sigma = 0.05
+    minimum = jnp.zeros(4)  # no linear term: E[L(δ)] = σ²·tr(A)/2 with small MC error
+    avg = sharpness.average_sharpness(
+        loss_fn, minimum, data, key=jax.random.key(0), sigma=sigma, num_samples=4000
+    )
+    np.testing.assert_allclose(avg, sigma**2 / 2 * np.trace(A), rtol=0.1)
+    target = 0.01
+    flat_sigma = sharpness.pac_bayes_flatness(
+        loss_fn, minimum, data, key=jax.random.key(0), target=target, num_samples=512
+    )
+    np.testing.assert_allclose(flat_sigma, np.sqrt(2 * target / np.trace(A)), rtol=0.1)
+
+
+def test_two_d_slice_is_exactly_the_quadratic_form():
+    loss_fn, data = _quadratic()
+    d1, d2 = jnp.array([1.0, 0.0, 1.0, 0.0]), jnp.array([0.0, 1.0, 0.0, -1.0])
+    alphas, betas, losses = landscape.slice_2d(
+        loss_fn,
+        jnp.zeros(4),
+        data,
+        key=jax.random.key(0),
+        span=2.0,
+        resolution=5,
+        directions=(d1, d2),
+    )
+    for i, a in enumerate(np.asarray(alphas)):
+        for j, b in enumerate(np.asarray(betas)):
+            point = a * np.asarray(d1) + b * np.asarray(d2)
+            np.testing.assert_allclose(losses[i, j], 0.5 * point @ np.asarray(A) @ point, rtol=1e-6)
+    _ts, points = landscape.interpolate(jnp.zeros(4), jnp.ones(4), 5)
+    np.testing.assert_allclose(points[2], 0.5 * np.ones(4))
+
+
+def test_filter_normalization():
+    params = {"kernel": jax.random.normal(jax.random.key(0), (3, 4, 6)), "bias": jnp.ones(6)}
+    d = landscape.random_direction(jax.random.key(1), params)
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(d["kernel"]).reshape(12, 6), axis=0),
+        np.linalg.norm(np.asarray(params["kernel"]).reshape(12, 6), axis=0),
+        rtol=1e-5,
+    )
+    np.testing.assert_array_equal(d["bias"], 0.0)
+    kept = landscape.random_direction(jax.random.key(1), params, ignore_bias=False)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(kept["bias"]), jnp.linalg.norm(params["bias"]), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="normalization"):
+        landscape.random_direction(jax.random.key(1), params, "unit")
+
+
+def test_vmap_over_four_param_sets_equals_a_loop_with_one_compile():
+    _apply, params, data, loss_fn, _, _ = _problem()
+    stacked = jax.tree.map(lambda a: jnp.stack([a * s for s in (0.5, 1.0, 1.5, 2.0)]), params)
+
+    def measures(p):
+        top, _, _ = sharpness.top_eigenvalues(
+            loss_fn, p, data, key=jax.random.key(0), k=2, num_iters=30
+        )
+        trace, _ = sharpness.hessian_trace(loss_fn, p, data, key=jax.random.key(1), num_samples=12)
+        sam = sharpness.sam_sharpness(loss_fn, p, data, 0.05)
+        return top, trace, sam
+
+    chex.clear_trace_counter()
+    swept = jax.jit(jax.vmap(chex.assert_max_traces(measures, n=1)))(stacked)
+    for i in range(4):
+        single = jax.jit(measures)(jax.tree.map(lambda a, i=i: a[i], stacked))
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, i=i: a[i], swept), single, rtol=2e-3, atol=1e-5
+        )
+
+
+def test_bad_input():
+    loss_fn, data = _quadratic()
+    with pytest.raises(ValueError, match="rho"):
+        sharpness.sam_sharpness(loss_fn, jnp.zeros(4), data, -0.1)
+    with pytest.raises(ValueError, match="num_iters"):
+        sharpness.lanczos(lambda v: v, jnp.ones(3), 5)
+    with pytest.raises(ValueError, match="method"):
+        sharpness.hessian_trace(loss_fn, jnp.zeros(4), data, key=jax.random.key(0), method="exact")
+    with pytest.raises(ValueError, match="m="):
+        sharpness.sam_sharpness(loss_fn, jnp.zeros(4), data, 0.1, m=3)

@@ -2,6 +2,7 @@
 
 from jaxreg import augment as augment
 from jaxreg import data as data
+from jaxreg import ensembles as ensembles
 from jaxreg import labels as labels
 from jaxreg import landscape as landscape
 from jaxreg import losses as losses
@@ -14,6 +15,7 @@ from jaxreg import plots as plots
 from jaxreg import prox as prox
 from jaxreg import sharpness as sharpness
 from jaxreg import solvers as solvers
+from jaxreg import sweeps as sweeps
 from jaxreg import training as training
 from jaxreg import transforms as transforms
 from jaxreg.training import FitResult as FitResult

@@ -227,7 +227,12 @@ def _check_batch_size(batch_size: int, n: int) -> None:
 
 
 def batches(
-    x: ArrayLike, y: ArrayLike, batch_size: int, *, drop_remainder: bool = False
+    x: ArrayLike,
+    y: ArrayLike,
+    batch_size: int,
+    *,
+    drop_remainder: bool = False,
+    weight: ArrayLike | None = None,
 ) -> dict[str, jax.Array]:
     """Stack ``(x, y)`` into batches with a leading batch-index axis.
 
@@ -241,6 +246,8 @@ def batches(
       y: labels, shape ``(n, ...)``.
       batch_size: examples per batch (static), ``1 <= batch_size <= n``.
       drop_remainder: drop the incomplete last batch instead of padding it.
+      weight: optional per-example weights ``(n,)`` (e.g. bootstrap counts from
+        :func:`jaxreg.ensembles.bootstrap_weights`); padding always weighs 0.
 
     Returns:
       ``{"x": (b, batch_size, ...), "y": (b, batch_size, ...), "weight": (b, batch_size)}``.
@@ -254,7 +261,12 @@ def batches(
     _check_batch_size(batch_size, n)
     x, y = jnp.asarray(x), jnp.asarray(y)
     num_batches, remainder = divmod(n, batch_size)
-    weight = jnp.ones((n,), jnp.result_type(float))
+    if weight is None:
+        weight = jnp.ones((n,), jnp.result_type(float))
+    else:
+        weight = jnp.asarray(weight, jnp.result_type(float))
+        if weight.shape != (n,):
+            raise ValueError(f"weight must have shape ({n},), got {weight.shape}")
     if remainder and not drop_remainder:
         pad = batch_size - remainder
         num_batches += 1
@@ -272,7 +284,13 @@ def batches(
 
 
 def shuffled_batches(
-    key: jax.Array, x: ArrayLike, y: ArrayLike, batch_size: int, *, drop_remainder: bool = False
+    key: jax.Array,
+    x: ArrayLike,
+    y: ArrayLike,
+    batch_size: int,
+    *,
+    drop_remainder: bool = False,
+    weight: ArrayLike | None = None,
 ) -> dict[str, jax.Array]:
     """One shuffled epoch of :func:`batches`, driven by ``key``; usable inside ``jit``/``scan``.
 
@@ -285,7 +303,11 @@ def shuffled_batches(
     n = _check_xy(x, y)
     order = jax.random.permutation(key, n)
     return batches(
-        jnp.asarray(x)[order], jnp.asarray(y)[order], batch_size, drop_remainder=drop_remainder
+        jnp.asarray(x)[order],
+        jnp.asarray(y)[order],
+        batch_size,
+        drop_remainder=drop_remainder,
+        weight=None if weight is None else jnp.asarray(weight)[order],
     )
 
 

@@ -48,7 +48,9 @@ def weighted_mean(values: jax.Array, weight: jax.Array | None = None) -> jax.Arr
     """Mean of ``values`` over examples, counting each with ``weight`` (padding has 0)."""
     if weight is None:
         return jnp.mean(values)
-    return jnp.sum(values * weight) / jnp.sum(weight)
+    # A batch whose weights are all zero (e.g. bootstrap left every example out) contributes 0.
+    total = jnp.sum(weight)
+    return jnp.sum(values * weight) / jnp.where(total > 0, total, 1.0)
 
 
 def classification_loss(

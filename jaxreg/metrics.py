@@ -16,8 +16,10 @@ import numpy as np
 from jax.typing import ArrayLike
 
 __all__ = [
+    "BiasVariance",
     "NoiseScale",
     "accuracy",
+    "bias_variance",
     "brier",
     "ece",
     "gradient_noise_scale",
@@ -252,3 +254,53 @@ def gradient_noise_scale(
     else:
         raise ValueError(f"method must be 'per_example' or 'batches', got {method!r}")
     return NoiseScale(trace / signal, trace, signal)
+
+
+class BiasVariance(NamedTuple):
+    """mlxtend's ``bias_variance_decomp`` quantities (averaged over test points)."""
+
+    expected_loss: jax.Array
+    bias: jax.Array
+    variance: jax.Array
+
+
+def bias_variance(
+    preds: ArrayLike,
+    targets: ArrayLike,
+    loss: Literal["mse", "0-1"] = "mse",
+    *,
+    num_classes: int | None = None,
+) -> BiasVariance:
+    """Bias and variance over training sets, with mlxtend's definitions.
+
+    ``preds`` is ``(rounds, n)``: one row per model trained on its own
+    bootstrap/training set (e.g. from one vmapped run, instead of mlxtend's
+    sequential refits). The main prediction is the mean (``"mse"``) or the
+    mode (``"0-1"``, ties to the smallest class, as ``np.bincount(...).argmax()``).
+
+    * ``"mse"``: loss ``E(ŷ−y)²``, bias ``(ȳ−y)²``, variance ``E(ŷ−ȳ)²``;
+      ``loss = bias + variance`` exactly.
+    * ``"0-1"``: loss ``P(ŷ≠y)``, bias ``[ŷ_main ≠ y]``, variance ``P(ŷ ≠ ŷ_main)``.
+      Give ``num_classes`` to use it under ``jit``.
+    """
+    preds = jnp.asarray(preds)
+    targets = jnp.asarray(targets)
+    if preds.ndim != 2 or preds.shape[1:] != targets.shape:
+        raise ValueError(f"preds must be (rounds, n) with n = {targets.shape}, got {preds.shape}")
+    if loss == "mse":
+        main = jnp.mean(preds, axis=0)
+        return BiasVariance(
+            jnp.mean((preds - targets) ** 2),
+            jnp.mean((main - targets) ** 2),
+            jnp.mean((main - preds) ** 2),
+        )
+    if loss == "0-1":
+        labels = preds.astype(jnp.int32)
+        if num_classes is None:
+            num_classes = int(max(int(jnp.max(labels)), int(jnp.max(targets)))) + 1
+        counts = jnp.sum(jax.nn.one_hot(labels, num_classes), axis=0)
+        main = jnp.argmax(counts, axis=-1)
+        return BiasVariance(
+            jnp.mean(labels != targets), jnp.mean(main != targets), jnp.mean(labels != main)
+        )
+    raise ValueError(f"loss must be 'mse' or '0-1', got {loss!r}")

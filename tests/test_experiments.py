@@ -18,10 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
         "label_smoothing",
         "augmentation",
         "dropout",
-        "parameter_sharing",
+        pytest.param("parameter_sharing", marks=pytest.mark.slow),
         "early_stopping_vs_l2",
         "batch_size",
         pytest.param("sharp_vs_flat", marks=pytest.mark.slow),
+        pytest.param("ensembles", marks=pytest.mark.slow),
+        pytest.param("bias_variance", marks=pytest.mark.slow),
     ],
 )
 def test_experiment_passes(name, tmp_path):

@@ -219,3 +219,38 @@ def test_batch_transform_sees_every_training_batch_with_its_own_key(small_proble
         batch_transform=record,
     )
     assert len(seen) == 6 and len({s.tobytes() for s in seen}) == 6
+
+
+def test_per_example_weights_match_a_weighted_plain_loop(small_problem):
+    apply, params, x, y = small_problem
+    weight = jnp.asarray(np.random.default_rng(0).integers(0, 3, len(y)), jnp.float32)
+    result = fit(
+        apply,
+        params,
+        optax.sgd(0.5),
+        (x, y, weight),
+        key=jax.random.key(0),
+        num_epochs=3,
+        batch_size=len(y),
+    )
+
+    def weighted_loss(p):
+        from jaxreg.losses import softmax_cross_entropy
+
+        return jnp.sum(weight * softmax_cross_entropy(apply(p, x), y)) / jnp.sum(weight)
+
+    reference = params
+    for _ in range(3):
+        grads = jax.grad(weighted_loss)(reference)
+        reference = jax.tree.map(lambda w, g: w - 0.5 * g, reference, grads)
+    chex.assert_trees_all_close(result.params, reference, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="weight"):
+        fit(
+            apply,
+            params,
+            optax.sgd(0.5),
+            (x, y, weight[:-1]),
+            key=jax.random.key(0),
+            num_epochs=1,
+            batch_size=10,
+        )

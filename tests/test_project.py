@@ -41,6 +41,8 @@ def test_public_api_is_reexported():
         "solvers",
         "sharpness",
         "landscape",
+        "sweeps",
+        "ensembles",
     ):
         assert hasattr(jaxreg, name), name
 

@@ -96,7 +96,7 @@ def fit(
     apply: Callable,
     params: chex.ArrayTree,
     optimizer: optax.GradientTransformation,
-    train: tuple[ArrayLike, ArrayLike],
+    train: tuple[ArrayLike, ArrayLike] | tuple[ArrayLike, ArrayLike, ArrayLike],
     *,
     key: jax.Array,
     num_epochs: int,
@@ -128,7 +128,8 @@ def fit(
       apply: ``apply(params, x, *, key=None, train=False) -> logits``.
       params: initial parameters (any pytree).
       optimizer: any optax ``GradientTransformation`` (schedules included).
-      train: ``(x, y)`` training arrays; ``y`` int ids or soft labels.
+      train: ``(x, y)`` training arrays (``y`` int ids or soft labels), or
+        ``(x, y, weight)`` with per-example weights (bagging via bootstrap counts).
       key: PRNG key for shuffling and dropout.
       num_epochs: number of passes over the training data (static).
       batch_size: minibatch size (static); a short last batch is padded and
@@ -176,10 +177,13 @@ def fit(
             f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
         )
     check_non_negative(penalty_strength, "penalty_strength")
+    if len(train) not in (2, 3):
+        raise ValueError(f"train must be (x, y) or (x, y, weight), got {len(train)} arrays")
     x, y = jnp.asarray(train[0]), jnp.asarray(train[1])
+    sample_weight = None if len(train) == 2 else jnp.asarray(train[2])
     # Builds once to validate sizes and fix the number of minibatches per epoch.
     num_batches = batches(x, y, batch_size)["weight"].shape[0]
-    eval_sets = {"train": batches(x, y, min(eval_batch_size, len(y)))}
+    eval_sets = {"train": batches(x, y, min(eval_batch_size, len(y)), weight=sample_weight)}
     if eval_data is not None:
         ex, ey = jnp.asarray(eval_data[0]), jnp.asarray(eval_data[1])
         eval_sets["eval"] = batches(ex, ey, min(eval_batch_size, len(ey)))
@@ -204,12 +208,12 @@ def fit(
     # Arrays travel as arguments, not closure constants: XLA would otherwise
     # constant-fold the shuffles of the whole dataset at compile time.
     def run(carry, arrays, start, length):
-        run_key, train_x, train_y, evals = arrays
+        run_key, train_x, train_y, train_weight, evals = arrays
 
         def epoch(carry, epoch_index):
             p, opt_state, stopping = carry
             shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(run_key, epoch_index))
-            data = shuffled_batches(shuffle_key, train_x, train_y, batch_size)
+            data = shuffled_batches(shuffle_key, train_x, train_y, batch_size, weight=train_weight)
             step_keys = jax.random.split(dropout_key, num_batches)
             (new_p, new_state), (values, weights) = jax.lax.scan(
                 step, (p, opt_state), (data, step_keys)
@@ -245,7 +249,7 @@ def fit(
             params, early_stopping.patience, early_stopping.min_delta, early_stopping.mode
         )
     carry = (params, optimizer.init(params), stopping)
-    arrays = (key, x, y, eval_sets)
+    arrays = (key, x, y, sample_weight, eval_sets)
     if is_traced((params, key, penalty_strength, x)):
         if checkpoint_dir is not None:
             raise ValueError("checkpoint_dir needs a host-side call of fit, not one under jit/vmap")

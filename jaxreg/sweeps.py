@@ -1,0 +1,358 @@
+"""Hyperparameter sweeps as one compiled, vmapped program: chunked, sharded, resumable.
+
+``run(train_fn, configs, key=..., seeds=S)`` calls ``train_fn(config, key)`` for
+every config × seed under ``jax.vmap`` and ``jax.jit`` — one compile for the
+whole sweep, since hyperparameters are traced values. ``chunk_size`` bounds
+peak memory (chunks go through the same compiled function; the last one is
+padded); ``mesh`` shards the member axis over devices; ``out_dir`` writes each
+finished chunk at once (atomically, ``.npz`` with a checksum, no pickle) so an
+interrupted sweep resumes where it stopped and ends with the same result.
+
+Multi-host: call ``jax.distributed.initialize()`` first and pass a mesh over
+``jax.devices()`` (all processes' devices); every process runs the same
+``run`` call. Tested here with one process (``jax.process_count() == 1``) and
+eight simulated CPU devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxreg.masks import leaf_path
+
+__all__ = ["Choice", "LogUniform", "SweepResult", "Uniform", "grid", "random", "run"]
+
+Configs = dict[str, np.ndarray]
+
+
+def grid(**axes: Sequence[Any]) -> Configs:
+    """Cartesian product of the given values: a dict of arrays with leading axis ``N``.
+
+    Example:
+      >>> configs = grid(lr=[1e-3, 1e-2], wd=[0.0, 1e-4, 1e-3])
+      >>> configs["lr"].shape, configs["wd"][:3].tolist()
+      ((6,), [0.0, 0.0001, 0.001])
+    """
+    if not axes:
+        raise ValueError("grid needs at least one axis")
+    for name, values in axes.items():
+        if len(values) == 0:
+            raise ValueError(f"axis {name!r} has no values")
+    names = list(axes)
+    product = list(itertools.product(*(axes[n] for n in names)))
+    return {n: np.asarray([p[i] for p in product]) for i, n in enumerate(names)}
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Uniform on ``[low, high)``."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """Log-uniform on ``[low, high)`` (``low > 0``)."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Uniform choice among ``values``."""
+
+    values: Sequence[Any]
+
+
+def random(key: jax.Array, n: int, **distributions: Uniform | LogUniform | Choice) -> Configs:
+    """``n`` random configs, each hyperparameter drawn independently from its distribution.
+
+    Example:
+      >>> configs = random(jax.random.key(0), 4, lr=LogUniform(1e-4, 1e-1), depth=Choice([2, 3]))
+      >>> configs["lr"].shape, set(configs["depth"].tolist()) <= {2, 3}
+      ((4,), True)
+    """
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    out = {}
+    for index, (name, dist) in enumerate(distributions.items()):
+        k = jax.random.fold_in(key, index)
+        if isinstance(dist, Uniform):
+            out[name] = np.asarray(jax.random.uniform(k, (n,), minval=dist.low, maxval=dist.high))
+        elif isinstance(dist, LogUniform):
+            if dist.low <= 0:
+                raise ValueError(f"LogUniform for {name!r} needs low > 0, got {dist.low}")
+            logs = jax.random.uniform(k, (n,), minval=np.log(dist.low), maxval=np.log(dist.high))
+            out[name] = np.exp(np.asarray(logs))
+        elif isinstance(dist, Choice):
+            values = np.asarray(dist.values)
+            out[name] = values[np.asarray(jax.random.randint(k, (n,), 0, len(values)))]
+        else:
+            raise TypeError(f"distribution for {name!r} must be Uniform, LogUniform or Choice")
+    return out
+
+
+def _check_configs(configs: Mapping[str, Any]) -> tuple[Configs, int]:
+    if not isinstance(configs, Mapping) or not configs:
+        raise ValueError("configs must be a non-empty dict of arrays with a leading axis")
+    arrays = {k: np.asarray(v) for k, v in configs.items()}
+    lengths = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1 or None in lengths.values():
+        raise ValueError(f"configs must share one leading length, got {lengths}")
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise ValueError("configs are empty")
+    return arrays, n
+
+
+@dataclass
+class SweepResult:
+    """Results of :func:`run`, one row per member (config × seed, config-major).
+
+    Attributes:
+      metrics: pytree returned by ``train_fn``, leading axis ``N·S``.
+      configs: the configs repeated per seed, leading axis ``N·S``.
+      config_index: which config each member ran, ``(N·S,)``.
+      seed: which seed each member ran, ``(N·S,)``.
+      failed: members with any non-finite metric, ``(N·S,)``.
+    """
+
+    metrics: chex.ArrayTree
+    configs: Configs
+    config_index: np.ndarray
+    seed: np.ndarray
+    failed: np.ndarray
+
+    def _flat_metrics(self) -> dict[str, np.ndarray]:
+        flat = {}
+        for path, leaf in jax.tree_util.tree_flatten_with_path(self.metrics)[0]:
+            leaf = np.asarray(leaf)
+            if leaf.ndim == 1:
+                flat[leaf_path(path)] = leaf
+        return flat
+
+    def to_dataframe(self):
+        """A pandas DataFrame: config columns, ``seed``, ``failed`` and every scalar metric."""
+        import pandas as pd
+
+        columns = {
+            **{k: np.asarray(v) for k, v in self.configs.items()},
+            "seed": self.seed,
+            "failed": self.failed,
+            **self._flat_metrics(),
+        }
+        return pd.DataFrame(columns)
+
+    def best(self, metric: str, mode: Literal["min", "max"] = "max") -> dict[str, Any]:
+        """The member with the best mean-over-seeds ``metric`` (failed members excluded)."""
+        table = self.to_dataframe()
+        if metric not in table:
+            raise ValueError(f"unknown metric {metric!r}; have {sorted(self._flat_metrics())}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        table = table.assign(config=self.config_index)
+        means = table[~table["failed"]].groupby("config")[metric].mean()
+        if means.empty:
+            raise ValueError("every member failed")
+        best = int(means.idxmax() if mode == "max" else means.idxmin())
+        row = {
+            k: np.asarray(v)[self.config_index == best][0].item() for k, v in self.configs.items()
+        }
+        return {**row, metric: float(means[best]), "config_index": best}
+
+    def summary(self):
+        """Mean and sd over seeds of every scalar metric, one row per config."""
+        table = self.to_dataframe().assign(config=self.config_index)
+        metrics = list(self._flat_metrics())
+        grouped = table.groupby("config")
+        out = grouped[list(self.configs)].first()
+        for name in metrics:
+            out[f"{name}_mean"] = grouped[name].mean()
+            out[f"{name}_sd"] = grouped[name].std(ddof=0)
+        out["failed"] = grouped["failed"].sum()
+        return out
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_chunk(path: Path, num_leaves: int) -> list[np.ndarray] | None:
+    """A chunk's leaves if the file is complete and its checksum matches, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            leaves = {f"leaf_{i}": f[f"leaf_{i}"] for i in range(num_leaves)}
+            stored = str(f["digest"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # missing, truncated or foreign: recompute, never trust
+    if stored != _digest(leaves):
+        return None
+    return [leaves[f"leaf_{i}"] for i in range(num_leaves)]
+
+
+def run(
+    train_fn: Callable[[Mapping[str, jax.Array], jax.Array], chex.ArrayTree],
+    configs: Mapping[str, Any],
+    *,
+    key: jax.Array,
+    seeds: int = 1,
+    chunk_size: int | None = None,
+    mesh: Mesh | Literal["auto"] | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Run ``train_fn(config, key)`` for every config × seed, vmapped and compiled once.
+
+    Args:
+      train_fn: ``(config, key) -> metrics pytree``; ``config`` is a dict of
+        scalars (traced), ``key`` a PRNG key. Must be jit/vmap-able.
+      configs: dict of arrays with a shared leading axis ``N`` (see :func:`grid`).
+      key: PRNG key; seed ``s`` uses ``split(key, seeds)[s]`` for every config
+        (common random numbers: configs are compared on the same seeds).
+      seeds: seeds per config; members are ordered config-major.
+      chunk_size: members per compiled call (memory bound); default all.
+      mesh: a ``jax.sharding.Mesh`` whose first axis shards the members (use
+        ``AxisType.Auto`` axes, so XLA places everything inside ``train_fn``), or
+        ``"auto"`` for all devices; chunks are padded to a multiple of it.
+      out_dir: folder for resumable results (see module docstring).
+      progress: a progress bar over chunks.
+
+    Returns:
+      :class:`SweepResult`.
+
+    Example:
+      >>> def train_fn(config, key):
+      ...     return {"loss": (config["x"] - 1.0) ** 2 + 0.01 * jax.random.normal(key)}
+      >>> result = run(train_fn, grid(x=[0.0, 1.0, 2.0]), key=jax.random.key(0), seeds=2,
+      ...              progress=False)
+      >>> result.metrics["loss"].shape, result.best("loss", "min")["x"]
+      ((6,), 1.0)
+    """
+    arrays, n = _check_configs(configs)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive int, got {seeds!r}")
+    members = n * seeds
+    if chunk_size is None:
+        chunk_size = members
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if mesh == "auto":
+        mesh = jax.make_mesh(
+            (jax.device_count(),), ("members",), axis_types=(jax.sharding.AxisType.Auto,)
+        )
+    # Every chunk must split evenly over the devices of the member axis.
+    multiple = 1 if mesh is None else mesh.devices.shape[0]
+    chunk_size = -(-min(chunk_size, members) // multiple) * multiple
+
+    config_index = np.repeat(np.arange(n), seeds)
+    seed_index = np.tile(np.arange(seeds), n)
+    member_configs = {k: v[config_index] for k, v in arrays.items()}
+    seed_keys = jax.random.split(key, seeds)
+    member_keys = seed_keys[jnp.asarray(seed_index)]
+    num_chunks = -(-members // chunk_size)
+
+    def fingerprint():
+        raw = {f"config_{k}": v for k, v in arrays.items()}
+        raw["key"] = np.asarray(jax.random.key_data(key))
+        raw["shape"] = np.asarray([n, seeds, chunk_size])
+        return _digest(raw)
+
+    out = None
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        meta_path = out / "sweep.json"
+        sweep_id = fingerprint()
+        if meta_path.exists():
+            stored = json.loads(meta_path.read_text()).get("fingerprint")
+            if stored != sweep_id:
+                raise ValueError(
+                    f"out_dir {out} holds a different sweep (configs, seeds, key or chunk_size "
+                    "differ); use another folder"
+                )
+        else:
+            meta_path.write_text(
+                json.dumps({"fingerprint": sweep_id, "members": members, "chunk_size": chunk_size})
+            )
+
+    compiled = jax.jit(jax.vmap(train_fn))
+    index = np.arange(chunk_size).clip(max=members - 1)
+    # Same shapes as every chunk, so this trace is the one the chunks reuse.
+    shape_of = compiled.eval_shape(
+        {k: jnp.asarray(v[index]) for k, v in member_configs.items()},
+        member_keys[jnp.asarray(index)],
+    )
+    treedef = jax.tree.structure(shape_of)
+    num_leaves = treedef.num_leaves
+    sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_chunks, desc="sweep", unit="chunk", leave=False)
+    results: list[list[np.ndarray]] = []
+    for c in range(num_chunks):
+        start, stop = c * chunk_size, min((c + 1) * chunk_size, members)
+        path = None if out is None else out / f"chunk_{c:05d}.npz"
+        leaves = None if path is None or not path.exists() else _load_chunk(path, num_leaves)
+        if leaves is None:
+            index = np.arange(start, start + chunk_size).clip(max=members - 1)  # pad: repeat last
+            chunk_configs = {k: jnp.asarray(v[index]) for k, v in member_configs.items()}
+            chunk_keys = member_keys[jnp.asarray(index)]
+            if sharding is not None:
+                chunk_configs = jax.device_put(chunk_configs, sharding)
+                chunk_keys = jax.device_put(chunk_keys, sharding)
+            outputs = compiled(chunk_configs, chunk_keys)
+            leaves = [np.asarray(leaf)[: stop - start] for leaf in jax.tree.leaves(outputs)]
+            if path is not None:
+                named = {f"leaf_{i}": leaf for i, leaf in enumerate(leaves)}
+                _atomic_savez(path, {**named, "digest": np.asarray(_digest(named))})
+        results.append(leaves)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    metrics = jax.tree.unflatten(
+        treedef, [np.concatenate([r[i] for r in results]) for i in range(num_leaves)]
+    )
+    failed = np.zeros(members, bool)
+    for leaf in jax.tree.leaves(metrics):
+        if np.issubdtype(leaf.dtype, np.inexact):
+            failed |= ~np.all(np.isfinite(leaf.reshape(members, -1)), axis=1)
+    return SweepResult(metrics, member_configs, config_index, seed_index, failed)

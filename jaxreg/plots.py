@@ -13,6 +13,7 @@ __all__ = [
     "learning_curves",
     "reliability_diagram",
     "spectral_density",
+    "weight_histograms",
 ]
 
 
@@ -205,6 +206,34 @@ def landscapes(
         ax.set_title(name, fontsize="medium")
         ax.set_xlabel("α (filter-normalized)")
         ax.set_ylabel("β")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def weight_histograms(
+    weights: Mapping[str, np.ndarray], path: str | Path | None = None, *, bins: int = 80
+):
+    """Histograms of weight values per model (log counts), with the exact-zero count noted."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for index, (name, values) in enumerate(weights.items()):
+        values = np.asarray(values).ravel()
+        zeros = np.mean(values == 0)
+        ax.hist(
+            values,
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            color=f"C{index}",
+            label=f"{name} ({100 * zeros:.1f}% exactly 0)",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("count")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

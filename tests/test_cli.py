@@ -1,11 +1,12 @@
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 
 from jaxreg.cli import build_parser, main
-from jaxreg.tour import TourConfig, run_tour
+from jaxreg.tour import TourConfig
 
 
 def test_help_lists_the_tour():
@@ -22,17 +23,59 @@ def test_tour_arguments():
         build_parser().parse_args(["tour", "--seeds", "0"])
 
 
-def test_tiny_tour_writes_report_results_and_figure(tmp_path, capsys):
-    results = run_tour(tmp_path, TourConfig(seeds=2, mlp_epochs=3, cnn_epochs=2))
-    report = (tmp_path / "report.md").read_text()
-    assert "| MLP (baseline) |" in report and "| CNN1D" in report
-    assert (tmp_path / "learning_curves.png").stat().st_size > 1000
-    written = json.loads((tmp_path / "results.json").read_text())
-    assert written["rows"][0]["num_params"] == 15210
+def _check_report(out, results):
+    from jaxreg.tour import default_arms
+
+    report = (out / "report.md").read_text()
+    names = [arm.name for arm in default_arms()] + ["best combination"]
+    for name in names:
+        assert f"| {name} |" in report, name
+    for figure in (
+        "learning_curves",
+        "gaps",
+        "reliability",
+        "spectral_density",
+        "landscape",
+        "weights",
+    ):
+        assert (out / f"{figure}.png").stat().st_size > 1000, figure
+        assert f"({figure}.png)" in report
+    written = json.loads((out / "results.json").read_text())
     assert written == json.loads(json.dumps(results))
-    for row in written["rows"]:
-        assert 0.0 <= row["test_accuracy"]["mean"] <= 1.0
-    assert "MLP (baseline)" in capsys.readouterr().out
+    rows = {row["name"]: row for row in written["rows"]}
+    assert set(rows) == set(names)
+    for row in rows.values():
+        for metric in ("train_accuracy", "test_accuracy", "gap", "test_nll", "ece"):
+            assert math.isfinite(row[metric]["mean"]), (row["name"], metric)
+        if row["name"] != "bagged ensemble":
+            assert math.isfinite(row["lambda_max"]["mean"]), row["name"]
+    assert rows["baseline"]["num_params"] == 15210
+    return rows
+
+
+def test_quick_tour_end_to_end(tmp_path):
+    """`jaxreg tour --quick` as a user runs it: the overfitting baseline and every row."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxreg.cli",
+            "tour",
+            "--quick",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _check_report(tmp_path, json.loads((tmp_path / "results.json").read_text()))
+    assert rows["baseline"]["gap"]["mean"] > 0.20
+    assert rows["CNN1D (parameter sharing)"]["test_accuracy"]["mean"] > 0.8
+    assert rows["L1 (proximal)"]["zero_fraction"] > 0.0
 
 
 def test_main_runs_the_tour(tmp_path, monkeypatch):

@@ -1,0 +1,59 @@
+"""Run every experiment and print a table of verdicts: ``python -m experiments [--quick]``.
+
+Each script prints its claim, evidence and PASS/FAIL and writes JSON and a
+figure to ``experiments/out/``. ``--quick`` skips the slowest ones
+(sharp_vs_flat, ensembles, bias_variance, parameter_sharing).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXPERIMENTS = [
+    "l1_vs_l2",
+    "noise_equals_l2",
+    "early_stopping_vs_l2",
+    "augmentation",
+    "label_smoothing",
+    "dropout",
+    "batch_size",
+    "parameter_sharing",
+    "sharp_vs_flat",
+    "ensembles",
+    "bias_variance",
+]
+SLOW = {"parameter_sharing", "sharp_vs_flat", "ensembles", "bias_variance"}
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv[1:]
+    out = Path(__file__).resolve().parent / "out"
+    rows = []
+    for name in EXPERIMENTS:
+        if quick and name in SLOW:
+            continue
+        start = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-m", f"experiments.{name}", "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
+        elapsed = time.perf_counter() - start
+        verdict = "ERROR"
+        result = out / f"{name}.json"
+        if run.returncode in (0, 1) and result.exists():
+            verdict = json.loads(result.read_text())["verdict"]
+        claim = json.loads(result.read_text())["claim"] if result.exists() else run.stderr[-200:]
+        rows.append((name, verdict, elapsed, claim))
+        print(f"{verdict:<5} {name:<22} {elapsed:6.1f}s  {claim}", flush=True)
+    passed = sum(v == "PASS" for _, v, _, _ in rows)
+    print(f"\n{passed} passed, {len(rows) - passed} failed")
+    return 0 if passed == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,9 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Executing a notebook starts a kernel and compiles every tour row: ~2 minutes, so
+# these run with `pytest -m slow` to keep the default suite under 10 minutes on 2 cores.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tour", "sharpness"])
 def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXREG_NOTEBOOK_QUICK", "1")

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
+
+from jaxreg._io import atomic_savez
 
 __all__ = [
     "Dataset",
@@ -59,19 +60,6 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "jaxreg"
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def mnist1d(
@@ -134,7 +122,7 @@ def mnist1d(
         y_test=np.asarray(raw["y_test"], np.int32),
     )
     if cache:
-        _atomic_savez(path, **dataset._asdict())
+        atomic_savez(path, dataset._asdict())
     return dataset
 
 

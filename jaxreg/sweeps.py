@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxreg._io import atomic_savez
 from jaxreg.masks import leaf_path
 
 __all__ = ["Choice", "LogUniform", "SweepResult", "Uniform", "grid", "random", "run"]
@@ -200,18 +199,6 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _load_chunk(path: Path, num_leaves: int) -> list[np.ndarray] | None:
     """A chunk's leaves if the file is complete and its checksum matches, else None."""
     try:
@@ -342,7 +329,7 @@ def run(
             leaves = [np.asarray(leaf)[: stop - start] for leaf in jax.tree.leaves(outputs)]
             if path is not None:
                 named = {f"leaf_{i}": leaf for i, leaf in enumerate(leaves)}
-                _atomic_savez(path, {**named, "digest": np.asarray(_digest(named))})
+                atomic_savez(path, {**named, "digest": np.asarray(_digest(named))})
         results.append(leaves)
         if bar is not None:
             bar.update(1)

@@ -64,7 +64,25 @@ def _inverted(x: jax.Array, keep: jax.Array, rate: jax.Array) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate).astype(x.dtype), jnp.zeros_like(x))
 
 
-class Dropout(nnx.Module):
+class _StochasticLayer(nnx.Module):
+    """Shared train/eval switch: identity in eval or at a concrete rate 0, else ``_perturb``."""
+
+    def __init__(self, rate: ArrayLike):
+        self.rate = _rate_variable(rate)
+
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
+        rate = self.rate.get_value()
+        if not train or _is_zero(rate):
+            return x
+        return self._perturb(x, rate, _require_key(rngs, type(self).__name__))
+
+    def _perturb(self, x: jax.Array, rate: jax.Array, rngs: nnx.Rngs) -> jax.Array:
+        raise NotImplementedError
+
+
+class Dropout(_StochasticLayer):
     """Inverted dropout: zero units with probability ``rate``, scale the rest by ``1/(1-rate)``.
 
     Example:
@@ -75,39 +93,27 @@ class Dropout(nnx.Module):
     """
 
     def __init__(self, rate: ArrayLike = 0.5):
-        self.rate = _rate_variable(rate)
+        super().__init__(rate)
 
-    def __call__(
-        self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
-        rate = self.rate.get_value()
-        if not train or _is_zero(rate):
-            return x
-        keep = _keep_mask(_require_key(rngs, "Dropout"), rate, x.shape)
-        return _inverted(x, keep, rate)
+    def _perturb(self, x, rate, rngs):
+        return _inverted(x, _keep_mask(rngs, rate, x.shape), rate)
 
 
-class GaussianDropout(nnx.Module):
+class GaussianDropout(_StochasticLayer):
     """Multiplicative Gaussian noise ``x·ε``, ``ε ~ N(1, rate/(1-rate))`` (Srivastava et al., 2014).
 
     Same mean and variance of the multiplier as inverted dropout at ``rate``.
     """
 
     def __init__(self, rate: ArrayLike = 0.5):
-        self.rate = _rate_variable(rate)
+        super().__init__(rate)
 
-    def __call__(
-        self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
-        rate = self.rate.get_value()
-        if not train or _is_zero(rate):
-            return x
-        key = _require_key(rngs, "GaussianDropout").dropout()
+    def _perturb(self, x, rate, rngs):
         std = jnp.sqrt(rate / (1.0 - rate)).astype(x.dtype)
-        return x * (1.0 + std * jax.random.normal(key, x.shape, x.dtype))
+        return x * (1.0 + std * jax.random.normal(rngs.dropout(), x.shape, x.dtype))
 
 
-class ChannelDropout(nnx.Module):
+class ChannelDropout(_StochasticLayer):
     """Spatial dropout (Tompson et al., 2015): drop whole feature maps of a conv output.
 
     Input ``(N, *spatial, C)`` (1-D or 2-D convs); each example drops each
@@ -115,22 +121,16 @@ class ChannelDropout(nnx.Module):
     """
 
     def __init__(self, rate: ArrayLike = 0.1):
-        self.rate = _rate_variable(rate)
+        super().__init__(rate)
 
-    def __call__(
-        self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
-        rate = self.rate.get_value()
-        if not train or _is_zero(rate):
-            return x
+    def _perturb(self, x, rate, rngs):
         if x.ndim < 3:
             raise ValueError(f"ChannelDropout expects (N, *spatial, C), got shape {x.shape}")
         shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
-        keep = _keep_mask(_require_key(rngs, "ChannelDropout"), rate, shape)
-        return _inverted(x, keep, rate)
+        return _inverted(x, _keep_mask(rngs, rate, shape), rate)
 
 
-class DropPath(nnx.Module):
+class DropPath(_StochasticLayer):
     """Stochastic depth (Huang et al., 2016): drop a residual branch per example.
 
     Use as ``x + drop_path(branch(x))``: in training each example keeps the
@@ -138,17 +138,11 @@ class DropPath(nnx.Module):
     """
 
     def __init__(self, rate: ArrayLike = 0.1):
-        self.rate = _rate_variable(rate)
+        super().__init__(rate)
 
-    def __call__(
-        self, branch: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
-        rate = self.rate.get_value()
-        if not train or _is_zero(rate):
-            return branch
+    def _perturb(self, branch, rate, rngs):
         shape = (branch.shape[0],) + (1,) * (branch.ndim - 1)
-        keep = _keep_mask(_require_key(rngs, "DropPath"), rate, shape)
-        return _inverted(branch, keep, rate)
+        return _inverted(branch, _keep_mask(rngs, rate, shape), rate)
 
 
 class DropConnect(nnx.Module):

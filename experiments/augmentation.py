@@ -17,29 +17,18 @@ import optax
 
 from experiments._common import parse_args, report, rounded, train_mnist1d
 from jaxreg import plots
-from jaxreg.augment import Stage, compose, signal
+from jaxreg.augment import signal
 
 NAME = "augmentation"
 CLAIM = "1-D augmentation raises the MNIST-1D MLP's test accuracy (3 seeds, > 2 standard errors)"
 SEEDS = 3
 
 
-def pipeline(strength):
-    return compose(
-        [
-            Stage(lambda k, x: signal.random_shift(k, x, 4), 0.8 * strength),
-            Stage(lambda k, x: signal.random_scale(k, x, 1 - 0.2 * strength, 1 + 0.2 * strength)),
-            Stage(lambda k, x: signal.random_time_stretch(k, x, 0.1 * strength)),
-            Stage(lambda k, x: signal.jitter(k, x, 0.05 * strength)),
-        ]
-    )
-
-
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
 
     def make_run(strength):
-        augment = pipeline(strength)
+        augment = signal.mnist1d_pipeline(strength)
         return dict(
             optimizer=optax.adam(1e-3), batch_transform=lambda k, b: {**b, "x": augment(k, b["x"])}
         )

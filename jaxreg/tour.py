@@ -24,7 +24,7 @@ import optax
 from jaxreg import data as data_lib
 from jaxreg import ensembles, labels, landscape, masks, metrics, noise, penalties, sharpness
 from jaxreg import transforms as tx
-from jaxreg.augment import Stage, compose, mixup, signal
+from jaxreg.augment import mixup, signal
 from jaxreg.losses import classification_loss
 from jaxreg.nn import CNN1D, MLP, count_params, init_params
 from jaxreg.training import EarlyStopping, fit
@@ -75,15 +75,8 @@ def _log(message: str) -> None:
 
 
 def _augment_pipeline():
-    pipeline = compose(
-        [
-            Stage(lambda k, x: signal.random_shift(k, x, 4), 0.8),
-            Stage(lambda k, x: signal.random_scale(k, x, 0.8, 1.2)),
-            Stage(lambda k, x: signal.random_time_stretch(k, x, 0.1)),
-            Stage(lambda k, x: signal.jitter(k, x, 0.05)),
-        ]
-    )
-    return lambda k, b: {**b, "x": pipeline(k, b["x"])}
+    augment = signal.mnist1d_pipeline()
+    return lambda k, b: {**b, "x": augment(k, b["x"])}
 
 
 def _sam():

@@ -12,7 +12,14 @@ from jaxreg._checks import check_interval, check_non_negative
 from jaxreg.augment._util import check_rank, per_example
 from jaxreg.noise import gaussian_input_noise
 
-__all__ = ["interpolate", "jitter", "random_scale", "random_shift", "random_time_stretch"]
+__all__ = [
+    "interpolate",
+    "jitter",
+    "mnist1d_pipeline",
+    "random_scale",
+    "random_shift",
+    "random_time_stretch",
+]
 
 PadMode = Literal["constant", "edge", "wrap"]
 
@@ -103,3 +110,27 @@ def random_time_stretch(
 def jitter(key: jax.Array, signals: ArrayLike, sigma: ArrayLike = 0.05) -> jax.Array:
     """Add ``N(0, σ²)`` noise to every sample of every signal."""
     return gaussian_input_noise(key, _signals(signals), sigma)
+
+
+def mnist1d_pipeline(strength: ArrayLike = 1.0):
+    """The 1-D augmentation recipe of the jaxreg study, as a ``(key, x) -> x`` transform.
+
+    Per example: random shift ±4 with probability ``0.8·strength``, amplitude
+    scale in ``1 ± 0.2·strength``, time stretch ``±0.1·strength``, jitter
+    ``σ = 0.05·strength``. ``strength`` may be traced (0 turns it off).
+
+    Example:
+      >>> augment = mnist1d_pipeline()
+      >>> augment(jax.random.key(0), jnp.zeros((8, 40))).shape
+      (8, 40)
+    """
+    from jaxreg.augment.compose import Stage, compose
+
+    return compose(
+        [
+            Stage(lambda k, x: random_shift(k, x, 4), 0.8 * strength),
+            Stage(lambda k, x: random_scale(k, x, 1 - 0.2 * strength, 1 + 0.2 * strength)),
+            Stage(lambda k, x: random_time_stretch(k, x, 0.1 * strength)),
+            Stage(lambda k, x: jitter(k, x, 0.05 * strength)),
+        ]
+    )

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxreg._trees import random_like
 from jaxreg.sharpness.hvp import LossFn, dataset_loss
 
 __all__ = ["interpolate", "normalize_direction", "random_direction", "slice_1d", "slice_2d"]
@@ -64,15 +65,7 @@ def random_direction(
     ignore_bias: bool = True,
 ) -> chex.ArrayTree:
     """A Gaussian direction in parameter space, normalized by :func:`normalize_direction`."""
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    direction = jax.tree.unflatten(
-        treedef,
-        [
-            jax.random.normal(k, leaf.shape, leaf.dtype)
-            for k, leaf in zip(keys, leaves, strict=True)
-        ],
-    )
+    direction = random_like(key, params)
     return normalize_direction(direction, params, normalization, ignore_bias=ignore_bias)
 
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_non_negative
+from jaxreg._trees import random_like
 from jaxreg.labels import asymmetric_label_noise, symmetric_label_noise
 from jaxreg.masks import MaskLike, resolve
 
@@ -66,14 +67,12 @@ def weight_noise(
     """
     check_non_negative(sigma, "sigma")
     selected = resolve(mask, params)
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    out = []
-    for leaf_key, leaf, keep in zip(keys, leaves, jax.tree.leaves(selected), strict=True):
+    eps = random_like(key, params)
+
+    def perturb(leaf, e, keep):
         if not keep:
-            out.append(leaf)
-            continue
-        eps = jax.random.normal(leaf_key, jnp.shape(leaf), jnp.result_type(leaf))
-        noisy = leaf * (1 + sigma * eps) if multiplicative else leaf + sigma * eps
-        out.append(noisy.astype(jnp.result_type(leaf)))
-    return jax.tree.unflatten(treedef, out)
+            return leaf
+        noisy = leaf * (1 + sigma * e) if multiplicative else leaf + sigma * e
+        return noisy.astype(jnp.result_type(leaf))
+
+    return jax.tree.map(perturb, params, eps, selected)

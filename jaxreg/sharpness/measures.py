@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_non_negative
+from jaxreg._trees import random_like
 from jaxreg.sharpness.hvp import LossFn, dataset_loss
 
 __all__ = [
@@ -105,15 +106,7 @@ def sam_sharpness(
     if key is None:
         delta = jax.tree.map(jnp.zeros_like, params)
     else:
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(key, len(leaves))
-        noise = jax.tree.unflatten(
-            treedef,
-            [
-                jax.random.normal(k, leaf.shape, leaf.dtype)
-                for k, leaf in zip(keys, leaves, strict=True)
-            ],
-        )
+        noise = random_like(key, params)
         delta = perturbation(jax.tree.map(lambda t, z: t * z, scale, noise))
 
     def step(_, delta):
@@ -149,14 +142,8 @@ def epsilon_sharpness(
     if key is None:
         delta = jax.tree.map(jnp.zeros_like, params)
     else:
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(key, len(leaves))
-        delta = jax.tree.unflatten(
-            treedef,
-            [
-                jax.random.uniform(k, leaf.shape, leaf.dtype, -1.0, 1.0)
-                for k, leaf in zip(keys, leaves, strict=True)
-            ],
+        delta = random_like(
+            key, params, lambda k, shape, dtype: jax.random.uniform(k, shape, dtype, -1.0, 1.0)
         )
         delta = jax.tree.map(lambda d, b: d * b, delta, bound)
 
@@ -175,21 +162,9 @@ def epsilon_sharpness(
     return 100.0 * (loss(_add(params, delta)) - base) / (1.0 + base)
 
 
-def _gaussian_like(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(
-        treedef,
-        [
-            jax.random.normal(k, leaf.shape, leaf.dtype)
-            for k, leaf in zip(keys, leaves, strict=True)
-        ],
-    )
-
-
 def _noisy_mean(fn: Callable, params, sigma, keys, adaptive: bool, eta: float):
     def one(k):
-        noise = _gaussian_like(k, params)
+        noise = random_like(k, params)
         if adaptive:
             noise = jax.tree.map(lambda z, p: z * (jnp.abs(p) + eta), noise, params)
         return fn(_add(params, noise, sigma))

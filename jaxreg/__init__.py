@@ -16,6 +16,7 @@ from jaxreg import prox as prox
 from jaxreg import sharpness as sharpness
 from jaxreg import solvers as solvers
 from jaxreg import sweeps as sweeps
+from jaxreg import tasks as tasks
 from jaxreg import training as training
 from jaxreg import transforms as transforms
 from jaxreg.training import FitResult as FitResult

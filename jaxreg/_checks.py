@@ -37,3 +37,21 @@ def check_interval(
     if not np.all((array >= low) & upper_ok):
         bracket = "]" if closed_high else ")"
         raise ValueError(f"{name} must lie in [{low}, {high}{bracket}, got {value!r}")
+
+
+def under_transformation() -> bool:
+    """True while JAX traces (``jit``, ``vmap``, ``grad``, ``scan``, ...), whatever the arguments.
+
+    A structural test: it asks JAX whether any transformation is active,
+    instead of guessing from some arguments (a traced value can hide in a
+    closure, e.g. ``optax.adam(lr)`` under ``vmap`` over ``lr``).
+    """
+    try:
+        from jax._src import core
+    except ImportError:  # pragma: no cover - a future JAX without the private module
+        core = None
+    if core is not None and hasattr(core, "trace_state_clean"):
+        return not core.trace_state_clean()
+    import jax.numpy as jnp  # pragma: no cover
+
+    return isinstance(jnp.zeros(()) + 0, jax.core.Tracer)  # pragma: no cover - sees jit only

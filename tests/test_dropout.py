@@ -137,7 +137,7 @@ def test_dropconnect_is_unbiased_for_the_dense_layer():
 
 
 def test_models_take_the_regularizing_layers_as_options():
-    x = jnp.ones((4, 40))
+    x = jnp.ones((32, 40))  # enough rows that two keys cannot both keep every residual branch
     for model in (
         MLP((40, 32, 32, 10), dropconnect_rate=0.3, rngs=nnx.Rngs(0)),
         MLP((40, 32, 32, 10), residual=True, drop_path_rate=0.2, rngs=nnx.Rngs(0)),

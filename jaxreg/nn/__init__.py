@@ -1,5 +1,8 @@
-"""Flax NNX layers and models, MC dropout, and the bridge to pure ``apply`` functions."""
+"""Flax NNX layers and models, MC dropout, and the bridges from NNX, Linen and Equinox to pure
+functions (:class:`Model`)."""
 
+from jaxreg.nn.adapters import from_equinox as from_equinox
+from jaxreg.nn.adapters import from_linen as from_linen
 from jaxreg.nn.dropout import ChannelDropout as ChannelDropout
 from jaxreg.nn.dropout import DropConnect as DropConnect
 from jaxreg.nn.dropout import Dropout as Dropout
@@ -7,7 +10,12 @@ from jaxreg.nn.dropout import DropoutRate as DropoutRate
 from jaxreg.nn.dropout import DropPath as DropPath
 from jaxreg.nn.dropout import GaussianDropout as GaussianDropout
 from jaxreg.nn.functional import Apply as Apply
+from jaxreg.nn.functional import Model as Model
+from jaxreg.nn.functional import StatefulApply as StatefulApply
+from jaxreg.nn.functional import as_model as as_model
+from jaxreg.nn.functional import from_nnx as from_nnx
 from jaxreg.nn.functional import functional as functional
+from jaxreg.nn.functional import init_model as init_model
 from jaxreg.nn.functional import init_params as init_params
 from jaxreg.nn.mc import MCPrediction as MCPrediction
 from jaxreg.nn.mc import mc_predict as mc_predict
@@ -19,3 +27,6 @@ from jaxreg.nn.models import get_activation as get_activation
 from jaxreg.nn.params import LayerCost as LayerCost
 from jaxreg.nn.params import count_params as count_params
 from jaxreg.nn.params import dense_vs_conv as dense_vs_conv
+from jaxreg.nn.resnet import BasicBlock as BasicBlock
+from jaxreg.nn.resnet import ResNet1D as ResNet1D
+from jaxreg.nn.resnet import ResNet20 as ResNet20

@@ -6,14 +6,18 @@ key there. In train mode the key arrives at call time as ``rngs`` (through
 never stored in the module, so ``vmap`` over keys gives every member its own
 masks — NNX's stored ``Rngs`` streams would instead be shared across a
 vmapped axis unless split by hand. Rates are kept in a non-trainable
-:class:`DropoutRate` variable: a float, or a traced array when the model is
-built inside ``vmap``/``jit`` (one compile for a whole sweep of rates).
+:class:`DropoutRate` variable that carries the name of the hyperparameter it
+answers to (``hparam``, e.g. ``"dropout_rate"``): :func:`jaxreg.nn.from_nnx`'s
+``apply(..., hparams={"dropout_rate": r})`` sets every such rate to ``r`` at
+call time, so a traced ``r`` sweeps the rate in one compile without
+rebuilding the model. A layer's structure never depends on its rate's value.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
@@ -31,7 +35,7 @@ __all__ = [
 
 
 class DropoutRate(nnx.Variable):
-    """A non-trainable rate that travels in the module's state (not in ``params``)."""
+    """A non-trainable rate, outside ``params``; metadata ``hparam`` names its hyperparameter."""
 
 
 def check_rate(rate: ArrayLike, name: str = "rate") -> None:
@@ -39,9 +43,14 @@ def check_rate(rate: ArrayLike, name: str = "rate") -> None:
     check_interval(rate, name, 0.0, 1.0)
 
 
-def _rate_variable(rate: ArrayLike) -> DropoutRate:
+def _rate_variable(rate: ArrayLike, hparam: str | None) -> DropoutRate:
     check_rate(rate)
-    return DropoutRate(jnp.asarray(rate, jnp.float32))
+    if hparam is not None and not isinstance(hparam, str):
+        raise TypeError(f"hparam must be a str or None, got {hparam!r}")
+    # A concrete rate stays a NumPy value so that a rate of 0 is still recognisably 0 when
+    # the model is built under jit (a jnp constant would become a tracer there).
+    value = rate if isinstance(rate, jax.core.Tracer) else np.asarray(rate, np.float32)
+    return DropoutRate(value, hparam=hparam)
 
 
 def _is_zero(rate: jax.Array) -> bool:
@@ -56,6 +65,13 @@ def _require_key(rngs: nnx.Rngs | None, layer: str) -> nnx.Rngs:
     return rngs
 
 
+def _skip_key(rngs: nnx.Rngs | None) -> None:
+    """Draw (and drop) the key a non-zero rate would use, so later layers' masks do not
+    depend on whether this rate is a concrete 0 or a traced value."""
+    if rngs is not None:
+        rngs.dropout()
+
+
 def _keep_mask(rngs: nnx.Rngs, rate: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jax.random.bernoulli(rngs.dropout(), 1.0 - rate, shape)
 
@@ -67,14 +83,19 @@ def _inverted(x: jax.Array, keep: jax.Array, rate: jax.Array) -> jax.Array:
 class _StochasticLayer(nnx.Module):
     """Shared train/eval switch: identity in eval or at a concrete rate 0, else ``_perturb``."""
 
-    def __init__(self, rate: ArrayLike):
-        self.rate = _rate_variable(rate)
+    default_hparam = "dropout_rate"
+
+    def __init__(self, rate: ArrayLike, hparam: str | None = None):
+        self.rate = _rate_variable(rate, hparam or self.default_hparam)
 
     def __call__(
         self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
         rate = self.rate.get_value()
-        if not train or _is_zero(rate):
+        if not train:
+            return x
+        if _is_zero(rate):
+            _skip_key(rngs)
             return x
         return self._perturb(x, rate, _require_key(rngs, type(self).__name__))
 
@@ -92,8 +113,10 @@ class Dropout(_StochasticLayer):
       True
     """
 
-    def __init__(self, rate: ArrayLike = 0.5):
-        super().__init__(rate)
+    default_hparam = "dropout_rate"
+
+    def __init__(self, rate: ArrayLike = 0.5, *, hparam: str | None = None):
+        super().__init__(rate, hparam)
 
     def _perturb(self, x, rate, rngs):
         return _inverted(x, _keep_mask(rngs, rate, x.shape), rate)
@@ -105,8 +128,10 @@ class GaussianDropout(_StochasticLayer):
     Same mean and variance of the multiplier as inverted dropout at ``rate``.
     """
 
-    def __init__(self, rate: ArrayLike = 0.5):
-        super().__init__(rate)
+    default_hparam = "gaussian_dropout_rate"
+
+    def __init__(self, rate: ArrayLike = 0.5, *, hparam: str | None = None):
+        super().__init__(rate, hparam)
 
     def _perturb(self, x, rate, rngs):
         std = jnp.sqrt(rate / (1.0 - rate)).astype(x.dtype)
@@ -120,8 +145,10 @@ class ChannelDropout(_StochasticLayer):
     channel with probability ``rate`` across all positions.
     """
 
-    def __init__(self, rate: ArrayLike = 0.1):
-        super().__init__(rate)
+    default_hparam = "channel_dropout_rate"
+
+    def __init__(self, rate: ArrayLike = 0.1, *, hparam: str | None = None):
+        super().__init__(rate, hparam)
 
     def _perturb(self, x, rate, rngs):
         if x.ndim < 3:
@@ -137,17 +164,21 @@ class DropPath(_StochasticLayer):
     branch with probability ``1 - rate`` (scaled by ``1/(1-rate)``).
     """
 
-    def __init__(self, rate: ArrayLike = 0.1):
-        super().__init__(rate)
+    default_hparam = "drop_path_rate"
+
+    def __init__(self, rate: ArrayLike = 0.1, *, hparam: str | None = None):
+        super().__init__(rate, hparam)
 
     def _perturb(self, branch, rate, rngs):
         shape = (branch.shape[0],) + (1,) * (branch.ndim - 1)
         return _inverted(branch, _keep_mask(rngs, rate, shape), rate)
 
 
-class DropConnect(nnx.Module):
+class DropConnect(nnx.Linear):
     """A dense layer whose *weights* are dropped (Wan et al., 2013), inverted scaling.
 
+    An ``nnx.Linear`` (same ``kernel``/``bias`` parameters, so a model's
+    parameter tree does not depend on whether DropConnect is on) plus a rate.
     One weight mask is drawn per call (shared by the examples of the batch);
     ``vmap`` over keys draws independent masks. Eval mode uses the full weights.
 
@@ -164,20 +195,24 @@ class DropConnect(nnx.Module):
         rate: ArrayLike = 0.5,
         *,
         use_bias: bool = True,
+        hparam: str | None = "dropconnect_rate",
         rngs: nnx.Rngs,
     ):
-        self.linear = nnx.Linear(in_features, out_features, use_bias=use_bias, rngs=rngs)
-        self.rate = _rate_variable(rate)
+        super().__init__(in_features, out_features, use_bias=use_bias, rngs=rngs)
+        self.rate = _rate_variable(rate, hparam)
 
     def __call__(
         self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
         rate = self.rate.get_value()
-        if not train or _is_zero(rate):
-            return self.linear(x)
-        kernel = self.linear.kernel.get_value()
+        if not train:
+            return super().__call__(x)
+        if _is_zero(rate):
+            _skip_key(rngs)
+            return super().__call__(x)
+        kernel = self.kernel.get_value()
         keep = _keep_mask(_require_key(rngs, "DropConnect"), rate, kernel.shape)
         y = x @ _inverted(kernel, keep, rate)
-        if self.linear.bias is not None:
-            y = y + self.linear.bias.get_value()
+        if self.bias is not None:
+            y = y + self.bias.get_value()
         return y

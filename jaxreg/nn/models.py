@@ -37,11 +37,6 @@ def get_activation(activation: str | Callable[[jax.Array], jax.Array]) -> Callab
     return ACTIVATIONS[activation]
 
 
-def _uses(rate) -> bool:
-    """Whether an optional stochastic layer is built: any rate but the literal 0."""
-    return isinstance(rate, jax.Array) or float(rate) != 0.0
-
-
 class MLP(nnx.Module):
     """Fully connected ``sizes[0] -> ... -> sizes[-1]``, with optional regularizing layers.
 
@@ -49,14 +44,18 @@ class MLP(nnx.Module):
       sizes: layer widths including input and output, e.g. ``(40, 100, 100, 10)``.
       activation: name from ``ACTIVATIONS`` or a callable.
       dropout_rate: :class:`~jaxreg.nn.Dropout` after every hidden activation.
-      dropconnect_rate: if non-zero, hidden layers are :class:`~jaxreg.nn.DropConnect`.
+      dropconnect_rate: DropConnect rate of the hidden layers (every hidden layer is a
+        :class:`~jaxreg.nn.DropConnect`, which at rate 0 is a plain ``nnx.Linear``).
       residual: hidden layers whose input and output widths match become
         residual blocks ``x + f(x)``.
       drop_path_rate: stochastic depth on those residual branches
         (:class:`~jaxreg.nn.DropPath`); needs ``residual=True``.
       rngs: NNX random streams for initialisation.
 
-    Rates may be traced arrays when the model is built inside ``vmap``.
+    The parameter tree depends only on ``sizes`` and ``residual``, never on a
+    rate's value, so every rate can also be set per call through
+    ``hparams`` (``"dropout_rate"``, ``"dropconnect_rate"``, ``"drop_path_rate"``;
+    see :func:`jaxreg.nn.from_nnx`) — one compile for a sweep of rates.
 
     Example:
       >>> model = MLP((40, 100, 100, 10), rngs=nnx.Rngs(0))
@@ -78,27 +77,22 @@ class MLP(nnx.Module):
         sizes = tuple(sizes)
         if len(sizes) < 2 or any(not isinstance(s, int) or s <= 0 for s in sizes):
             raise ValueError(f"sizes must be >= 2 positive ints, got {sizes!r}")
-        if _uses(drop_path_rate) and not residual:
+        if not residual and not (isinstance(drop_path_rate, float | int) and drop_path_rate == 0):
             raise ValueError("drop_path_rate needs residual=True (it drops residual branches)")
         self.activation = get_activation(activation)
         pairs = list(itertools.pairwise(sizes))
-        hidden = [
-            DropConnect(a, b, dropconnect_rate, rngs=rngs)
-            if _uses(dropconnect_rate)
-            else nnx.Linear(a, b, rngs=rngs)
-            for a, b in pairs[:-1]
-        ]
+        hidden = [DropConnect(a, b, dropconnect_rate, rngs=rngs) for a, b in pairs[:-1]]
         self.layers = nnx.List([*hidden, nnx.Linear(*pairs[-1], rngs=rngs)])
         self.residual = tuple(residual and a == b for a, b in pairs[:-1])
         self.dropout = Dropout(dropout_rate)
-        self.drop_path = DropPath(drop_path_rate) if _uses(drop_path_rate) else None
+        self.drop_path = DropPath(drop_path_rate) if residual else None
 
     def __call__(
         self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
         x = x.reshape((x.shape[0], -1))
         for layer, is_residual in zip(self.layers[:-1], self.residual, strict=True):
-            h = layer(x, train=train, rngs=rngs) if isinstance(layer, DropConnect) else layer(x)
+            h = layer(x, train=train, rngs=rngs)
             h = self.dropout(self.activation(h), train=train, rngs=rngs)
             if is_residual:
                 if self.drop_path is not None:

@@ -1,5 +1,7 @@
-"""Training loops compiled end to end, early stopping inside them, and checkpoints."""
+"""Training: a pure core (:class:`TrainLoop`), the host driver :func:`fit`, early stopping,
+checkpoints and hyperparameter-aware batch transforms."""
 
+from jaxreg.training import batch_transforms as batch_transforms
 from jaxreg.training import checkpoints as checkpoints
 from jaxreg.training import early_stopping as early_stopping
 from jaxreg.training.early_stopping import EarlyStopping as EarlyStopping
@@ -7,3 +9,8 @@ from jaxreg.training.early_stopping import EarlyStoppingState as EarlyStoppingSt
 from jaxreg.training.fit import FitResult as FitResult
 from jaxreg.training.fit import evaluate as evaluate
 from jaxreg.training.fit import fit as fit
+from jaxreg.training.loop import LoopData as LoopData
+from jaxreg.training.loop import TrainLoop as TrainLoop
+from jaxreg.training.loop import TrainState as TrainState
+from jaxreg.training.loop import loop_data as loop_data
+from jaxreg.training.loop import optimizer_for as optimizer_for

@@ -1,40 +1,68 @@
-"""A whole training run inside ``lax.scan``: epochs × minibatches, eval every epoch.
+"""``fit``: the host driver around the pure training core (:mod:`jaxreg.training.loop`).
 
-Every hyperparameter that does not change a shape (learning rate inside the
-optax optimizer, penalty strength, dropout key, ...) may be a traced value, so
-``jax.vmap`` over a wrapper of :func:`fit` trains a whole sweep with one
-compile.
+From the host, :func:`fit` compiles :meth:`TrainLoop.run` once and runs it
+in chunks of epochs, which lets it show progress, write orbax checkpoints
+after every chunk (and resume from them bitwise), stop as soon as every
+early-stopping member has stopped, and raise on a run that diverged. Under
+any JAX transformation (``jit``, ``vmap``, ``grad``, ``scan``) it runs the pure
+core in one piece instead: the progress bar is silently off and checkpoints
+are refused. Which path runs is decided by asking JAX whether it is tracing,
+not by looking at some of the arguments, so a learning rate hidden in
+``optax.adam(lr)`` under ``vmap`` is handled like any other.
+
+Hyperparameters are data — sweep learning rate × dropout rate × weight decay
+with one compile::
+
+    model = jaxreg.nn.from_nnx(MLP((40, 100, 100, 10), rngs=nnx.Rngs(0)))
+    optimizer = lambda h: optax.chain(
+        optax.adam(h["learning_rate"]),
+        jaxreg.transforms.decoupled_weight_decay(h["weight_decay"]))
+
+    def train_fn(config, key):          # config: {"learning_rate", "dropout_rate", "weight_decay"}
+        result = jaxreg.fit(model, model.params, optimizer, (x, y), key=key, hparams=config,
+                            num_epochs=50, batch_size=100, eval_data=(x_val, y_val))
+        return {"val_accuracy": result.history["eval_accuracy"][-1]}
+
+    configs = jaxreg.sweeps.grid(learning_rate=[1e-3, 3e-3], dropout_rate=[0.0, 0.3],
+                                 weight_decay=[0.0, 1e-4])
+    result = jaxreg.sweeps.run(train_fn, configs, key=jax.random.key(0), seeds=2)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_non_negative, is_traced
-from jaxreg.data import batch_weight, batches, mean_over_batches, shuffled_batches
-from jaxreg.losses import (
-    PerExampleLoss,
-    accuracy_per_example,
-    softmax_cross_entropy,
-    weighted_mean,
-)
+from jaxreg._checks import check_non_negative, under_transformation
+from jaxreg.data import batches
+from jaxreg.losses import PerExampleLoss
+from jaxreg.nn.functional import Apply, Model, as_model
+from jaxreg.tasks import Task, classification
 from jaxreg.training import checkpoints
-from jaxreg.training import early_stopping as es
 from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState
+from jaxreg.training.loop import (
+    BatchTransform,
+    LoopData,
+    Optimizer,
+    Penalty,
+    TrainLoop,
+    TrainState,
+    loop_data,
+)
 
 __all__ = ["FitResult", "evaluate", "fit"]
 
-Penalty = Callable[[chex.ArrayTree], jax.Array]
-BatchTransform = Callable[[jax.Array, dict[str, jax.Array]], dict[str, jax.Array]]
+NonFinitePolicy = Literal["raise", "warn", "ignore"]
 
 
 class FitResult(NamedTuple):
@@ -45,42 +73,101 @@ class FitResult(NamedTuple):
       opt_state: optimizer state after the last epoch.
       history: dict of per-epoch arrays, leading axis ``num_epochs``:
         ``objective`` (mean minibatch training objective, penalty included),
-        ``train_loss``/``train_accuracy`` (full training set, eval mode) and,
-        with ``eval_data``, ``eval_loss``/``eval_accuracy``; with early stopping,
-        ``stopped``.
+        ``train_loss`` and the task's metrics on the full training set in eval
+        mode (``train_accuracy`` for classification, ``train_rmse``/``train_r2``
+        for regression) and, with ``eval_data``, the same as ``eval_*``; with
+        early stopping, ``stopped``.
       early_stopping: the final early-stopping state (``best_step``,
         ``stop_step``, ...), or None.
+      model_state: non-parameter model state that goes with ``params``
+        (BatchNorm statistics; ``{}`` for a model without state).
+      nonfinite_epoch: first epoch whose training objective was NaN or
+        infinite, ``-1`` if none (per member under ``vmap``).
     """
 
     params: chex.ArrayTree
     opt_state: optax.OptState
     history: dict[str, jax.Array]
     early_stopping: EarlyStoppingState | None = None
+    model_state: chex.ArrayTree = None
+    nonfinite_epoch: jax.Array | None = None
+
+    @property
+    def failed(self) -> jax.Array:
+        """Whether the run's objective became non-finite (per member under ``vmap``)."""
+        return jnp.asarray(self.nonfinite_epoch) >= 0
 
 
-def _evaluate_batches(
-    apply: Callable, params: chex.ArrayTree, data: dict, loss: PerExampleLoss
-) -> dict[str, jax.Array]:
-    def batch_metrics(batch):
-        logits = apply(params, batch["x"])
-        return {
-            "loss": weighted_mean(loss(logits, batch["y"]), batch["weight"]),
-            "accuracy": weighted_mean(accuracy_per_example(logits, batch["y"]), batch["weight"]),
-        }
+def _task(task: Task | None, loss: PerExampleLoss | None) -> Task:
+    if task is not None and loss is not None:
+        raise ValueError("give either task or loss, not both")
+    if task is None:
+        return classification() if loss is None else classification(loss)
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a jaxreg.tasks.Task, got {type(task).__name__}")
+    return task
 
-    return mean_over_batches(batch_metrics, data)
+
+def _check_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
+    if hparams is None:
+        return {}
+    if not isinstance(hparams, Mapping):
+        raise TypeError(
+            f"hparams must be a mapping of names to values, got {type(hparams).__name__}"
+        )
+    for name, value in hparams.items():
+        if not isinstance(name, str):
+            raise TypeError(f"hparams keys must be str, got {name!r}")
+        if isinstance(value, str) or np.ndim(value) != 0:
+            raise ValueError(f"hparams[{name!r}] must be a scalar, got {value!r}")
+    return dict(hparams)
+
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _check_targets(model: Model, params, state, task: Task, x, y, name: str, hparams: dict) -> None:
+    """Host-side: targets against the model's output shape (concrete values only)."""
+    if task.check_targets is None or not _is_concrete((y, params, state)):
+        return
+    probe = jax.eval_shape(
+        lambda p, s, xb: model.apply(p, s, xb, train=False, hparams=hparams)[0],
+        params,
+        state,
+        jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.asarray(x[:1]).dtype),
+    )
+    task.check_targets(np.asarray(y), probe.shape, name)
 
 
 def evaluate(
-    apply: Callable,
+    model: Apply | Model,
     params: chex.ArrayTree,
     x: ArrayLike,
     y: ArrayLike,
     *,
-    loss: PerExampleLoss = softmax_cross_entropy,
+    task: Task | None = None,
+    loss: PerExampleLoss | None = None,
+    state: chex.ArrayTree | None = None,
+    hparams: Mapping[str, Any] | None = None,
     batch_size: int = 1024,
 ) -> dict[str, jax.Array]:
-    """Mean loss and accuracy of a model on ``(x, y)`` in eval mode, in batches.
+    """A model's loss and task metrics on ``(x, y)`` in eval mode, in batches.
+
+    Args:
+      model: a plain ``apply(params, x, *, key=None, train=False)`` or a
+        :class:`jaxreg.nn.Model`.
+      params: parameters.
+      x: inputs ``(n, ...)``.
+      y: targets ``(n, ...)``.
+      task: :mod:`jaxreg.tasks` task (classification by default).
+      loss: per-example loss for classification (instead of ``task``).
+      state: model state (default: the :class:`~jaxreg.nn.Model`'s own).
+      hparams: hyperparameters the model reads (rates do nothing in eval mode).
+      batch_size: evaluation batch size.
+
+    Returns:
+      ``{"loss": ..., **metrics}``, e.g. ``accuracy`` or ``rmse``/``r2``.
 
     Example:
       >>> apply = lambda params, x, **kw: x @ params
@@ -88,74 +175,104 @@ def evaluate(
       >>> float(out["accuracy"])
       1.0
     """
-    data = batches(x, y, min(batch_size, len(y)))
-    return _evaluate_batches(apply, params, data, loss)
+    model = as_model(model, params)
+    task = _task(task, loss)
+    state = model.state if state is None else state
+    hparams = _check_hparams(hparams)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    _check_targets(model, params, state, task, x, y, "y", hparams)
+    loop = TrainLoop(model.apply, optax.identity(), 1, task)
+    return loop.evaluate(params, state, batches(x, y, min(batch_size, len(y))), hparams)
 
 
 def fit(
-    apply: Callable,
+    model: Apply | Model,
     params: chex.ArrayTree,
-    optimizer: optax.GradientTransformation,
+    optimizer: Optimizer,
     train: tuple[ArrayLike, ArrayLike] | tuple[ArrayLike, ArrayLike, ArrayLike],
     *,
     key: jax.Array,
     num_epochs: int,
     batch_size: int,
     eval_data: tuple[ArrayLike, ArrayLike] | None = None,
-    loss: PerExampleLoss = softmax_cross_entropy,
+    hparams: Mapping[str, Any] | None = None,
+    state: chex.ArrayTree | None = None,
+    task: Task | None = None,
+    loss: PerExampleLoss | None = None,
     penalty: Penalty | None = None,
     penalty_strength: ArrayLike = 0.0,
     batch_transform: BatchTransform | None = None,
     early_stopping: EarlyStopping | None = None,
+    drop_remainder: bool | None = None,
     checkpoint_dir: str | Path | None = None,
     eval_batch_size: int = 1024,
     progress: bool = False,
     epochs_per_chunk: int | None = None,
+    on_nonfinite: NonFinitePolicy = "raise",
 ) -> FitResult:
-    """Train ``apply``'s parameters with minibatch ``optimizer`` steps, all inside ``lax.scan``.
+    """Train a model with minibatch ``optimizer`` steps, the whole run compiled in ``lax.scan``.
 
     Each epoch reshuffles the training set with a key folded from ``key`` and
     the epoch index, takes one optimizer step per minibatch (dropout keys split
     per step), then evaluates on the full training set and ``eval_data`` in eval
-    mode. The randomness depends only on ``key``: the same key gives a
-    bitwise-identical run, however the epochs are chunked.
+    mode. The same key gives a bitwise-identical run, however it is chunked or
+    resumed. The objective per minibatch is ``mean(loss) + strength ·
+    penalty(params)``.
 
-    The objective per minibatch is ``mean(loss) + penalty_strength * penalty(params)``.
-    Hyperparameters may be traced; e.g. ``jax.vmap(lambda lr: fit(apply, params,
-    optax.adam(lr), ...))`` over learning rates compiles once.
+    Works the same from the host and under ``jit``/``vmap``: e.g.
+    ``jax.vmap(lambda lr: fit(apply, params, optax.adam(lr), ...).params)(lrs)``
+    trains every learning rate with one compile, each member with its own
+    early stopping (see the module docstring for sweeping through ``hparams``).
 
     Args:
-      apply: ``apply(params, x, *, key=None, train=False) -> logits``.
+      model: a plain ``apply(params, x, *, key=None, train=False) -> outputs``
+        or a :class:`jaxreg.nn.Model` (models with BatchNorm, Linen, Equinox:
+        see :func:`jaxreg.nn.from_nnx`, :func:`~jaxreg.nn.from_linen`,
+        :func:`~jaxreg.nn.from_equinox`).
       params: initial parameters (any pytree).
-      optimizer: any optax ``GradientTransformation`` (schedules included).
-      train: ``(x, y)`` training arrays (``y`` int ids or soft labels), or
-        ``(x, y, weight)`` with per-example weights (bagging via bootstrap counts).
-      key: PRNG key for shuffling and dropout.
+      optimizer: an optax ``GradientTransformation`` (schedules included) or a
+        factory ``hparams -> GradientTransformation``; values of
+        ``optax.inject_hyperparams`` named in ``hparams`` are set from them.
+      train: ``(x, y)`` training arrays, or ``(x, y, weight)`` with per-example
+        weights (bagging via bootstrap counts).
+      key: PRNG key for shuffling, dropout and batch transforms.
       num_epochs: number of passes over the training data (static).
       batch_size: minibatch size (static); a short last batch is padded and
-        weighted exactly.
-      eval_data: optional ``(x, y)`` evaluated after every epoch.
-      loss: per-example loss ``(logits, labels) -> (n,)``.
+        weighted exactly (or dropped, see ``drop_remainder``).
+      eval_data: optional ``(x, y)`` evaluated after every epoch (``eval_*``).
+      hparams: mapping of hyperparameter names to scalars (may be traced),
+        handed to the model (dropout rates by name), the optimizer factory,
+        the penalty (``"penalty_strength"``) and every callable with a keyword
+        ``hparams`` (batch transforms, penalty, loss).
+      state: initial model state; default the :class:`~jaxreg.nn.Model`'s.
+      task: loss and metrics (:mod:`jaxreg.tasks`: classification by default,
+        regression, sequence classification).
+      loss: per-example classification loss ``(logits, labels) -> (n,)``
+        (shorthand for ``task=tasks.classification(loss)``).
       penalty: optional ``params -> scalar`` regularizer (e.g. ``penalties.l2``).
-      penalty_strength: multiplier of ``penalty`` (may be traced).
+      penalty_strength: multiplier of ``penalty`` unless ``hparams`` has
+        ``"penalty_strength"`` (may be traced).
       batch_transform: optional ``(key, batch) -> batch`` applied to every
         training minibatch (``{"x", "y", "weight"}``) with its own key: input
-        noise, augmentation (:mod:`jaxreg.augment`), label smoothing or mixup
-        (soft ``y`` of shape ``(batch, K)`` work with the default loss).
-      early_stopping: an :class:`~jaxreg.training.EarlyStopping` (monitor,
-        patience, min_delta, mode). A member that stops is frozen (its later
-        epochs are computed and discarded, so under ``vmap`` it still costs
-        compute); the result's ``params`` are then the *best* parameters. From
-        the host, the loop ends early once every member has stopped (with
-        ``epochs_per_chunk`` set; the history then has fewer entries).
+        noise, augmentation, label smoothing, mixup
+        (:mod:`jaxreg.training.batch_transforms` has ones that read ``hparams``).
+      early_stopping: an :class:`~jaxreg.training.EarlyStopping`. A member
+        that stops is frozen; the result's ``params`` (and ``model_state``) are
+        then the *best* ones. From the host the loop ends once every member
+        has stopped (the history then has fewer entries).
+      drop_remainder: drop each epoch's short last batch; default: only for
+        models with state (BatchNorm batch statistics must not see padding).
       checkpoint_dir: save the training state there (orbax) after every chunk
         of epochs and resume from the latest checkpoint if one exists; the
         resumed run is bitwise equal to an uninterrupted one. Host calls only.
-      eval_batch_size: batch size for evaluation passes.
-      progress: show a progress bar (host-side, chunks of epochs); ignored
-        when called under a transformation.
-      epochs_per_chunk: epochs per compiled call when running from the host;
-        default one chunk, or about 20 chunks with ``progress``.
+      eval_batch_size: batch size of evaluation passes.
+      progress: show a progress bar (host calls; off under a transformation).
+      epochs_per_chunk: epochs per compiled call from the host; default one
+        chunk, or about 20 with ``progress`` (10 with checkpoints).
+      on_nonfinite: from the host, what to do when the training objective
+        becomes NaN or infinite: ``"raise"`` (default, ``FloatingPointError``
+        naming the epoch), ``"warn"`` or ``"ignore"``. Under a transformation
+        the run is only flagged (``FitResult.nonfinite_epoch``, ``.failed``).
 
     Returns:
       A :class:`FitResult`.
@@ -172,139 +289,173 @@ def fit(
     """
     if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs <= 0:
         raise ValueError(f"num_epochs must be a positive int, got {num_epochs!r}")
-    if not isinstance(optimizer, optax.GradientTransformation):
+    if on_nonfinite not in ("raise", "warn", "ignore"):
+        raise ValueError(f"on_nonfinite must be 'raise', 'warn' or 'ignore', got {on_nonfinite!r}")
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(
-            f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
+            f"early_stopping must be a jaxreg.training.EarlyStopping, got "
+            f"{type(early_stopping).__name__}"
         )
     check_non_negative(penalty_strength, "penalty_strength")
-    if len(train) not in (2, 3):
-        raise ValueError(f"train must be (x, y) or (x, y, weight), got {len(train)} arrays")
-    x, y = jnp.asarray(train[0]), jnp.asarray(train[1])
-    sample_weight = None if len(train) == 2 else jnp.asarray(train[2])
-    # Builds once to validate sizes and fix the number of minibatches per epoch.
-    num_batches = batches(x, y, batch_size)["weight"].shape[0]
-    eval_sets = {"train": batches(x, y, min(eval_batch_size, len(y)), weight=sample_weight)}
-    if eval_data is not None:
-        ex, ey = jnp.asarray(eval_data[0]), jnp.asarray(eval_data[1])
-        eval_sets["eval"] = batches(ex, ey, min(eval_batch_size, len(ey)))
+    model = as_model(model, params)
+    state = model.state if state is None else state
+    task = _task(task, loss)
+    hparams = _check_hparams(hparams)
+    if drop_remainder is None:
+        drop_remainder = bool(jax.tree.leaves(state))
+    loop = TrainLoop(
+        model.apply,
+        optimizer,
+        batch_size,
+        task,
+        penalty,
+        penalty_strength,
+        batch_transform,
+        early_stopping,
+        drop_remainder,
+    )
+    data = loop_data(train, eval_data, eval_batch_size=eval_batch_size)
+    batches(data.x, data.y, batch_size)  # validates batch_size against the data size
+    _check_targets(model, params, state, task, data.x, data.y, "train labels", hparams)
+    if "eval" in data.evals:
+        _check_targets(model, params, state, task, *eval_data, "eval_data labels", hparams)
 
-    def objective(p, batch, step_key):
-        if batch_transform is not None:
-            transform_key, step_key = jax.random.split(step_key)
-            batch = batch_transform(transform_key, batch)
-        logits = apply(p, batch["x"], key=step_key, train=True)
-        value = weighted_mean(loss(logits, batch["y"]), batch["weight"])
-        if penalty is not None:
-            value = value + penalty_strength * penalty(p)
-        return value
-
-    def step(carry, inputs):
-        p, state = carry
-        batch, step_key = inputs
-        value, grads = jax.value_and_grad(objective)(p, batch, step_key)
-        updates, state = optimizer.update(grads, state, p)
-        return (optax.apply_updates(p, updates), state), (value, batch_weight(batch))
-
-    # Arrays travel as arguments, not closure constants: XLA would otherwise
-    # constant-fold the shuffles of the whole dataset at compile time.
-    def run(carry, arrays, start, length):
-        run_key, train_x, train_y, train_weight, evals = arrays
-
-        def epoch(carry, epoch_index):
-            p, opt_state, stopping = carry
-            shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(run_key, epoch_index))
-            data = shuffled_batches(shuffle_key, train_x, train_y, batch_size, weight=train_weight)
-            step_keys = jax.random.split(dropout_key, num_batches)
-            (new_p, new_state), (values, weights) = jax.lax.scan(
-                step, (p, opt_state), (data, step_keys)
-            )
-            if stopping is not None:  # a stopped member stays bitwise frozen
-                new_p, new_state = jax.tree.map(
-                    lambda old, new: jnp.where(stopping.stopped, old, new),
-                    (p, opt_state),
-                    (new_p, new_state),
-                )
-            record = {"objective": jnp.sum(values * weights) / jnp.sum(weights)}
-            for name, eval_batches in evals.items():
-                metrics = _evaluate_batches(apply, new_p, eval_batches, loss)
-                record[f"{name}_loss"] = metrics["loss"]
-                record[f"{name}_accuracy"] = metrics["accuracy"]
-            if stopping is not None:
-                stopping = es.update(stopping, record[early_stopping.monitor], new_p)
-                record["stopped"] = stopping.stopped
-            return (new_p, new_state, stopping), record
-
-        return jax.lax.scan(epoch, carry, start + jnp.arange(length))
-
-    stopping = None
-    if early_stopping is not None:
-        monitors = ["objective", "train_loss", "train_accuracy"]
-        if eval_data is not None:
-            monitors += ["eval_loss", "eval_accuracy"]
-        if early_stopping.monitor not in monitors:
-            raise ValueError(
-                f"early_stopping.monitor must be one of {monitors}, got {early_stopping.monitor!r}"
-            )
-        stopping = es.init(
-            params, early_stopping.patience, early_stopping.min_delta, early_stopping.mode
-        )
-    carry = (params, optimizer.init(params), stopping)
-    arrays = (key, x, y, sample_weight, eval_sets)
-    if is_traced((params, key, penalty_strength, x)):
+    if under_transformation():
         if checkpoint_dir is not None:
-            raise ValueError("checkpoint_dir needs a host-side call of fit, not one under jit/vmap")
-        carry, history = run(carry, arrays, 0, num_epochs)
-        return _result(carry, history)
+            raise ValueError(
+                "checkpoint_dir needs a host-side call of fit, not one under jit/vmap/grad"
+            )
+        train_state = loop.init(params, state, hparams=hparams)
+        train_state, history = loop.run(
+            train_state, data, key=key, num_epochs=num_epochs, hparams=hparams
+        )
+        return _result(train_state, history)
+    return _drive(
+        loop,
+        data,
+        params,
+        state,
+        key=key,
+        hparams=hparams,
+        num_epochs=num_epochs,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        epochs_per_chunk=epochs_per_chunk,
+        on_nonfinite=on_nonfinite,
+    )
 
+
+def _drive(
+    loop: TrainLoop,
+    data: LoopData,
+    params,
+    state,
+    *,
+    key: jax.Array,
+    hparams: dict,
+    num_epochs: int,
+    checkpoint_dir,
+    progress: bool,
+    epochs_per_chunk: int | None,
+    on_nonfinite: NonFinitePolicy,
+) -> FitResult:
+    """The host loop: compiled chunks, checkpoints, progress, early exit, divergence policy."""
     if epochs_per_chunk is None:
         chunks_wanted = 20 if progress else 10 if checkpoint_dir is not None else 1
         epochs_per_chunk = max(1, math.ceil(num_epochs / chunks_wanted))
+    if isinstance(epochs_per_chunk, bool) or not isinstance(epochs_per_chunk, int):
+        raise TypeError(f"epochs_per_chunk must be an int, got {epochs_per_chunk!r}")
     if epochs_per_chunk <= 0:
         raise ValueError(f"epochs_per_chunk must be positive, got {epochs_per_chunk!r}")
-    run_jit = jax.jit(run, static_argnums=3)
-    shapes = jax.eval_shape(lambda c, a: run(c, a, 0, 1), carry, arrays)[1]
-    history = jax.tree.map(lambda s: jnp.zeros((num_epochs,), s.dtype), shapes)
+
+    # Arrays travel as arguments, not closure constants: XLA would otherwise
+    # constant-fold the shuffles of the whole dataset at compile time.
+    def run(train_state, data, key, hparams, length):
+        return loop.run(train_state, data, key=key, num_epochs=length, hparams=hparams)
+
+    run_jit = jax.jit(run, static_argnums=4)
+    train_state = jax.jit(lambda p, s, h: loop.init(p, s, hparams=h))(params, state, hparams)
+    shapes = jax.eval_shape(lambda *a: run(*a, 1), train_state, data, key, hparams)[1]
+    history = {k: np.zeros((num_epochs,), s.dtype) for k, s in shapes.items()}
     start = 0
     if checkpoint_dir is not None and checkpoints.latest_step(checkpoint_dir) is not None:
-        carry, history, start = _resume(checkpoint_dir, carry, history, key)
+        train_state, history, start = _resume(checkpoint_dir, train_state, history, key)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_epochs, initial=start, desc="fit", unit="epoch", leave=False)
-    while start < num_epochs:
-        length = min(epochs_per_chunk, num_epochs - start)
-        carry, chunk = run_jit(carry, arrays, start, length)
-        history = jax.tree.map(
-            lambda h, c, s=start: h.at[s : s + c.shape[0]].set(c), history, chunk
-        )
-        start += length
-        if checkpoint_dir is not None:
-            done = jax.tree.map(lambda h, s=start: h[:s], history)
-            checkpoints.save(checkpoint_dir, start, {"carry": carry, "key": key}, extra=done)
+    try:
+        while start < num_epochs:
+            length = min(epochs_per_chunk, num_epochs - start)
+            train_state, chunk = run_jit(train_state, data, key, hparams, length)
+            for name, values in chunk.items():
+                history[name][start : start + length] = np.asarray(values)
+            start += length
+            if checkpoint_dir is not None:
+                done = {k: v[:start] for k, v in history.items()}
+                checkpoints.save(
+                    checkpoint_dir, start, {"carry": train_state, "key": key}, extra=done
+                )
+            if bar is not None:
+                shown = {
+                    k: f"{float(v[-1]):.3f}"
+                    for k, v in chunk.items()
+                    if k.startswith("eval_") or k == "objective"
+                }
+                bar.set_postfix(shown)
+                bar.update(length)
+            if _diverged(train_state, on_nonfinite):
+                break
+            if train_state.stopping is not None and bool(np.all(train_state.stopping.stopped)):
+                break  # every member has stopped: the remaining epochs would change nothing
+    finally:
         if bar is not None:
-            last = {k: f"{float(v[-1]):.3f}" for k, v in chunk.items() if k.endswith("accuracy")}
-            bar.set_postfix(last)
-            bar.update(length)
-        if carry[2] is not None and bool(jnp.all(carry[2].stopped)):
-            break  # every member has stopped: the remaining epochs would change nothing
-    if bar is not None:
-        bar.close()
-    return _result(carry, jax.tree.map(lambda h: h[:start], history))
+            bar.close()
+    _report_nonfinite(train_state, on_nonfinite)
+    return _result(train_state, {k: jnp.asarray(v[:start]) for k, v in history.items()})
 
 
-def _result(carry, history) -> FitResult:
-    params, opt_state, stopping = carry
-    if stopping is None:
-        return FitResult(params, opt_state, history)
-    return FitResult(stopping.best_params, opt_state, history, stopping)
+def _diverged(train_state: TrainState, policy: NonFinitePolicy) -> bool:
+    return policy == "raise" and bool(np.any(np.asarray(train_state.nonfinite_epoch) >= 0))
 
 
-def _resume(directory, carry, history, key):
-    state, epoch = checkpoints.restore(directory, {"carry": carry, "key": key})
-    if not bool(jnp.all(jax.random.key_data(state["key"]) == jax.random.key_data(key))):
+def _report_nonfinite(train_state: TrainState, policy: NonFinitePolicy) -> None:
+    epochs = np.asarray(train_state.nonfinite_epoch)
+    if policy == "ignore" or not np.any(epochs >= 0):
+        return
+    first = int(np.min(epochs[epochs >= 0]))
+    message = (
+        f"the training objective became non-finite (NaN or inf) at epoch {first}; "
+        "check the learning rate, the data and the labels (pass on_nonfinite='warn' "
+        "or 'ignore' to keep the run)"
+    )
+    if policy == "raise":
+        raise FloatingPointError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _result(train_state: TrainState, history: dict[str, jax.Array]) -> FitResult:
+    params, model_state = train_state.params, train_state.model_state
+    if train_state.stopping is not None:
+        params, model_state = train_state.stopping.best_params, train_state.best_model_state
+    return FitResult(
+        params,
+        train_state.opt_state,
+        history,
+        train_state.stopping,
+        model_state,
+        train_state.nonfinite_epoch,
+    )
+
+
+def _resume(directory, train_state, history, key):
+    restored, _ = checkpoints.restore(directory, {"carry": train_state, "key": key})
+    if not bool(jnp.all(jax.random.key_data(restored["key"]) == jax.random.key_data(key))):
         raise ValueError(f"the checkpoint in {directory} was written by a run with another key")
-    done = checkpoints.restore_extra(directory, epoch)
-    epoch = min(epoch, len(next(iter(history.values()))))
-    history = {k: h.at[:epoch].set(jnp.asarray(done[k])[:epoch]) for k, h in history.items()}
-    return state["carry"], history, epoch
+    train_state = restored["carry"]
+    epoch = min(int(train_state.epoch), len(next(iter(history.values()))))
+    done = checkpoints.restore_extra(directory, int(train_state.epoch))
+    for name, values in history.items():
+        values[:epoch] = np.asarray(done[name])[:epoch]
+    return train_state, history, epoch

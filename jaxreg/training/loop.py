@@ -1,0 +1,371 @@
+"""The pure training core: a state and a function that advances it by N epochs.
+
+Nothing here does I/O or branches on values in Python, so :meth:`TrainLoop.run`
+is safe under any ``jit``, ``vmap``, ``scan`` or ``grad``;
+:func:`jaxreg.fit` is the host driver around it (chunks, checkpoints,
+progress, early exit). Use the loop directly to write your own driver::
+
+    loop = TrainLoop(model.apply, optax.adam(1e-3), batch_size=100)
+    data = loop_data((x, y), eval_data=(x_val, y_val))
+    state = loop.init(model.params, model.state)
+    state, history = loop.run(state, data, key=key, num_epochs=10)
+
+Hyperparameters are data. ``run(..., hparams=h)`` hands one mapping ``h`` to
+every part of a step: the model (dropout rates by name, see
+:func:`jaxreg.nn.from_nnx`), the optimizer (a factory ``hparams ->
+GradientTransformation``, or ``optax.inject_hyperparams`` values of the same
+name), the penalty (``h["penalty_strength"]``) and every callable that takes
+a keyword ``hparams`` (batch transforms, penalties, losses). Traced values
+in ``h`` make a whole sweep one compile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import ArrayLike
+
+from jaxreg._signature import accepts_keyword
+from jaxreg.data import batch_weight, batches, mean_over_batches, shuffled_batches
+from jaxreg.losses import weighted_mean
+from jaxreg.nn.functional import StatefulApply
+from jaxreg.tasks import Task, classification
+from jaxreg.training import early_stopping as es
+from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState
+
+__all__ = ["LoopData", "TrainLoop", "TrainState", "loop_data", "optimizer_for"]
+
+Hparams = Mapping[str, Any]
+Penalty = Callable[..., jax.Array]
+BatchTransform = Callable[..., dict[str, jax.Array]]
+Optimizer = optax.GradientTransformation | Callable[[Hparams], optax.GradientTransformation]
+
+
+class TrainState(NamedTuple):
+    """Everything a run carries from one epoch to the next (a pytree of arrays).
+
+    Attributes:
+      params: trainable parameters.
+      opt_state: optimizer state.
+      model_state: non-parameter model state (BatchNorm statistics), ``{}`` if none.
+      stopping: early-stopping state (its ``best_params`` are the best
+        parameters), or None without early stopping.
+      best_model_state: the model state that goes with ``stopping.best_params``
+        (None without early stopping).
+      epoch: epochs completed (int32 scalar).
+      nonfinite_epoch: first epoch whose training objective was NaN or
+        infinite, ``-1`` while the run is finite.
+    """
+
+    params: chex.ArrayTree
+    opt_state: optax.OptState
+    model_state: chex.ArrayTree
+    stopping: EarlyStoppingState | None
+    best_model_state: chex.ArrayTree | None
+    epoch: jax.Array
+    nonfinite_epoch: jax.Array
+
+
+class LoopData(NamedTuple):
+    """Training arrays and pre-batched evaluation sets for :meth:`TrainLoop.run`.
+
+    Attributes:
+      x: training inputs ``(n, ...)``.
+      y: training targets ``(n, ...)``.
+      weight: per-example training weights ``(n,)`` or None.
+      evals: name -> batches (``{"x", "y", "weight"}`` with a leading batch
+        axis), evaluated in eval mode after every epoch as ``{name}_{metric}``.
+    """
+
+    x: jax.Array
+    y: jax.Array
+    weight: jax.Array | None
+    evals: dict[str, dict[str, jax.Array]]
+
+
+def loop_data(
+    train: tuple[ArrayLike, ...],
+    eval_data: tuple[ArrayLike, ArrayLike] | None = None,
+    *,
+    eval_batch_size: int = 1024,
+) -> LoopData:
+    """Build :class:`LoopData` from ``(x, y)`` or ``(x, y, weight)`` and an optional ``(x, y)``.
+
+    The training set is evaluated (weighted) as ``train_*``; ``eval_data`` as ``eval_*``.
+
+    Example:
+      >>> data = loop_data((jnp.ones((10, 3)), jnp.zeros(10, int)), eval_batch_size=4)
+      >>> data.evals["train"]["x"].shape
+      (3, 4, 3)
+    """
+    if not isinstance(train, tuple | list) or len(train) not in (2, 3):
+        raise ValueError("train must be (x, y) or (x, y, weight)")
+    x, y = jnp.asarray(train[0]), jnp.asarray(train[1])
+    weight = None if len(train) == 2 else jnp.asarray(train[2])
+    evals = {"train": batches(x, y, min(eval_batch_size, len(y)), weight=weight)}
+    if eval_data is not None:
+        if not isinstance(eval_data, tuple | list) or len(eval_data) != 2:
+            raise ValueError(
+                "eval_data must be an (x, y) pair, got "
+                + (
+                    f"{len(eval_data)} arrays"
+                    if isinstance(eval_data, tuple | list)
+                    else type(eval_data).__name__
+                )
+            )
+        ex, ey = jnp.asarray(eval_data[0]), jnp.asarray(eval_data[1])
+        evals["eval"] = batches(ex, ey, min(eval_batch_size, len(ey)))
+    return LoopData(x, y, weight, evals)
+
+
+def optimizer_for(optimizer: Optimizer, hparams: Hparams) -> optax.GradientTransformation:
+    """The optimizer for ``hparams``: a factory is called with them, a transformation passes."""
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if callable(optimizer):
+        built = optimizer(hparams)
+        if not isinstance(built, optax.GradientTransformation):
+            raise TypeError(
+                "an optimizer factory must return an optax.GradientTransformation, got "
+                f"{type(built).__name__}"
+            )
+        return built
+    raise TypeError(
+        "optimizer must be an optax.GradientTransformation or a function hparams -> one, got "
+        f"{type(optimizer).__name__}"
+    )
+
+
+def _is_injected(node: Any) -> bool:
+    return hasattr(node, "hyperparams") and isinstance(getattr(node, "hyperparams", None), dict)
+
+
+def _inject(opt_state: optax.OptState, hparams: Hparams) -> optax.OptState:
+    """Set ``optax.inject_hyperparams`` values named in ``hparams`` (any depth of chain)."""
+
+    def visit(node):
+        if not _is_injected(node):
+            return node
+        hyper = dict(node.hyperparams)
+        for name, value in hyper.items():
+            if name in hparams and not callable(value):
+                hyper[name] = jnp.asarray(hparams[name], jnp.asarray(value).dtype)
+        return node._replace(hyperparams=hyper)
+
+    return jax.tree.map(visit, opt_state, is_leaf=_is_injected)
+
+
+def _call(fn: Callable, takes_hparams: bool, hparams: Hparams, *args):
+    return fn(*args, hparams=hparams) if takes_hparams else fn(*args)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainLoop:
+    """A training run's static description; :meth:`init` and :meth:`run` are pure.
+
+    Args:
+      apply: ``apply(params, state, x, *, key, train, hparams) -> (outputs,
+        new_state)`` (a :class:`jaxreg.nn.Model`'s ``apply``).
+      optimizer: an optax ``GradientTransformation`` or a factory
+        ``hparams -> GradientTransformation``.
+      batch_size: minibatch size (static).
+      task: loss and metrics (:mod:`jaxreg.tasks`); classification by default.
+      penalty: optional ``penalty(params) -> scalar`` (or with a keyword
+        ``hparams``), added times ``hparams.get("penalty_strength",
+        penalty_strength)``.
+      penalty_strength: default multiplier of ``penalty``.
+      batch_transform: optional ``(key, batch) -> batch`` (or with a keyword
+        ``hparams``) applied to every training minibatch.
+      early_stopping: an :class:`~jaxreg.training.EarlyStopping`, or None.
+      drop_remainder: drop the short last training batch of every (shuffled)
+        epoch instead of padding it — wanted with BatchNorm, whose batch
+        statistics would otherwise see the padding rows.
+    """
+
+    apply: StatefulApply
+    optimizer: Optimizer
+    batch_size: int
+    task: Task = classification()
+    penalty: Penalty | None = None
+    penalty_strength: ArrayLike = 0.0
+    batch_transform: BatchTransform | None = None
+    early_stopping: EarlyStopping | None = None
+    drop_remainder: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise TypeError(f"batch_size must be an int, got {self.batch_size!r}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        takes = {
+            "penalty": self.penalty is not None and accepts_keyword(self.penalty, "hparams"),
+            "transform": self.batch_transform is not None
+            and accepts_keyword(self.batch_transform, "hparams"),
+            "loss": accepts_keyword(self.task.loss, "hparams"),
+        }
+        object.__setattr__(self, "_takes_hparams", takes)
+
+    def init(
+        self,
+        params: chex.ArrayTree,
+        model_state: chex.ArrayTree | None = None,
+        *,
+        hparams: Hparams | None = None,
+    ) -> TrainState:
+        """The state before the first epoch (optimizer state with ``hparams`` injected)."""
+        hparams = {} if hparams is None else hparams
+        opt_state = _inject(optimizer_for(self.optimizer, hparams).init(params), hparams)
+        model_state = {} if model_state is None else model_state
+        stopping = best_model_state = None
+        if self.early_stopping is not None:
+            config = self.early_stopping
+            stopping = es.init(params, config.patience, config.min_delta, config.mode)
+            best_model_state = model_state
+        return TrainState(
+            params,
+            opt_state,
+            model_state,
+            stopping,
+            best_model_state,
+            jnp.zeros((), jnp.int32),
+            jnp.full((), -1, jnp.int32),
+        )
+
+    def objective(
+        self,
+        params: chex.ArrayTree,
+        model_state: chex.ArrayTree,
+        batch: dict[str, jax.Array],
+        key: jax.Array,
+        hparams: Hparams,
+    ) -> tuple[jax.Array, chex.ArrayTree]:
+        """Training objective of one minibatch and the model state after it (train mode)."""
+        if self.batch_transform is not None:
+            transform_key, key = jax.random.split(key)
+            batch = _call(
+                self.batch_transform,
+                self._takes_hparams["transform"],
+                hparams,
+                transform_key,
+                batch,
+            )
+        outputs, new_state = self.apply(
+            params, model_state, batch["x"], key=key, train=True, hparams=hparams
+        )
+        per_example = _call(
+            self.task.loss, self._takes_hparams["loss"], hparams, outputs, batch["y"]
+        )
+        value = weighted_mean(per_example, batch["weight"])
+        if self.penalty is not None:
+            strength = hparams.get("penalty_strength", self.penalty_strength)
+            value = value + strength * _call(
+                self.penalty, self._takes_hparams["penalty"], hparams, params
+            )
+        return value, new_state
+
+    def evaluate(
+        self,
+        params: chex.ArrayTree,
+        model_state: chex.ArrayTree,
+        data: dict[str, jax.Array],
+        hparams: Hparams | None = None,
+    ) -> dict[str, jax.Array]:
+        """Task metrics of ``params`` on pre-batched ``data`` in eval mode."""
+        hparams = {} if hparams is None else hparams
+
+        def batch_metrics(batch):
+            outputs, _ = self.apply(
+                params, model_state, batch["x"], key=None, train=False, hparams=hparams
+            )
+            values = {"loss": self.task.loss(outputs, batch["y"])}
+            values.update(self.task.metrics(outputs, batch["y"]))
+            return {k: weighted_mean(v, batch["weight"]) for k, v in values.items()}
+
+        return self.task.summarize(mean_over_batches(batch_metrics, data))
+
+    def run(
+        self,
+        state: TrainState,
+        data: LoopData,
+        *,
+        key: jax.Array,
+        num_epochs: int,
+        hparams: Hparams | None = None,
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Advance ``state`` by ``num_epochs`` (static) epochs; return it and the per-epoch history.
+
+        Epoch ``e`` (counted from the start of the run, ``state.epoch``)
+        shuffles with ``fold_in(key, e)``, so a run split into several calls
+        is bitwise the run done in one. A member that has stopped early stays
+        frozen (its epochs are computed and discarded).
+        """
+        hparams = {} if hparams is None else hparams
+        optimizer = optimizer_for(self.optimizer, hparams)
+
+        def step(carry, inputs):
+            params, opt_state, model_state = carry
+            batch, step_key = inputs
+            (value, new_model_state), grads = jax.value_and_grad(self.objective, has_aux=True)(
+                params, model_state, batch, step_key, hparams
+            )
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            return (new_params, opt_state, new_model_state), (value, batch_weight(batch))
+
+        def epoch(carry: TrainState, _):
+            index = carry.epoch
+            shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, index))
+            epoch_batches = shuffled_batches(
+                shuffle_key,
+                data.x,
+                data.y,
+                self.batch_size,
+                weight=data.weight,
+                drop_remainder=self.drop_remainder,
+            )
+            num_batches = epoch_batches["weight"].shape[0]
+            (params, opt_state, model_state), (values, weights) = jax.lax.scan(
+                step,
+                (carry.params, carry.opt_state, carry.model_state),
+                (epoch_batches, jax.random.split(step_key, num_batches)),
+            )
+            stopping, best_model_state = carry.stopping, carry.best_model_state
+            if stopping is not None:  # a stopped member stays bitwise frozen
+                params, opt_state, model_state = jax.tree.map(
+                    lambda old, new: jnp.where(stopping.stopped, old, new),
+                    (carry.params, carry.opt_state, carry.model_state),
+                    (params, opt_state, model_state),
+                )
+            objective = jnp.sum(values * weights) / jnp.sum(weights)
+            record = {"objective": objective}
+            for name, eval_batches in data.evals.items():
+                metrics = self.evaluate(params, model_state, eval_batches, hparams)
+                record.update({f"{name}_{k}": v for k, v in metrics.items()})
+            if stopping is not None:
+                monitor = self.early_stopping.monitor
+                if monitor not in record:
+                    raise ValueError(
+                        f"early_stopping.monitor must be one of {sorted(record)}, got {monitor!r}"
+                    )
+                previous_best = stopping.best_step
+                stopping = es.update(stopping, record[monitor], params)
+                best_model_state = jax.tree.map(
+                    lambda new, old: jnp.where(stopping.best_step != previous_best, new, old),
+                    model_state,
+                    best_model_state,
+                )
+                record["stopped"] = stopping.stopped
+            bad = ~jnp.isfinite(objective) & (carry.nonfinite_epoch < 0)
+            nonfinite = jnp.where(bad, index, carry.nonfinite_epoch)
+            new = TrainState(
+                params, opt_state, model_state, stopping, best_model_state, index + 1, nonfinite
+            )
+            return new, record
+
+        return jax.lax.scan(epoch, state, None, length=num_epochs)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_interval
+from jaxreg.nn.functional import Model
 from jaxreg.nn.functional import init_params as stack_members
 
 __all__ = [
@@ -65,16 +66,29 @@ def subspace_masks(
 
 
 def predict(
-    apply: Callable[..., jax.Array],
+    apply: Callable[..., jax.Array] | Model,
     stacked_params: chex.ArrayTree,
     x: ArrayLike,
     method: Literal["mean", "vote"] = "mean",
+    *,
+    stacked_state: chex.ArrayTree | None = None,
 ) -> jax.Array:
     """Ensemble prediction ``(n, K)``: mean of member softmax probabilities, or vote shares.
 
-    Members are the leading axis of ``stacked_params`` (from :func:`stack_members`).
+    Members are the leading axis of ``stacked_params`` (from :func:`stack_members`
+    or :func:`jaxreg.nn.init_model`). With a :class:`~jaxreg.nn.Model` that has
+    state (BatchNorm), each member runs in eval mode with its *own* statistics
+    (``stacked_state``, leading member axis; default ``apply.state``): states
+    are never averaged across members.
     """
-    logits = jax.vmap(lambda p: apply(p, x))(stacked_params)  # (k, n, K)
+    if isinstance(apply, Model):
+        model = apply
+        states = model.state if stacked_state is None else stacked_state
+        logits = jax.vmap(lambda p, s: model.apply(p, s, x, train=False)[0])(stacked_params, states)
+    elif stacked_state is not None:
+        raise ValueError("stacked_state needs a jaxreg.nn.Model as apply")
+    else:
+        logits = jax.vmap(lambda p: apply(p, x))(stacked_params)  # (k, n, K)
     if method == "mean":
         return jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)
     if method == "vote":

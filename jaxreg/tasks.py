@@ -182,11 +182,10 @@ def sequence_classification(ignore_label: int = -1) -> Task:
         return {"accuracy": masked_mean(hits, targets)}
 
     def check(targets: np.ndarray, output_shape: tuple[int, ...], name: str) -> None:
-        if targets.shape != tuple(output_shape[:-1]) or not np.issubdtype(
-            targets.dtype, np.integer
-        ):
+        wanted = tuple(output_shape[1:-1])
+        if targets.shape[1:] != wanted or not np.issubdtype(targets.dtype, np.integer):
             raise ValueError(
-                f"{name} must be int token labels of shape {tuple(output_shape[:-1])}, "
+                f"{name} must be int token labels of shape (n, {', '.join(map(str, wanted))}), "
                 f"got {targets.dtype} of shape {targets.shape}"
             )
         _check_class_ids(targets, output_shape[-1], name, ignore=ignore_label)

@@ -213,7 +213,7 @@ def test_penalty_strength_and_transforms_read_hparams(problem):
 
 
 def test_pure_loop_split_in_calls_equals_one_call(problem):
-    apply, params, x, y = problem
+    _, _, x, y = problem
     model = from_nnx(MLP((6, 16, 2), dropout_rate=0.2, rngs=nnx.Rngs(0)))
     loop = TrainLoop(model.apply, optax.adam(1e-2), batch_size=32)
     data = loop_data((x, y), eval_data=(x, y))
@@ -264,7 +264,7 @@ def test_bad_labels_and_eval_data_name_the_argument(problem):
         fit(apply, params, optax.sgd(0.1), (x, y), eval_data=(x,), **kwargs)
     with pytest.raises(ValueError, match="eval_data"):
         fit(apply, params, optax.sgd(0.1), (x, y), eval_data=x, **kwargs)
-    with pytest.raises(ValueError, match="early_stopping.monitor"):
+    with pytest.raises(ValueError, match=r"early_stopping\.monitor"):
         fit(
             apply,
             params,

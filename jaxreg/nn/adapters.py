@@ -43,6 +43,9 @@ def from_linen(
         train)``, ``nn.Dropout(deterministic=not train)``), or a function
         ``hparams -> module`` so that rates can be set per call (Linen modules
         are cheap dataclasses; build one with ``rate=hparams["dropout_rate"]``).
+        A swept rate is traced, and ``linen.Dropout`` tests ``rate == 0`` in
+        Python, so a Linen model with a swept rate draws its mask itself
+        (``jax.random.bernoulli(self.make_rng("dropout"), 1 - rate, h.shape)``).
       variables: the output of ``module.init(...)``.
       train_kwarg: name of the call's train/eval switch (None: not passed).
       rng_collection: the RNG stream the key is given as (dropout).

@@ -75,7 +75,7 @@ def label_smoothing(
 def mixup(
     num_classes: int, name: str = "mixup_alpha", default: ArrayLike | None = None
 ) -> Transform:
-    """Mixup with ``α = hparams[name]`` (see :func:`jaxreg.augment.mix.mixup`); labels become soft."""
+    """Mixup, ``α = hparams[name]`` (see :func:`jaxreg.augment.mix.mixup`); labels become soft."""
 
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
         alpha = _value(hparams, name, default)

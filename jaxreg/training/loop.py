@@ -142,6 +142,9 @@ def optimizer_for(optimizer: Optimizer, hparams: Hparams) -> optax.GradientTrans
     )
 
 
+_CLASSIFICATION = classification()
+
+
 def _is_injected(node: Any) -> bool:
     return hasattr(node, "hyperparams") and isinstance(getattr(node, "hyperparams", None), dict)
 
@@ -191,7 +194,7 @@ class TrainLoop:
     apply: StatefulApply
     optimizer: Optimizer
     batch_size: int
-    task: Task = classification()
+    task: Task = _CLASSIFICATION
     penalty: Penalty | None = None
     penalty_strength: ArrayLike = 0.0
     batch_transform: BatchTransform | None = None

@@ -7,6 +7,7 @@ figure to ``experiments/out/``. ``--quick`` skips the slowest ones
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -29,13 +30,26 @@ EXPERIMENTS = [
 SLOW = {"parameter_sharing", "sharp_vs_flat", "ensembles", "bias_variance"}
 
 
-def main() -> int:
-    quick = "--quick" in sys.argv[1:]
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments",
+        description="Run every experiment script and print a table of verdicts.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"skip the slowest ones ({', '.join(sorted(SLOW))})"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    quick = build_parser().parse_args(argv).quick
     out = Path(__file__).resolve().parent / "out"
     rows = []
     for name in EXPERIMENTS:
         if quick and name in SLOW:
             continue
+        # A crashed script must not be judged by the JSON an earlier run left behind.
+        (out / f"{name}.json").unlink(missing_ok=True)
         start = time.perf_counter()
         run = subprocess.run(
             [sys.executable, "-m", f"experiments.{name}", "--out", str(out)],

@@ -13,6 +13,17 @@ def is_traced(tree: chex.ArrayTree) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
 
+def float_dtype(*arrays: ArrayLike):
+    """The floating dtype results should have: the inputs' own if floating, else JAX's default
+    float (float64 under ``jax_enable_x64``)."""
+    import jax.numpy as jnp
+
+    floats = [
+        jnp.asarray(a).dtype for a in arrays if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
+    ]
+    return jnp.result_type(*floats) if floats else jnp.result_type(float)
+
+
 def _concrete(value: ArrayLike) -> np.ndarray | None:
     if isinstance(value, jax.core.Tracer):
         return None

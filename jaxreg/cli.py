@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -33,9 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _writable_folder(path: str) -> str | None:
+    """Why ``path`` cannot hold the report (checked before minutes of training), or None."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create {folder}: {error.strerror or error}"
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tour":
+        problem = _writable_folder(args.out)
+        if problem is not None:
+            print(f"jaxreg tour: --out: {problem}", file=sys.stderr)
+            return 2
         from jaxreg.tour import TourConfig, run_tour
 
         config = TourConfig.quick(args.seeds) if args.quick else TourConfig(seeds=args.seeds)

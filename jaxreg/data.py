@@ -314,7 +314,9 @@ def mean_over_batches(fn: Callable[[Any], chex.ArrayTree], data: chex.ArrayTree)
 
     ``fn`` must return per-batch *means* (any pytree); each is weighted by
     :func:`batch_weight`, so padded examples never count. Runs as a ``lax.scan``,
-    holding one batch's result at a time.
+    holding one batch's result at a time. A batch of total weight 0 contributes
+    nothing (its ``fn`` value is ignored even if NaN); data of total weight 0
+    gives 0.
 
     Example:
       >>> data = batches(jnp.arange(5.0), jnp.arange(5), 2)
@@ -330,10 +332,14 @@ def mean_over_batches(fn: Callable[[Any], chex.ArrayTree], data: chex.ArrayTree)
         total, weight_sum = carry
         w = batch_weight(batch)
         value = fn(batch)
-        total = jax.tree.map(lambda t, v: t + (w * v).astype(t.dtype), total, value)
+        total = jax.tree.map(
+            lambda t, v: t + jnp.where(w > 0, w * v, 0).astype(t.dtype), total, value
+        )
         return (total, weight_sum + w), None
 
     (total, weight_sum), _ = jax.lax.scan(
         body, (zeros, jnp.zeros((), jnp.result_type(float))), data
     )
-    return jax.tree.map(lambda t: t / weight_sum.astype(t.dtype), total)
+    # All-zero weight (every batch padding, or bootstrap left every example out): 0, not NaN.
+    safe = jnp.where(weight_sum > 0, weight_sum, 1)
+    return jax.tree.map(lambda t: t / safe.astype(t.dtype), total)

@@ -45,9 +45,9 @@ def bootstrap_weights(
     """
     if method == "multinomial":
         draws = jax.random.randint(key, (num_members, n), 0, n)
-        return jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(jnp.float32)
+        return jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(jnp.result_type(float))
     if method == "poisson":
-        return jax.random.poisson(key, 1.0, (num_members, n)).astype(jnp.float32)
+        return jax.random.poisson(key, 1.0, (num_members, n)).astype(jnp.result_type(float))
     raise ValueError(f"method must be 'multinomial' or 'poisson', got {method!r}")
 
 

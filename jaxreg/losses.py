@@ -41,7 +41,8 @@ def accuracy_per_example(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """1.0 where ``argmax(logits)`` equals the (argmax of the) label, else 0.0."""
     if labels.ndim == logits.ndim:
         labels = jnp.argmax(labels, axis=-1)
-    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    dtype = logits.dtype if jnp.issubdtype(logits.dtype, jnp.floating) else jnp.result_type(float)
+    return (jnp.argmax(logits, axis=-1) == labels).astype(dtype)
 
 
 def weighted_mean(values: jax.Array, weight: jax.Array | None = None) -> jax.Array:

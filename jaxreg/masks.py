@@ -50,7 +50,9 @@ def leaf_path(path: tuple) -> str:
     return "/".join(parts)
 
 
-def by_path(*patterns: str, exclude: bool = False) -> Callable[[chex.ArrayTree], chex.ArrayTree]:
+def by_path(
+    *patterns: str, exclude: bool = False, allow_unmatched: bool = False
+) -> Callable[[chex.ArrayTree], chex.ArrayTree]:
     """Mask from regular expressions matched (``re.search``) against ``"a/b/c"`` leaf paths.
 
     Works on plain dicts, lists and NNX ``State`` alike.
@@ -58,6 +60,9 @@ def by_path(*patterns: str, exclude: bool = False) -> Callable[[chex.ArrayTree],
     Args:
       *patterns: regular expressions; a leaf is selected if any of them matches.
       exclude: invert the selection (regularize everything *but* the matches).
+      allow_unmatched: accept a pattern that matches no leaf. By default that
+        raises ``ValueError`` when the mask is applied: a typo would otherwise
+        switch a regularizer off without a word.
 
     Returns:
       A callable ``params -> mask``.
@@ -72,6 +77,16 @@ def by_path(*patterns: str, exclude: bool = False) -> Callable[[chex.ArrayTree],
     compiled = [re.compile(p) for p in patterns]
 
     def mask_fn(params: chex.ArrayTree) -> chex.ArrayTree:
+        paths = [leaf_path(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        if not allow_unmatched:
+            for pattern in compiled:
+                if not any(pattern.search(p) for p in paths):
+                    shown = ", ".join(paths[:6]) + (", ..." if len(paths) > 6 else "")
+                    raise ValueError(
+                        f"by_path pattern {pattern.pattern!r} matches no parameter "
+                        f"(paths: {shown}); pass allow_unmatched=True if that is intended"
+                    )
+
         def select(path, _):
             hit = any(c.search(leaf_path(path)) for c in compiled)
             return hit != exclude

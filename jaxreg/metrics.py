@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxreg._checks import float_dtype
+
 __all__ = [
     "BiasVariance",
     "NoiseScale",
@@ -64,7 +66,8 @@ def accuracy(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
       0.5
     """
     probs = jnp.asarray(probs)
-    return jnp.mean(jnp.argmax(probs, -1) == _label_ids(labels, probs))
+    hits = jnp.argmax(probs, -1) == _label_ids(labels, probs)
+    return jnp.mean(hits.astype(float_dtype(probs)))
 
 
 def nll(probs: ArrayLike, labels: ArrayLike, *, eps: float = 1e-12) -> jax.Array:
@@ -174,7 +177,7 @@ def _tree_sq_norm(tree) -> jax.Array:
 def _weights(batch, size: int) -> jax.Array:
     if isinstance(batch, dict) and "weight" in batch:
         return batch["weight"]
-    return jnp.ones((size,), jnp.float32)
+    return jnp.ones((size,), jnp.result_type(float))
 
 
 def gradient_noise_scale(
@@ -300,7 +303,10 @@ def bias_variance(
             num_classes = int(max(int(jnp.max(labels)), int(jnp.max(targets)))) + 1
         counts = jnp.sum(jax.nn.one_hot(labels, num_classes), axis=0)
         main = jnp.argmax(counts, axis=-1)
-        return BiasVariance(
-            jnp.mean(labels != targets), jnp.mean(main != targets), jnp.mean(labels != main)
-        )
+        dtype = float_dtype(preds)
+
+        def rate(wrong):
+            return jnp.mean(wrong.astype(dtype))
+
+        return BiasVariance(rate(labels != targets), rate(main != targets), rate(labels != main))
     raise ValueError(f"loss must be 'mse' or '0-1', got {loss!r}")

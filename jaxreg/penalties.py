@@ -76,13 +76,17 @@ def group_norms(leaf: jax.Array, group_axis: int = -1) -> jax.Array:
     For a dense kernel ``(in, out)``, ``group_axis=-1`` groups each output unit's
     incoming weights (pruning units), ``group_axis=0`` each input's outgoing
     weights (feature selection); for a conv kernel ``(*spatial, in, out)``,
-    ``-1`` groups output filters. A 0-d leaf is one group.
+    ``-1`` groups output filters. A 0-d leaf is one group. The norm is safe:
+    an all-zero group (what the proximal group step produces) has gradient 0,
+    a valid subgradient, never NaN.
     """
     if leaf.ndim == 0:
         return jnp.abs(leaf)[None]
     axis = group_axis % leaf.ndim
     others = tuple(i for i in range(leaf.ndim) if i != axis)
-    return jnp.sqrt(jnp.sum(jnp.square(leaf), axis=others))
+    squares = jnp.sum(jnp.square(leaf), axis=others)
+    positive = squares > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1)), 0)
 
 
 def group_lasso(

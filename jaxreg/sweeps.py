@@ -108,10 +108,61 @@ def random(key: jax.Array, n: int, **distributions: Uniform | LogUniform | Choic
     return out
 
 
+class _ReadTracker(dict):
+    """A config dict that records which keys ``train_fn`` looks up (at trace time).
+
+    Iterating over it counts as reading every key, so a ``train_fn`` that
+    forwards the whole config (``**config``) is never flagged.
+    """
+
+    def __init__(self, values: Mapping[str, Any], read: set[str]):
+        super().__init__(values)
+        self._read = read
+
+    def __getitem__(self, name):
+        self._read.add(name)
+        return super().__getitem__(name)
+
+    def get(self, name, default=None):
+        self._read.add(name)
+        return super().get(name, default)
+
+    def __contains__(self, name):
+        self._read.add(name)
+        return super().__contains__(name)
+
+    def _read_all(self):
+        self._read.update(dict.keys(self))
+
+    def __iter__(self):
+        self._read_all()
+        return super().__iter__()
+
+    def keys(self):
+        self._read_all()
+        return super().keys()
+
+    def items(self):
+        self._read_all()
+        return super().items()
+
+    def values(self):
+        self._read_all()
+        return super().values()
+
+
 def _check_configs(configs: Mapping[str, Any]) -> tuple[Configs, int]:
     if not isinstance(configs, Mapping) or not configs:
         raise ValueError("configs must be a non-empty dict of arrays with a leading axis")
     arrays = {k: np.asarray(v) for k, v in configs.items()}
+    for name, values in arrays.items():
+        if values.dtype.kind not in "biuf":
+            raise TypeError(
+                f"configs[{name!r}] holds {values.dtype} values; a sweep axis must be numeric "
+                "(bool, int or float) because it is traced. Sweep an index into your choices "
+                "instead, e.g. grid(optimizer_index=[0, 1]) and OPTIMIZERS[...] outside the trace "
+                "(or one sweep per choice)"
+            )
     lengths = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}
     if len(set(lengths.values())) != 1 or None in lengths.values():
         raise ValueError(f"configs must share one leading length, got {lengths}")
@@ -222,6 +273,7 @@ def run(
     mesh: Mesh | Literal["auto"] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    allow_unused: bool = False,
 ) -> SweepResult:
     """Run ``train_fn(config, key)`` for every config × seed, vmapped and compiled once.
 
@@ -238,6 +290,9 @@ def run(
         ``"auto"`` for all devices; chunks are padded to a multiple of it.
       out_dir: folder for resumable results (see module docstring).
       progress: a progress bar over chunks.
+      allow_unused: accept config keys that ``train_fn`` never reads. By
+        default such a key (usually a typo) raises ``ValueError``: its members
+        would silently be duplicates of each other.
 
     Returns:
       :class:`SweepResult`.
@@ -297,13 +352,24 @@ def run(
                 json.dumps({"fingerprint": sweep_id, "members": members, "chunk_size": chunk_size})
             )
 
-    compiled = jax.jit(jax.vmap(train_fn))
+    read: set[str] = set()
+
+    def tracked_fn(config, member_key):
+        return train_fn(_ReadTracker(config, read), member_key)
+
+    compiled = jax.jit(jax.vmap(tracked_fn))
     index = np.arange(chunk_size).clip(max=members - 1)
     # Same shapes as every chunk, so this trace is the one the chunks reuse.
     shape_of = compiled.eval_shape(
         {k: jnp.asarray(v[index]) for k, v in member_configs.items()},
         member_keys[jnp.asarray(index)],
     )
+    unused = sorted(set(arrays) - read)
+    if unused and not allow_unused:
+        raise ValueError(
+            f"train_fn never reads the config key(s) {unused}: a typo? Members that differ only "
+            f"there would be duplicates. Keys read: {sorted(read)} (allow_unused=True to accept)"
+        )
     treedef = jax.tree.structure(shape_of)
     num_leaves = treedef.num_leaves
     sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))

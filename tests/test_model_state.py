@@ -187,7 +187,7 @@ def test_vmapped_members_keep_their_own_statistics(toy):
         return result.params, result.model_state
 
     lrs = jnp.array([0.01, 0.1, 0.3])
-    swept_params, swept_state = jax.jit(jax.vmap(train))(model.params, model.state, lrs)
+    _, swept_state = jax.jit(jax.vmap(train))(model.params, model.state, lrs)
     for i in range(3):
         member = jax.tree.map(lambda a, i=i: a[i], (model.params, model.state))
         single = fit(

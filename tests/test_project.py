@@ -43,6 +43,7 @@ def test_public_api_is_reexported():
         "landscape",
         "sweeps",
         "ensembles",
+        "tasks",
     ):
         assert hasattr(jaxreg, name), name
 

@@ -278,3 +278,32 @@ def test_bad_labels_and_eval_data_name_the_argument(problem):
         fit(apply, params, optax.sgd(0.1), (x, y), hparams={"lr": [0.1, 0.2]}, **kwargs)
     with pytest.raises(TypeError, match="optimizer"):
         fit(apply, params, "adam", (x, y), **kwargs)
+
+
+def test_batch_transforms_read_their_strength_from_hparams_under_vmap():
+    from jaxreg.augment import mix, signal
+
+    key = jax.random.key(0)
+    batch = {
+        "x": jax.random.normal(jax.random.key(1), (8, 40)),
+        "y": jnp.arange(8) % 3,
+        "weight": jnp.ones(8),
+    }
+    mixer = batch_transforms.mixup(num_classes=3)
+    augmenter = batch_transforms.augmentation(signal.mnist1d_pipeline)
+    alphas, strengths = jnp.array([0.2, 1.0]), jnp.array([0.0, 1.0])
+    mixed = jax.vmap(lambda a: mixer(key, batch, hparams={"mixup_alpha": a}))(alphas)
+    augmented = jax.vmap(lambda s: augmenter(key, batch, hparams={"augment_strength": s}))(
+        strengths
+    )
+    for i in range(2):
+        x, y = mix.mixup(
+            key, batch["x"], batch["y"], float(alphas[i]), num_classes=3, weight=batch["weight"]
+        )
+        np.testing.assert_allclose(mixed["x"][i], x, rtol=1e-6)
+        np.testing.assert_allclose(mixed["y"][i], y, rtol=1e-6)
+        direct = signal.mnist1d_pipeline(float(strengths[i]))(key, batch["x"])
+        np.testing.assert_allclose(augmented["x"][i], direct, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(augmented["x"][0], batch["x"], atol=1e-6)  # strength 0: identity
+    with pytest.raises(KeyError, match="mixup_alpha"):
+        mixer(key, batch, hparams={})

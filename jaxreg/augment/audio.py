@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_non_negative
+from jaxreg._checks import check_non_negative, float_dtype
 from jaxreg.augment._util import check_rank, per_example
 from jaxreg.augment.signal import interpolate
 
@@ -27,7 +27,8 @@ def _waves(waves: ArrayLike) -> jax.Array:
 
 def _resample(wave: jax.Array, rate: jax.Array) -> jax.Array:
     """Play ``wave`` at ``rate`` × speed (linear interpolation), zero-padded to length ``T``."""
-    return interpolate(wave, jnp.arange(wave.shape[0], dtype=jnp.float32) * rate, "constant")
+    positions = jnp.arange(wave.shape[0], dtype=float_dtype(wave))
+    return interpolate(wave, positions * rate, "constant")
 
 
 def time_stretch(
@@ -84,7 +85,7 @@ def shift_pitch(
     wave = jnp.asarray(wave)
     if n_fft % hop or n_fft // hop < 2:
         raise ValueError(f"n_fft must be a multiple (>= 2) of hop, got n_fft={n_fft}, hop={hop}")
-    semitones = jnp.clip(jnp.asarray(semitones, jnp.float32), -MAX_SEMITONES, MAX_SEMITONES)
+    semitones = jnp.clip(jnp.asarray(semitones, float_dtype(wave)), -MAX_SEMITONES, MAX_SEMITONES)
     factor = 2.0 ** (semitones / 12)
     spectrum = _stft(wave, n_fft, hop)
     num_frames = spectrum.shape[0]
@@ -101,7 +102,7 @@ def shift_pitch(
         [jnp.zeros_like(phase[:1]), jnp.cumsum(advance[low[:-1]], axis=0)]
     )
     stretched = _istft(stretched_magnitude * jnp.exp(1j * new_phase), n_fft, hop, wave.dtype)
-    return interpolate(stretched, jnp.arange(wave.shape[0], dtype=jnp.float32) * factor)
+    return interpolate(stretched, jnp.arange(wave.shape[0], dtype=float_dtype(wave)) * factor)
 
 
 def pitch_shift(

@@ -13,6 +13,31 @@ from jaxreg.labels import one_hot
 __all__ = ["cutmix", "cutout", "mixup"]
 
 
+def _partners(key: jax.Array, n: int, weight: ArrayLike | None) -> jax.Array:
+    """A random permutation of the batch; with ``weight``, one of the rows of positive
+    weight only (padding and out-of-bag rows keep themselves as partner)."""
+    if weight is None:
+        return jax.random.permutation(key, n)
+    weight = jnp.asarray(weight)
+    if weight.shape != (n,):
+        raise ValueError(f"weight must have shape ({n},), got {weight.shape}")
+    valid = weight > 0
+    scores = jnp.where(valid, jax.random.uniform(key, (n,)), jnp.inf)
+    shuffled_valid = jnp.argsort(scores)  # the valid rows first, in random order
+    rank = jnp.cumsum(valid) - 1  # position of each valid row among the valid rows
+    return jnp.where(valid, shuffled_valid[jnp.clip(rank, 0, n - 1)], jnp.arange(n))
+
+
+def _beta_or_one(key: jax.Array, alpha: ArrayLike, shape: tuple[int, ...]) -> jax.Array:
+    """``Beta(α, α)`` draws, and exactly 1 (no mixing) where ``α = 0`` — never NaN."""
+    alpha = jnp.asarray(alpha)
+    positive = alpha > 0
+    draws = jax.random.beta(
+        key, jnp.where(positive, alpha, 1.0), jnp.where(positive, alpha, 1.0), shape
+    )
+    return jnp.where(positive, draws, 1.0)
+
+
 def _box_mask(
     key: jax.Array, height: int, width: int, box_h: jax.Array, box_w: jax.Array
 ) -> jax.Array:
@@ -33,6 +58,7 @@ def mixup(
     *,
     num_classes: int | None = None,
     per_example: bool = False,
+    weight: ArrayLike | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Mixup (Zhang et al., 2018): ``λx_i + (1-λ)x_π(i)`` and the same mix of the labels.
 
@@ -44,31 +70,36 @@ def mixup(
       key: PRNG key.
       x: inputs ``(N, ...)``.
       labels: integer ids ``(N,)`` (give ``num_classes``) or soft labels ``(N, K)``.
-      alpha: Beta concentration (may be traced).
+      alpha: Beta concentration (may be traced); ``0`` means no mixing (``λ = 1``).
       num_classes: needed with integer labels.
       per_example: draw ``λ`` per example.
+      weight: per-example weights of the batch (``fit``'s ``batch["weight"]``);
+        rows of weight 0 (padding, out-of-bag) are never used as partners and
+        stay unchanged.
 
     Returns:
       ``(mixed_x, mixed_soft_labels)``.
     """
     check_non_negative(alpha, "alpha")
     x = check_rank(x, (2, 3, 4, 5), "x", "(N, ...)")
-    soft = _soft_labels(labels, num_classes)
+    soft = _soft_labels(labels, num_classes, x.dtype)
     lam_key, perm_key = jax.random.split(key)
     n = x.shape[0]
-    lam = jax.random.beta(lam_key, alpha, alpha, (n,) if per_example else ())
+    lam = _beta_or_one(lam_key, alpha, (n,) if per_example else ())
     lam = jnp.broadcast_to(lam, (n,)).astype(x.dtype)
-    perm = jax.random.permutation(perm_key, n)
+    perm = _partners(perm_key, n, weight)
     lam_x = lam.reshape((n,) + (1,) * (x.ndim - 1))
     mixed_x = lam_x * x + (1 - lam_x) * x[perm]
     mixed_y = lam[:, None] * soft + (1 - lam[:, None]) * soft[perm]
     return mixed_x, mixed_y
 
 
-def _soft_labels(labels: ArrayLike, num_classes: int | None) -> jax.Array:
+def _soft_labels(labels: ArrayLike, num_classes: int | None, dtype) -> jax.Array:
     labels = jnp.asarray(labels)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
     if labels.ndim == 2:
-        return labels.astype(jnp.float32)
+        return labels.astype(dtype)
     if num_classes is None:
         raise ValueError("num_classes is required with integer labels")
     return one_hot(labels, num_classes)
@@ -81,26 +112,29 @@ def cutmix(
     alpha: ArrayLike = 1.0,
     *,
     num_classes: int | None = None,
+    weight: ArrayLike | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """CutMix (Yun et al., 2019): paste a box from a partner image; labels mix by pasted area.
 
     Per example: ``λ ~ Beta(α, α)``, a box of area ``(1-λ)·H·W`` at a random
     centre (clipped at the border) is copied from image ``π(i)``; the label
     weight of the partner is the box's *actual* area fraction after clipping.
+    ``α = 0`` means no mixing; with ``weight``, rows of weight 0 are never
+    partners (see :func:`mixup`).
 
     Returns:
       ``(mixed_images, mixed_soft_labels)``.
     """
     check_non_negative(alpha, "alpha")
     images = check_rank(images, (4,), "images", "(N, H, W, C)")
-    soft = _soft_labels(labels, num_classes)
+    soft = _soft_labels(labels, num_classes, images.dtype)
     n, height, width = images.shape[:3]
     perm_key, box_key = jax.random.split(key)
-    perm = jax.random.permutation(perm_key, n)
+    perm = _partners(perm_key, n, weight)
 
     def box(k):
         lam_key, place_key = jax.random.split(k)
-        lam = jax.random.beta(lam_key, alpha, alpha)
+        lam = _beta_or_one(lam_key, alpha, ())
         cut = jnp.sqrt(1 - lam)
         return _box_mask(place_key, height, width, cut * height, cut * width)
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_interval, check_non_negative
+from jaxreg._checks import check_interval, check_non_negative, float_dtype
 from jaxreg.augment._util import check_rank, per_example
 from jaxreg.noise import gaussian_input_noise
 
@@ -67,7 +67,7 @@ def random_shift(
     """
     check_non_negative(max_shift, "max_shift")
     signals = _signals(signals)
-    positions = jnp.arange(signals.shape[1], dtype=jnp.float32)
+    positions = jnp.arange(signals.shape[1], dtype=float_dtype(signals))
 
     def shift(k, signal):
         offset = jax.random.randint(k, (), -max_shift, max_shift + 1)
@@ -98,7 +98,7 @@ def random_time_stretch(
     signals = _signals(signals)
     length = signals.shape[1]
     centre = (length - 1) / 2
-    positions = jnp.arange(length, dtype=jnp.float32)
+    positions = jnp.arange(length, dtype=float_dtype(signals))
 
     def stretch(k, signal):
         factor = jax.random.uniform(k, (), minval=1 - max_stretch, maxval=1 + max_stretch)

@@ -162,8 +162,9 @@ def as_model(apply: Apply | Model, params: chex.ArrayTree | None = None) -> Mode
 
 
 def _check_hparam_rates(hparams: Hparams, names: frozenset[str]) -> None:
-    for name in names & set(hparams):
-        check_rate(hparams[name], f"hparams[{name!r}]")
+    for name in sorted(names):
+        if name in hparams:
+            check_rate(hparams[name], f"hparams[{name!r}]")
 
 
 def _with_rates(rates: nnx.State, hparams: Hparams) -> nnx.State:

@@ -68,7 +68,8 @@ def gauss_newton_vp(
             probs = jax.nn.softmax(logits, axis=-1)
             hjv = probs * jv - probs * jnp.sum(probs * jv, axis=-1, keepdims=True)
             weight = batch.get("weight", jnp.ones(logits.shape[0])).astype(logits.dtype)
-            hjv = hjv * (weight / jnp.sum(weight))[:, None]
+            total = jnp.sum(weight)
+            hjv = hjv * (weight / jnp.where(total > 0, total, 1))[:, None]
             return jax.vjp(logits_fn, params)[1](hjv)[0]
 
         return mean_over_batches(batch_gvp, data)

@@ -90,7 +90,13 @@ def _flat_matvec(product: Callable, params: chex.ArrayTree):
 
 
 def _default_iters(k: int, n: int, num_iters: int | None) -> int:
-    return min(n, max(2 * k + 20, 50)) if num_iters is None else min(num_iters, n)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k must be an int in [1, {n}] (the number of parameters), got {k!r}")
+    if num_iters is None:
+        return min(n, max(2 * k + 20, 50))
+    if num_iters < k:
+        raise ValueError(f"num_iters={num_iters} gives at most {num_iters} eigenvalues; k={k}")
+    return min(num_iters, n)
 
 
 def _ritz(
@@ -206,7 +212,12 @@ def block_top_eigenvalues(
         keep = ravel_pytree(
             jax.tree.map(lambda leaf, s: jnp.full(leaf.shape, s, leaf.dtype), params, selected)
         )[0]
-        size = int(jnp.sum(keep))
+        # Counted from the (static) mask, so the function stays jit-able.
+        size = sum(
+            leaf.size
+            for leaf, s in zip(jax.tree.leaves(params), jax.tree.leaves(selected), strict=True)
+            if bool(s)
+        )
         if size == 0:
             raise ValueError(f"block {name!r} selects no parameters")
         flat_matvec, flat, _ = _flat_matvec(product, params)

@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 
 from jaxreg._checks import check_non_negative
 from jaxreg._trees import random_like
+from jaxreg.data import batch_weight
 from jaxreg.sharpness.hvp import LossFn, dataset_loss
 
 __all__ = [
@@ -83,11 +84,22 @@ def sam_sharpness(
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     split = _split_for_m(data, m)
     if split is not None:
+        # Sub-batches weigh by their total example weight: padding-only ones count 0
+        # (never NaN) and partly padded ones count less; each draws its own start.
+        num_chunks = jax.tree.leaves(split)[0].shape[0]
 
-        def per_chunk(chunk):
-            return sam_sharpness(loss_fn, params, chunk, rho, adaptive, num_steps, eta=eta, key=key)
+        def per_chunk(inputs):
+            chunk, index = inputs
+            weight = batch_weight(jax.tree.map(lambda a: a[0], chunk))
+            chunk_key = None if key is None else jax.random.fold_in(key, index)
+            value = sam_sharpness(
+                loss_fn, params, chunk, rho, adaptive, num_steps, eta=eta, key=chunk_key
+            )
+            return jnp.where(weight > 0, value, 0), weight
 
-        return jnp.mean(jax.lax.map(per_chunk, split))
+        values, weights = jax.lax.map(per_chunk, (split, jnp.arange(num_chunks)))
+        total = jnp.sum(weights)
+        return jnp.sum(values * weights) / jnp.where(total > 0, total, 1)
 
     def loss(p):
         return dataset_loss(loss_fn, p, data)
@@ -226,6 +238,7 @@ def pac_bayes_flatness(
 
     base = value(params)
     keys = jax.random.split(key, num_samples)
+    dtype = jnp.result_type(*jax.tree.leaves(params), float)  # float64 under jax_enable_x64
 
     def body(_, bounds):
         low, high = bounds
@@ -234,6 +247,6 @@ def pac_bayes_flatness(
         return jnp.where(too_sharp, low, mid), jnp.where(too_sharp, mid, high)
 
     low, high = jax.lax.fori_loop(
-        0, num_bisections, body, (jnp.zeros(()), jnp.asarray(sigma_max, jnp.float32))
+        0, num_bisections, body, (jnp.zeros((), dtype), jnp.asarray(sigma_max, dtype))
     )
     return (low + high) / 2

@@ -75,11 +75,17 @@ def label_smoothing(
 def mixup(
     num_classes: int, name: str = "mixup_alpha", default: ArrayLike | None = None
 ) -> Transform:
-    """Mixup, ``α = hparams[name]`` (see :func:`jaxreg.augment.mix.mixup`); labels become soft."""
+    """Mixup, ``α = hparams[name]`` (see :func:`jaxreg.augment.mix.mixup`); labels become soft.
+
+    Padding rows of a short last batch and out-of-bag rows (weight 0) are never
+    mixed into real ones; ``α = 0`` turns mixing off.
+    """
 
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
         alpha = _value(hparams, name, default)
-        x, y = mix.mixup(key, batch["x"], batch["y"], alpha, num_classes=num_classes)
+        x, y = mix.mixup(
+            key, batch["x"], batch["y"], alpha, num_classes=num_classes, weight=batch.get("weight")
+        )
         return {**batch, "x": x, "y": y}
 
     return transform

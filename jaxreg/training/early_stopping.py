@@ -90,17 +90,18 @@ def init(
     check_non_negative(patience, "patience")
     check_non_negative(min_delta, "min_delta")
     sign = _sign(mode)
+    dtype = jnp.result_type(float)  # float64 under jax_enable_x64
     return EarlyStoppingState(
-        best_metric=jnp.asarray(jnp.inf * sign, jnp.float32),
+        best_metric=jnp.asarray(jnp.inf * sign, dtype),
         best_params=params,
         best_step=jnp.asarray(-1, jnp.int32),
         wait=jnp.asarray(0, jnp.int32),
         stopped=jnp.asarray(False),
         stop_step=jnp.asarray(-1, jnp.int32),
         step=jnp.asarray(0, jnp.int32),
-        patience=jnp.asarray(patience, jnp.float32),
-        min_delta=jnp.asarray(min_delta, jnp.float32),
-        sign=jnp.asarray(sign, jnp.float32),
+        patience=jnp.asarray(patience, dtype),
+        min_delta=jnp.asarray(min_delta, dtype),
+        sign=jnp.asarray(sign, dtype),
     )
 
 
@@ -111,7 +112,7 @@ def update(
 
     Pure and branch-free: use it inside ``jit``/``scan``/``vmap``.
     """
-    metric = jnp.asarray(metric, jnp.float32)
+    metric = jnp.asarray(metric, state.best_metric.dtype)
     running = ~state.stopped
     improved = jnp.isfinite(metric) & (
         state.sign * metric < state.sign * state.best_metric - state.min_delta

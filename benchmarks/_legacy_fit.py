@@ -12,7 +12,7 @@ optax optimizer, penalty strength, dropout key, ...) may be a traced value, so
 compile.
 """
 
-from __future__ import annotations
+
 
 import math
 from collections.abc import Callable

@@ -381,12 +381,11 @@ def _drive(
         return loop.run(train_state, data, key=key, num_epochs=length, hparams=hparams)
 
     run_jit = jax.jit(run, static_argnums=4)
-    train_state = jax.jit(lambda p, s, h: loop.init(p, s, hparams=h))(params, state, hparams)
-    shapes = jax.eval_shape(lambda *a: run(*a, 1), train_state, data, key, hparams)[1]
-    history = {k: np.zeros((num_epochs,), s.dtype) for k, s in shapes.items()}
+    train_state = loop.init(params, state, hparams=hparams)
+    history: dict[str, np.ndarray] | None = None  # allocated from the first chunk's entries
     start = 0
     if checkpoint_dir is not None and checkpoints.latest_step(checkpoint_dir) is not None:
-        train_state, history, start = _resume(checkpoint_dir, train_state, history, key)
+        train_state, history, start = _resume(checkpoint_dir, train_state, key, num_epochs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -396,6 +395,8 @@ def _drive(
         while start < num_epochs:
             length = min(epochs_per_chunk, num_epochs - start)
             train_state, chunk = run_jit(train_state, data, key, hparams, length)
+            if history is None:
+                history = {k: np.zeros((num_epochs,), v.dtype) for k, v in chunk.items()}
             for name, values in chunk.items():
                 history[name][start : start + length] = np.asarray(values)
             start += length
@@ -456,13 +457,16 @@ def _result(train_state: TrainState, history: dict[str, jax.Array]) -> FitResult
     )
 
 
-def _resume(directory, train_state, history, key):
+def _resume(directory, train_state, key, num_epochs: int):
     restored, _ = checkpoints.restore(directory, {"carry": train_state, "key": key})
     if not bool(jnp.all(jax.random.key_data(restored["key"]) == jax.random.key_data(key))):
         raise ValueError(f"the checkpoint in {directory} was written by a run with another key")
     train_state = restored["carry"]
-    epoch = min(int(train_state.epoch), len(next(iter(history.values()))))
+    epoch = min(int(train_state.epoch), num_epochs)
     done = checkpoints.restore_extra(directory, int(train_state.epoch))
-    for name, values in history.items():
-        values[:epoch] = np.asarray(done[name])[:epoch]
+    history = {}
+    for name, values in done.items():
+        values = np.asarray(values)
+        history[name] = np.zeros((num_epochs,), values.dtype)
+        history[name][:epoch] = values[:epoch]
     return train_state, history, epoch

@@ -13,7 +13,6 @@ compile.
 """
 
 
-
 import math
 from collections.abc import Callable
 from pathlib import Path

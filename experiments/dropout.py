@@ -55,10 +55,14 @@ def main() -> int:
     trained = jax.tree.map(lambda a: a[index, 0], params)
     noise = 3.0 * jax.random.normal(jax.random.key(2), (1000, 40))
     mi_test = float(
-        mc_predict(apply, trained, dataset.x_test, jax.random.key(1), 32).mutual_information.mean()
+        mc_predict(
+            apply, trained, dataset.x_test, key=jax.random.key(1), num_samples=32
+        ).mutual_information.mean()
     )
     mi_noise = float(
-        mc_predict(apply, trained, noise, jax.random.key(1), 32).mutual_information.mean()
+        mc_predict(
+            apply, trained, noise, key=jax.random.key(1), num_samples=32
+        ).mutual_information.mean()
     )
     evidence = {
         "rates": RATES,

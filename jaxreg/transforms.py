@@ -202,7 +202,7 @@ def proximal_group_lasso(
 
 
 def masked_gradient_noise(
-    eta: ArrayLike, gamma: ArrayLike, key: jax.Array | int, mask: MaskLike | None = None
+    eta: ArrayLike, gamma: ArrayLike, *, key: jax.Array | int, mask: MaskLike | None = None
 ) -> optax.GradientTransformation:
     """``optax.add_noise`` (annealed Gaussian gradient noise, Neelakantan et al. 2015) with a mask.
 
@@ -211,7 +211,7 @@ def masked_gradient_noise(
     gradient, before the optimizer::
 
         optax.chain(
-            masked_gradient_noise(0.01, 0.55, key, mask=masks.weights_only),
+            masked_gradient_noise(0.01, 0.55, key=key, mask=masks.weights_only),
             optax.adam(lr),
         )
     """

@@ -155,7 +155,7 @@ def test_models_take_the_regularizing_layers_as_options():
 def test_mc_predict_without_dropout_has_no_uncertainty_beyond_the_softmax():
     apply, params = functional(MLP((6, 16, 3), rngs=nnx.Rngs(0)))
     x = jax.random.normal(jax.random.key(0), (5, 6))
-    out = mc_predict(apply, params, x, jax.random.key(1), 16)
+    out = mc_predict(apply, params, x, key=jax.random.key(1), num_samples=16)
     np.testing.assert_allclose(out.variance, 0.0, atol=1e-12)
     np.testing.assert_allclose(out.mutual_information, 0.0, atol=1e-6)
     np.testing.assert_allclose(out.mean, jax.nn.softmax(apply(params, x)), rtol=1e-6)
@@ -175,9 +175,9 @@ def test_mc_dropout_is_more_uncertain_out_of_distribution(mnist1d_data):
         num_epochs=30,
         batch_size=100,
     ).params
-    in_dist = mc_predict(apply, trained, x_test[:500], jax.random.key(1), 32)
+    in_dist = mc_predict(apply, trained, x_test[:500], key=jax.random.key(1), num_samples=32)
     noise = 3.0 * jax.random.normal(jax.random.key(2), (500, 40))
-    ood = mc_predict(apply, trained, noise, jax.random.key(1), 32)
+    ood = mc_predict(apply, trained, noise, key=jax.random.key(1), num_samples=32)
     mi_test = float(in_dist.mutual_information.mean())
     mi_noise = float(ood.mutual_information.mean())
     print(f"mean mutual information: test {mi_test:.4f}, noise {mi_noise:.4f}")
@@ -213,4 +213,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match="residual"):
         MLP((4, 4, 2), drop_path_rate=0.1, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="num_samples"):
-        mc_predict(lambda p, x, **k: x, None, jnp.ones((1, 2)), jax.random.key(0), 0)
+        mc_predict(
+            lambda p, x, **k: x, None, jnp.ones((1, 2)), key=jax.random.key(0), num_samples=0
+        )

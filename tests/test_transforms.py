@@ -117,7 +117,7 @@ def test_proximal_transforms_follow_a_schedule():
         lambda s: transforms.proximal_elastic_net(s, 0.5, 0.1, mask=masks.weights_only),
         lambda s: transforms.proximal_group_lasso(s, 0.1, mask=masks.weights_only),
         lambda s: transforms.masked_gradient_noise(
-            s, 0.55, jax.random.key(0), mask=masks.weights_only
+            s, 0.55, key=jax.random.key(0), mask=masks.weights_only
         ),
     ],
 )

@@ -39,6 +39,7 @@ def mc_predict(
     apply: Callable[..., jax.Array],
     params: chex.ArrayTree,
     x: jax.Array,
+    *,
     key: jax.Array,
     num_samples: int = 32,
 ) -> MCPrediction:
@@ -48,7 +49,8 @@ def mc_predict(
       apply: ``apply(params, x, *, key, train)`` returning logits.
       params: model parameters.
       x: inputs ``(n, ...)``.
-      key: PRNG key; sample ``s`` uses ``split(key, num_samples)[s]``.
+      key: PRNG key (keyword-only: randomness is incidental to prediction);
+        sample ``s`` uses ``split(key, num_samples)[s]``.
       num_samples: number of stochastic passes (static).
 
     Returns:
@@ -57,7 +59,7 @@ def mc_predict(
     Example:
       >>> from jaxreg.nn import MLP, functional
       >>> apply, params = functional(MLP((4, 16, 3), dropout_rate=0.5, rngs=nnx.Rngs(0)))
-      >>> out = mc_predict(apply, params, jnp.ones((2, 4)), jax.random.key(0), 8)
+      >>> out = mc_predict(apply, params, jnp.ones((2, 4)), key=jax.random.key(0), num_samples=8)
       >>> out.mean.shape, out.mutual_information.shape
       ((2, 3), (2,))
     """

@@ -18,10 +18,14 @@ __all__ = [
 
 
 def _pyplot():
+    import sys
+
     import matplotlib
 
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps"):
-        matplotlib.use("Agg", force=False)
+    # Scripts and CI render to files without a display; a session that already chose a
+    # backend (pyplot imported, or a Jupyter kernel with its inline backend) keeps it.
+    if "matplotlib.pyplot" not in sys.modules and "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -273,3 +273,33 @@ def test_dtypes_follow_float64_inputs():
         state = early_stopping.init({"w": jnp.zeros(2)}, patience=1)
         state = early_stopping.update(state, jnp.asarray(0.1, jnp.float64), {"w": jnp.ones(2)})
         assert state.best_metric.dtype == jnp.float64
+
+
+def test_import_jaxreg_stays_light_and_plots_keep_a_chosen_backend(monkeypatch):
+    import subprocess
+    import sys
+    import types
+
+    code = (
+        "import sys, jaxreg\n"
+        "heavy = [m for m in ('orbax', 'matplotlib', 'pandas', 'tqdm') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+    import matplotlib
+
+    from jaxreg import plots
+
+    before = matplotlib.get_backend()
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.delitem(sys.modules, "matplotlib.pyplot", raising=False)
+    matplotlib.use("svg")
+    try:
+        plots._pyplot()
+        assert matplotlib.get_backend().lower() == "svg"
+    finally:
+        matplotlib.use(before)

@@ -3,7 +3,8 @@
 A state is any pytree of arrays — params, optimizer state, early-stopping
 state, PRNG keys, step counters, history. Typed PRNG keys are stored as their
 raw key data and re-wrapped on restore, so a restored run continues with
-bitwise the same randomness.
+bitwise the same randomness. ``orbax`` is imported on first use, so
+``import jaxreg`` stays light.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 __all__ = ["latest_step", "restore", "restore_extra", "save"]
 
@@ -27,7 +27,14 @@ def _encode(state: chex.ArrayTree) -> chex.ArrayTree:
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
 
 
-def _manager(directory: str | Path, max_to_keep: int | None = None) -> ocp.CheckpointManager:
+def _ocp():
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
+def _manager(directory: str | Path, max_to_keep: int | None = None):
+    ocp = _ocp()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
@@ -53,6 +60,7 @@ def save(
       >>> step, restored["w"].tolist()
       (1, [1.0, 1.0])
     """
+    ocp = _ocp()
     if not isinstance(step, int | np.integer) or step < 0:
         raise ValueError(f"step must be a non-negative int, got {step!r}")
     items = {"state": ocp.args.StandardSave(_encode(state))}
@@ -89,6 +97,7 @@ def restore(
     Raises:
       FileNotFoundError: there is no checkpoint under ``directory``.
     """
+    ocp = _ocp()
     step = _resolve_step(directory, step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _encode(target))
     with _manager(directory) as manager:
@@ -105,6 +114,7 @@ def restore(
 
 def restore_extra(directory: str | Path, step: int | None = None) -> chex.ArrayTree:
     """The ``extra`` pytree saved with checkpoint ``step``, with its stored shapes (NumPy)."""
+    ocp = _ocp()
     step = _resolve_step(directory, step)
     with _manager(directory) as manager:
         return manager.restore(step, args=ocp.args.Composite(extra=ocp.args.StandardRestore()))[

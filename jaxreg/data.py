@@ -309,6 +309,20 @@ def batch_weight(batch: chex.ArrayTree) -> jax.Array:
     return jnp.asarray(leaves[0].shape[0], jnp.result_type(float))
 
 
+def dataset_loss(
+    loss_fn: Callable[[chex.ArrayTree, Any], jax.Array], params: chex.ArrayTree, data: Any
+) -> jax.Array:
+    """Mean of ``loss_fn(params, batch)`` over the batches of ``data`` (:func:`mean_over_batches`).
+
+    Example:
+      >>> data = batches(jnp.arange(5.0), jnp.arange(5), 2)
+      >>> loss_fn = lambda w, b: jnp.sum(w * b["x"] * b["weight"]) / jnp.sum(b["weight"])
+      >>> float(dataset_loss(loss_fn, 2.0, data))
+      4.0
+    """
+    return mean_over_batches(lambda batch: loss_fn(params, batch), data)
+
+
 def mean_over_batches(fn: Callable[[Any], chex.ArrayTree], data: chex.ArrayTree) -> chex.ArrayTree:
     """Exact dataset mean of ``fn(batch)`` over the leading batch-index axis of ``data``.
 

@@ -6,15 +6,18 @@ Python loop, so a 25×25 slice is one compiled call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 from jax.typing import ArrayLike
 
-from jaxreg._trees import random_like
-from jaxreg.sharpness.hvp import LossFn, dataset_loss
+from jaxreg.data import dataset_loss
+
+LossFn = Callable[[chex.ArrayTree, Any], jax.Array]
 
 __all__ = ["interpolate", "normalize_direction", "random_direction", "slice_1d", "slice_2d"]
 
@@ -65,7 +68,7 @@ def random_direction(
     ignore_bias: bool = True,
 ) -> chex.ArrayTree:
     """A Gaussian direction in parameter space, normalized by :func:`normalize_direction`."""
-    direction = random_like(key, params)
+    direction = optax.tree.random_like(key, params)
     return normalize_direction(direction, params, normalization, ignore_bias=ignore_bias)
 
 

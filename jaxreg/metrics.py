@@ -13,6 +13,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.typing import ArrayLike
 
 from jaxreg._checks import float_dtype
@@ -170,10 +171,6 @@ class NoiseScale(NamedTuple):
     gradient_sq_norm: jax.Array
 
 
-def _tree_sq_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
-
-
 def _weights(batch, size: int) -> jax.Array:
     if isinstance(batch, dict) and "weight" in batch:
         return batch["weight"]
@@ -232,7 +229,7 @@ def gradient_noise_scale(
 
         init = (jnp.zeros(()), zeros, jnp.zeros(()))
         (sq_sum, grad_sum, n), _ = jax.lax.scan(body, init, data)
-        mean_grad_sq = _tree_sq_norm(jax.tree.map(lambda g: g / n, grad_sum))
+        mean_grad_sq = optax.tree.norm(jax.tree.map(lambda g: g / n, grad_sum), squared=True)
         trace = (sq_sum - n * mean_grad_sq) / (n - 1)
         signal = mean_grad_sq - trace / n
     elif method == "batches":
@@ -244,14 +241,14 @@ def gradient_noise_scale(
             g = grad_fn(params, batch)
             is_full = weight == size
             grad_sum = jax.tree.map(lambda s, x: s + weight * x, grad_sum, g)
-            sq_sum = sq_sum + jnp.where(is_full, _tree_sq_norm(g), 0.0)
+            sq_sum = sq_sum + jnp.where(is_full, optax.tree.norm(g, squared=True), 0.0)
             return (sq_sum, grad_sum, total + weight, full + is_full), None
 
         init = (jnp.zeros(()), zeros, jnp.zeros(()), jnp.zeros(()))
         (sq_sum, grad_sum, n, full), _ = jax.lax.scan(body, init, data)
         small = float(jax.tree.leaves(data)[0].shape[1])
         small_sq = sq_sum / full
-        big_sq = _tree_sq_norm(jax.tree.map(lambda g: g / n, grad_sum))
+        big_sq = optax.tree.norm(jax.tree.map(lambda g: g / n, grad_sum), squared=True)
         signal = (n * big_sq - small * small_sq) / (n - small)
         trace = (small_sq - big_sq) / (1 / small - 1 / n)
     else:

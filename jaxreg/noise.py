@@ -10,10 +10,10 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_non_negative
-from jaxreg._trees import random_like
 from jaxreg.labels import asymmetric_label_noise, symmetric_label_noise
 from jaxreg.masks import MaskLike, resolve
 
@@ -67,7 +67,7 @@ def weight_noise(
     """
     check_non_negative(sigma, "sigma")
     selected = resolve(mask, params)
-    eps = random_like(key, params)
+    eps = optax.tree.random_like(key, params)
 
     def perturb(leaf, e, keep):
         if not keep:

@@ -34,15 +34,13 @@ ScalarOrSchedule = ArrayLike | optax.Schedule
 
 
 class ScheduleCountState(NamedTuple):
-    """Step counter of :func:`decoupled_weight_decay`."""
+    """Step counter of :func:`decoupled_weight_decay` and the proximal transforms
+    (it drives their schedules)."""
 
     count: jax.Array
 
 
-class ProximalState(NamedTuple):
-    """Step counter of the proximal transforms (drives a learning-rate schedule)."""
-
-    count: jax.Array
+ProximalState = ScheduleCountState  # the same state; the 0.1 name is kept
 
 
 def _with_mask(

@@ -9,16 +9,11 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxreg.data import mean_over_batches
+from jaxreg.data import dataset_loss, mean_over_batches
 
 __all__ = ["LossFn", "dataset_loss", "gauss_newton_vp", "hvp"]
 
 LossFn = Callable[[chex.ArrayTree, Any], jax.Array]
-
-
-def dataset_loss(loss_fn: LossFn, params: chex.ArrayTree, data: Any) -> jax.Array:
-    """Mean of ``loss_fn`` over all batches of ``data`` (exact with a padded last batch)."""
-    return mean_over_batches(lambda batch: loss_fn(params, batch), data)
 
 
 def hvp(

@@ -8,10 +8,10 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_non_negative
-from jaxreg._trees import random_like
 from jaxreg.data import batch_weight
 from jaxreg.sharpness.hvp import LossFn, dataset_loss
 
@@ -25,7 +25,7 @@ __all__ = [
 
 
 def _tree_norm(tree: chex.ArrayTree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+    return optax.tree.norm(tree)
 
 
 def safe_normalize(tree: chex.ArrayTree) -> chex.ArrayTree:
@@ -118,7 +118,7 @@ def sam_sharpness(
     if key is None:
         delta = jax.tree.map(jnp.zeros_like, params)
     else:
-        noise = random_like(key, params)
+        noise = optax.tree.random_like(key, params)
         delta = perturbation(jax.tree.map(lambda t, z: t * z, scale, noise))
 
     def step(_, delta):
@@ -154,7 +154,7 @@ def epsilon_sharpness(
     if key is None:
         delta = jax.tree.map(jnp.zeros_like, params)
     else:
-        delta = random_like(
+        delta = optax.tree.random_like(
             key, params, lambda k, shape, dtype: jax.random.uniform(k, shape, dtype, -1.0, 1.0)
         )
         delta = jax.tree.map(lambda d, b: d * b, delta, bound)
@@ -176,7 +176,7 @@ def epsilon_sharpness(
 
 def _noisy_mean(fn: Callable, params, sigma, keys, adaptive: bool, eta: float):
     def one(k):
-        noise = random_like(k, params)
+        noise = optax.tree.random_like(k, params)
         if adaptive:
             noise = jax.tree.map(lambda z, p: z * (jnp.abs(p) + eta), noise, params)
         return fn(_add(params, noise, sigma))

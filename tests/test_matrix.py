@@ -1,0 +1,290 @@
+"""The transformation matrix: every public numerical function eager, jitted, vmapped, in
+float64 and (where it takes batched data) with an all-padding batch appended.
+
+A function joins the matrix with one ``Case`` line: a name, the function of
+its array arguments, and the arguments for a dtype. The references are the
+function itself run eagerly (jit), a Python loop over members (vmap), the
+dtype of the inputs (float64), and the same data without the padding batch.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxreg import (
+    data,
+    ensembles,
+    fit,
+    labels,
+    landscape,
+    metrics,
+    noise,
+    penalties,
+    prox,
+    sharpness,
+    transforms,
+)
+from jaxreg.augment import mix, signal
+from jaxreg.losses import classification_loss
+
+KEY = jax.random.key(42)
+
+
+class Case(NamedTuple):
+    name: str
+    fn: Callable[..., Any]
+    args: Callable[[Any, bool], tuple]  # (dtype, padded) -> positional array arguments
+    takes_data: bool = False
+    rtol: float = 1e-4
+
+
+def _linear(params, x, **_):
+    return x @ params["w"] + params["b"]
+
+
+LOSS = classification_loss(_linear)
+
+
+def _params(dtype):
+    w = jax.random.normal(jax.random.key(1), (4, 3)) * 0.5
+    return {"w": w.astype(dtype), "b": jnp.linspace(-0.1, 0.1, 3).astype(dtype)}
+
+
+def _data(dtype, padded):
+    x = jax.random.normal(jax.random.key(2), (12, 4)).astype(dtype)
+    y = jnp.arange(12) % 3
+    batches = data.batches(x, y, 4)
+    if padded:  # one more batch, all padding: it must contribute nothing
+        batches = jax.tree.map(lambda a: jnp.concatenate([a, jnp.zeros_like(a[:1])]), batches)
+    return batches
+
+
+def _params_and_data(dtype, padded):
+    return _params(dtype), _data(dtype, padded)
+
+
+def _probs(dtype, padded):
+    logits = jax.random.normal(jax.random.key(3), (20, 3))
+    return jax.nn.softmax(logits).astype(dtype), jnp.arange(20) % 3
+
+
+def _on_simplex(fn):
+    """The vmap variant scales floating inputs; probabilities are renormalized first."""
+    return lambda probs, y: fn(probs / jnp.sum(probs, axis=1, keepdims=True), y)
+
+
+def _signals(dtype, padded):
+    return (jax.random.normal(jax.random.key(4), (5, 16)).astype(dtype),)
+
+
+def _update_step(tx):
+    def step(params):
+        grads = jax.tree.map(jnp.ones_like, params)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return updates
+
+    return step
+
+
+CASES = [
+    Case("penalties.l2", penalties.l2, lambda d, p: (_params(d),)),
+    Case("penalties.l1", penalties.l1, lambda d, p: (_params(d),)),
+    Case(
+        "penalties.elastic_net", lambda w: penalties.elastic_net(w, 0.3), lambda d, p: (_params(d),)
+    ),
+    Case("penalties.group_lasso", penalties.group_lasso, lambda d, p: (_params(d),)),
+    Case("prox.l1", lambda w: prox.l1(w, 0.2), lambda d, p: (_params(d),)),
+    Case("prox.elastic_net", lambda w: prox.elastic_net(w, 0.2, 0.5), lambda d, p: (_params(d),)),
+    Case("prox.group_lasso", lambda w: prox.group_lasso(w, 0.2), lambda d, p: (_params(d),)),
+    Case(
+        "transforms.decoupled_weight_decay",
+        _update_step(transforms.decoupled_weight_decay(0.01)),
+        lambda d, p: (_params(d),),
+    ),
+    Case(
+        "transforms.proximal_l1",
+        _update_step(transforms.proximal_l1(0.5, 0.1)),
+        lambda d, p: (_params(d),),
+    ),
+    Case(
+        "noise.gaussian_input_noise",
+        lambda x: noise.gaussian_input_noise(KEY, x, 0.1),
+        _signals,
+    ),
+    Case(
+        "noise.weight_noise", lambda w: noise.weight_noise(KEY, w, 0.1), lambda d, p: (_params(d),)
+    ),
+    Case(
+        "labels.smooth",
+        lambda probs, y: labels.smooth(y, 3, 0.1) * probs.sum(1, keepdims=True),
+        _probs,
+    ),
+    Case("augment.signal.random_shift", lambda x: signal.random_shift(KEY, x, 3), _signals),
+    Case("augment.signal.jitter", lambda x: signal.jitter(KEY, x, 0.1), _signals),
+    Case(
+        "augment.mix.mixup",
+        lambda x: mix.mixup(KEY, x, jnp.arange(5) % 2, 0.4, num_classes=2),
+        _signals,
+    ),
+    Case("metrics.accuracy", metrics.accuracy, _probs),
+    Case("metrics.nll", _on_simplex(metrics.nll), _probs),
+    Case("metrics.brier", _on_simplex(metrics.brier), _probs),
+    Case("metrics.ece", _on_simplex(metrics.ece), _probs),
+    Case("data.dataset_loss", lambda w, b: data.dataset_loss(LOSS, w, b), _params_and_data, True),
+    Case(
+        "sharpness.hvp",
+        lambda w, b: sharpness.hvp(LOSS, w, b)(jax.tree.map(jnp.ones_like, w)),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "sharpness.gauss_newton_vp",
+        lambda w, b: sharpness.gauss_newton_vp(_linear, w, b)(jax.tree.map(jnp.ones_like, w)),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "sharpness.top_eigenvalues",
+        lambda w, b: sharpness.top_eigenvalues(LOSS, w, b, key=KEY, k=2, num_iters=15)[0],
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.hessian_trace",
+        lambda w, b: sharpness.hessian_trace(LOSS, w, b, key=KEY, num_samples=6)[0],
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.sam_sharpness",
+        lambda w, b: sharpness.sam_sharpness(LOSS, w, b, 0.05),
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.sam_sharpness(m=2)",
+        lambda w, b: sharpness.sam_sharpness(LOSS, w, b, 0.05, m=2),
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.average_sharpness",
+        lambda w, b: sharpness.average_sharpness(LOSS, w, b, key=KEY, sigma=0.05, num_samples=4),
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.pac_bayes_flatness",
+        lambda w, b: sharpness.pac_bayes_flatness(LOSS, w, b, key=KEY, num_samples=4),
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "landscape.slice_1d",
+        lambda w, b: landscape.slice_1d(LOSS, w, b, key=KEY, resolution=5)[1],
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "metrics.gradient_noise_scale",
+        lambda w, b: metrics.gradient_noise_scale(LOSS, w, b).trace_covariance,
+        _params_and_data,
+        False,  # per-batch statistics: a padding batch changes the batch count by design
+        rtol=1e-3,
+    ),
+    Case(
+        "ensembles.decompose",
+        lambda preds, targets: ensembles.decompose(preds, targets),
+        lambda d, p: (
+            jax.random.normal(jax.random.key(5), (4, 3, 6)).astype(d),
+            jnp.linspace(-1, 1, 6).astype(d),
+        ),
+    ),
+]
+CASES.append(
+    Case(
+        "fit",
+        lambda w, x: (
+            fit(
+                _linear,
+                w,
+                optax.sgd(0.1),
+                (x, jnp.arange(12) % 3),
+                key=KEY,
+                num_epochs=2,
+                batch_size=5,
+                eval_data=(x, jnp.arange(12) % 3),
+            ).params
+        ),
+        lambda d, p: (_params(d), jax.random.normal(jax.random.key(2), (12, 4)).astype(d)),
+    )
+)
+IDS = [case.name for case in CASES]
+
+
+def _close(actual, expected, rtol):
+    chex.assert_trees_all_close(actual, expected, rtol=rtol, atol=rtol * 1e-2)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_jit_equals_eager(case):
+    args = case.args(jnp.float32, False)
+    _close(jax.jit(case.fn)(*args), case.fn(*args), case.rtol)
+
+
+def _stack(args):
+    """Three members: floating leaves scaled by 1, 1.1, 0.9; other leaves repeated."""
+
+    def stack(leaf):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return jnp.stack([leaf, leaf * 1.1, leaf * 0.9])
+        return jnp.stack([leaf] * 3)
+
+    return jax.tree.map(stack, args)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_vmap_equals_a_loop(case):
+    batched = _stack(case.args(jnp.float32, False))
+    out = jax.vmap(case.fn)(*batched)
+    for i in range(3):
+        member = jax.tree.map(lambda a, i=i: a[i], batched)
+        _close(jax.tree.map(lambda a, i=i: a[i], out), case.fn(*member), case.rtol)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_float64_inputs_give_float64_outputs(case):
+    with jax.enable_x64(True):
+        out = case.fn(*case.args(jnp.float64, False))
+        floating = [
+            leaf for leaf in jax.tree.leaves(out) if jnp.issubdtype(leaf.dtype, jnp.floating)
+        ]
+        assert floating, "the case must return floating values"
+        assert {leaf.dtype for leaf in floating} == {jnp.dtype(jnp.float64)}
+        chex.assert_tree_all_finite(out)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.takes_data], ids=lambda c: c.name)
+def test_an_all_padding_batch_contributes_nothing(case):
+    padded = case.fn(*case.args(jnp.float32, True))
+    chex.assert_tree_all_finite(padded)
+    _close(padded, case.fn(*case.args(jnp.float32, False)), case.rtol)
+
+
+def test_the_matrix_covers_enough():
+    assert len(CASES) >= 30
+    np.testing.assert_equal(len(set(IDS)), len(IDS))
+    assert optax  # the transforms above are optax GradientTransformations

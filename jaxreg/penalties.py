@@ -13,6 +13,7 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_interval, check_non_negative
@@ -84,9 +85,9 @@ def group_norms(leaf: jax.Array, group_axis: int = -1) -> jax.Array:
         return jnp.abs(leaf)[None]
     axis = group_axis % leaf.ndim
     others = tuple(i for i in range(leaf.ndim) if i != axis)
-    squares = jnp.sum(jnp.square(leaf), axis=others)
-    positive = squares > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1)), 0)
+    if not others:  # a vector grouped along its only axis: every entry is its own group
+        return jnp.abs(leaf)
+    return optax.safe_norm(leaf, 0.0, axis=others)
 
 
 def group_lasso(

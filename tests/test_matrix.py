@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxreg import (
     data,
@@ -288,3 +290,32 @@ def test_the_matrix_covers_enough():
     assert len(CASES) >= 30
     np.testing.assert_equal(len(set(IDS)), len(IDS))
     assert optax  # the transforms above are optax GradientTransformations
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
+    use_float64=st.booleans(),
+    threshold=st.floats(0.0, 2.0),
+)
+def test_penalties_and_prox_follow_shape_and_dtype(shape, use_float64, threshold):
+    """Any shape, float32 or float64: values match NumPy and the dtype follows the input."""
+    rng = np.random.default_rng(sum(shape))
+    values = rng.normal(size=shape)
+    with jax.enable_x64(use_float64):
+        dtype = jnp.float64 if use_float64 else jnp.float32
+        w = {"w": jnp.asarray(values, dtype)}
+        rtol = 1e-10 if use_float64 else 1e-5
+        shrunk = prox.l1(w, threshold)["w"]
+        assert shrunk.dtype == dtype
+        expected = np.sign(values) * np.maximum(np.abs(values) - threshold, 0.0)
+        np.testing.assert_allclose(shrunk, expected, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(penalties.l1(w), np.abs(values).sum(), rtol=rtol)
+        np.testing.assert_allclose(penalties.l2(w), 0.5 * np.square(values).sum(), rtol=rtol)
+        group = penalties.group_lasso(w)
+        axes = tuple(range(len(shape) - 1))
+        expected_group = (
+            np.sqrt(np.square(values).sum(axis=axes)).sum() if axes else np.abs(values).sum()
+        )
+        np.testing.assert_allclose(group, expected_group, rtol=rtol)
+        assert penalties.l2(w).dtype == dtype and group.dtype == dtype

@@ -32,7 +32,7 @@ from jaxreg import (
     sharpness,
     transforms,
 )
-from jaxreg.augment import mix, signal
+from jaxreg.augment import audio, image, mix, signal
 from jaxreg.losses import classification_loss
 
 KEY = jax.random.key(42)
@@ -83,6 +83,14 @@ def _on_simplex(fn):
 
 def _signals(dtype, padded):
     return (jax.random.normal(jax.random.key(4), (5, 16)).astype(dtype),)
+
+
+def _images(dtype, padded):
+    return (jax.random.uniform(jax.random.key(6), (3, 8, 8, 3)).astype(dtype),)
+
+
+def _waves(dtype, padded):
+    return (jax.random.normal(jax.random.key(7), (3, 600)).astype(dtype),)
 
 
 def _update_step(tx):
@@ -214,6 +222,131 @@ CASES = [
             jax.random.normal(jax.random.key(5), (4, 3, 6)).astype(d),
             jnp.linspace(-1, 1, 6).astype(d),
         ),
+    ),
+]
+CASES += [
+    Case("prox.l2", lambda w: prox.l2(w, 0.3), lambda d, p: (_params(d),)),
+    Case(
+        "penalties.penalized",
+        lambda w, b: data.dataset_loss(penalties.penalized(LOSS, penalties.l2, 0.1), w, b),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "transforms.proximal_elastic_net",
+        _update_step(transforms.proximal_elastic_net(0.5, 0.5, 0.1)),
+        lambda d, p: (_params(d),),
+    ),
+    Case(
+        "transforms.proximal_group_lasso",
+        _update_step(transforms.proximal_group_lasso(0.5, 0.1)),
+        lambda d, p: (_params(d),),
+    ),
+    Case(
+        "transforms.masked_gradient_noise",
+        _update_step(transforms.masked_gradient_noise(0.1, 0.55, key=0)),
+        lambda d, p: (_params(d),),
+    ),
+    Case(
+        "noise.multiplicative_input_noise",
+        lambda x: noise.multiplicative_input_noise(KEY, x, 0.1),
+        _signals,
+    ),
+    Case(
+        "augment.signal.random_time_stretch",
+        lambda x: signal.random_time_stretch(KEY, x, 0.1),
+        _signals,
+    ),
+    Case(
+        "augment.image.random_flip_left_right",
+        lambda x: image.random_flip_left_right(KEY, x),
+        _images,
+    ),
+    Case("augment.image.random_rotation", lambda x: image.random_rotation(KEY, x, 0.3), _images),
+    Case("augment.image.color_jitter", lambda x: image.color_jitter(KEY, x, 0.2, 0.2), _images),
+    Case(
+        "augment.image.gaussian_pixel_noise",
+        lambda x: image.gaussian_pixel_noise(KEY, x, 0.1),
+        _images,
+    ),
+    Case(
+        "augment.mix.cutmix",
+        lambda x: mix.cutmix(KEY, x, jnp.arange(3) % 2, 1.0, num_classes=2),
+        _images,
+    ),
+    Case("augment.mix.cutout", lambda x: mix.cutout(KEY, x, 3), _images),
+    Case("augment.audio.time_stretch", lambda w: audio.time_stretch(KEY, w), _waves),
+    Case(
+        "augment.audio.add_background_noise",
+        lambda w: audio.add_background_noise(KEY, w, 10.0),
+        _waves,
+    ),
+    Case("augment.audio.spectrogram", lambda w: audio.spectrogram(w, 128, 64), _waves),
+    Case("metrics.reliability_bins", _on_simplex(metrics.reliability_bins), _probs),
+    Case(
+        "metrics.bias_variance",
+        lambda preds, targets: metrics.bias_variance(preds, targets),
+        lambda d, p: (
+            jax.random.normal(jax.random.key(8), (5, 7)).astype(d),
+            jnp.linspace(-1, 1, 7).astype(d),
+        ),
+    ),
+    Case(
+        "ensembles.ambiguity",
+        ensembles.ambiguity,
+        lambda d, p: (
+            jax.random.normal(jax.random.key(9), (4, 7)).astype(d),
+            jnp.linspace(-1, 1, 7).astype(d),
+        ),
+    ),
+    Case(
+        "sharpness.min_eigenvalue",
+        lambda w, b: sharpness.min_eigenvalue(LOSS, w, b, key=KEY, num_iters=15)[0],
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.power_iteration",
+        lambda w, b: sharpness.power_iteration(LOSS, w, b, key=KEY, num_iters=30).eigenvalues,
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.block_top_eigenvalues",
+        lambda w, b: sharpness.block_top_eigenvalues(LOSS, w, b, key=KEY, num_iters=3),
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.spectral_density",
+        lambda w, b: sharpness.spectral_density(
+            LOSS, w, b, key=KEY, num_iters=10, num_runs=2, num_points=32
+        )[1],
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "sharpness.epsilon_sharpness",
+        lambda w, b: sharpness.epsilon_sharpness(LOSS, w, b, 1e-2, 5),
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "landscape.slice_2d",
+        lambda w, b: landscape.slice_2d(LOSS, w, b, key=KEY, resolution=3)[2],
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+    Case(
+        "landscape.interpolate",
+        lambda a: landscape.interpolate(a, jax.tree.map(lambda x: 2 * x, a), 5)[1],
+        lambda d, p: (_params(d),),
     ),
 ]
 CASES.append(

@@ -60,7 +60,7 @@ def test_top5_and_min_eigenvalues_match_eigh_in_float64(x64):
     _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
     reference = np.linalg.eigvalsh(_dense_hessian(loss_fn, params, x, y))
     values, vectors, info = sharpness.top_eigenvalues(
-        loss_fn, params, data, key=jax.random.key(0), k=5, num_iters=120
+        loss_fn, params, data, key=jax.random.key(0), k=5, num_iters=120, explicit_residuals=True
     )
     np.testing.assert_allclose(values, reference[::-1][:5], rtol=1e-4)
     assert np.all(np.asarray(info["residual_norm"]) < 1e-4 * reference.max())
@@ -269,3 +269,41 @@ def test_bad_input():
         sharpness.hessian_trace(loss_fn, jnp.zeros(4), data, key=jax.random.key(0), method="exact")
     with pytest.raises(ValueError, match="m="):
         sharpness.sam_sharpness(loss_fn, jnp.zeros(4), data, 0.1, m=3)
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-4, 1e-6])
+def test_adaptive_lanczos_stops_early_within_its_tolerance(x64, tol):
+    _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
+    reference = np.linalg.eigvalsh(_dense_hessian(loss_fn, params, x, y))[::-1][:5]
+    values, _, info = sharpness.top_eigenvalues(
+        loss_fn, params, data, key=jax.random.key(0), k=5, tol=tol, explicit_residuals=True
+    )
+    # The guarantee: each Ritz value lies within its residual bound of an eigenvalue.
+    relative = np.abs(np.asarray(values) - reference) / np.abs(reference)
+    assert relative.max() <= tol, relative
+    bound = np.asarray(info["residual_bound"])
+    assert np.all(bound <= tol * np.abs(np.asarray(values)))
+    # The bound is Lanczos's cheap estimate of the explicit residual ‖Hy − θy‖.
+    np.testing.assert_allclose(info["residual_norm"], bound, rtol=1e-2, atol=1e-9)
+    cap = 100  # the default cap, max(4k + 40, 100), for k = 5
+    assert int(info["num_iters"]) < cap and int(info["num_hvps"]) == int(info["num_iters"]) + 5
+    full = sharpness.top_eigenvalues(loss_fn, params, data, key=jax.random.key(0), k=5, tol=0.0)
+    assert int(full[2]["num_iters"]) == cap  # tol = 0: every step up to the cap
+
+
+def test_adaptive_stopping_is_per_member_under_vmap(x64):
+    _apply, params, data, loss_fn, _x, _y = _problem(jnp.float64)
+    scales = jnp.array([1.0, 3.0])
+
+    def top(scale):
+        scaled = jax.tree.map(lambda a: a * scale, params)
+        values, _, info = sharpness.top_eigenvalues(
+            loss_fn, scaled, data, key=jax.random.key(0), k=2
+        )
+        return values, info["num_iters"]
+
+    values, iters = jax.jit(jax.vmap(top))(scales)
+    for i, scale in enumerate(scales.tolist()):
+        single_values, single_iters = top(scale)
+        np.testing.assert_allclose(values[i], single_values, rtol=1e-8)
+        assert int(iters[i]) == int(single_iters)

@@ -8,10 +8,14 @@ padded); ``mesh`` shards the member axis over devices; ``out_dir`` writes each
 finished chunk at once (atomically, ``.npz`` with a checksum, no pickle) so an
 interrupted sweep resumes where it stopped and ends with the same result.
 
-Multi-host: call ``jax.distributed.initialize()`` first and pass a mesh over
-``jax.devices()`` (all processes' devices); every process runs the same
-``run`` call. Tested here with one process (``jax.process_count() == 1``) and
-eight simulated CPU devices.
+Multi-process (several hosts, or several processes on one): call
+``jax.distributed.initialize()`` in every process first, then run the same
+``run`` call everywhere with a mesh over ``jax.devices()`` (all processes'
+devices, e.g. ``mesh="auto"``). Each process feeds its own devices' slice of
+every chunk; every process gets the whole result; with ``out_dir`` (a folder
+all processes see) only process 0 writes, and all processes agree on which
+chunks to resume. Tested with two local processes (CPU collectives over gloo)
+and with eight simulated CPU devices in one process.
 """
 
 from __future__ import annotations
@@ -263,6 +267,48 @@ def _load_chunk(path: Path, num_leaves: int) -> list[np.ndarray] | None:
     return [leaves[f"leaf_{i}"] for i in range(num_leaves)]
 
 
+def _place(tree: chex.ArrayTree, sharding: NamedSharding | None) -> chex.ArrayTree:
+    """Put a chunk on the mesh; across processes each one supplies its own devices' slices."""
+    if sharding is None:
+        return jax.tree.map(jnp.asarray, tree)
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def global_array(leaf):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = np.asarray(jax.random.key_data(leaf))
+            # Key arrays travel as their raw data (the member axis leads; the rest is replicated).
+            array = jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
+            return jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(global_array, tree)
+
+
+def _gather(leaf: jax.Array) -> np.ndarray:
+    """A chunk output as a host array on every process (an all-gather across processes)."""
+    if getattr(leaf, "is_fully_addressable", True):
+        return np.asarray(leaf)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+
+def _stored_chunks(out: Path | None, num_chunks: int, num_leaves: int) -> np.ndarray:
+    """Which chunks are complete on disk — decided by process 0, so every process resumes alike."""
+    stored = np.zeros(num_chunks, bool)
+    if out is not None and jax.process_index() == 0:
+        for c in range(num_chunks):
+            path = out / f"chunk_{c:05d}.npz"
+            stored[c] = path.exists() and _load_chunk(path, num_leaves) is not None
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        stored = np.asarray(multihost_utils.broadcast_one_to_all(stored))
+    return stored
+
+
 def run(
     train_fn: Callable[[Mapping[str, jax.Array], jax.Array], chex.ArrayTree],
     configs: Mapping[str, Any],
@@ -334,12 +380,14 @@ def run(
         raw["shape"] = np.asarray([n, seeds, chunk_size])
         return _digest(raw)
 
+    writer = jax.process_index() == 0  # one writer when several processes share out_dir
     out = None
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         meta_path = out / "sweep.json"
         sweep_id = fingerprint()
+        if writer:
+            out.mkdir(parents=True, exist_ok=True)
         if meta_path.exists():
             stored = json.loads(meta_path.read_text()).get("fingerprint")
             if stored != sweep_id:
@@ -347,7 +395,7 @@ def run(
                     f"out_dir {out} holds a different sweep (configs, seeds, key or chunk_size "
                     "differ); use another folder"
                 )
-        else:
+        elif writer:
             meta_path.write_text(
                 json.dumps({"fingerprint": sweep_id, "members": members, "chunk_size": chunk_size})
             )
@@ -379,21 +427,23 @@ def run(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_chunks, desc="sweep", unit="chunk", leave=False)
+    stored_chunks = _stored_chunks(out, num_chunks, num_leaves)
     results: list[list[np.ndarray]] = []
     for c in range(num_chunks):
         start, stop = c * chunk_size, min((c + 1) * chunk_size, members)
         path = None if out is None else out / f"chunk_{c:05d}.npz"
-        leaves = None if path is None or not path.exists() else _load_chunk(path, num_leaves)
+        leaves = _load_chunk(path, num_leaves) if stored_chunks[c] else None
         if leaves is None:
             index = np.arange(start, start + chunk_size).clip(max=members - 1)  # pad: repeat last
-            chunk_configs = {k: jnp.asarray(v[index]) for k, v in member_configs.items()}
+            chunk_configs = {k: np.asarray(v[index]) for k, v in member_configs.items()}
             chunk_keys = member_keys[jnp.asarray(index)]
-            if sharding is not None:
-                chunk_configs = jax.device_put(chunk_configs, sharding)
-                chunk_keys = jax.device_put(chunk_keys, sharding)
+            chunk_configs, chunk_keys = (
+                _place(chunk_configs, sharding),
+                _place(chunk_keys, sharding),
+            )
             outputs = compiled(chunk_configs, chunk_keys)
-            leaves = [np.asarray(leaf)[: stop - start] for leaf in jax.tree.leaves(outputs)]
-            if path is not None:
+            leaves = [_gather(leaf)[: stop - start] for leaf in jax.tree.leaves(outputs)]
+            if path is not None and writer:
                 named = {f"leaf_{i}": leaf for i, leaf in enumerate(leaves)}
                 atomic_savez(path, {**named, "digest": np.asarray(_digest(named))})
         results.append(leaves)

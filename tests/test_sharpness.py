@@ -307,3 +307,33 @@ def test_adaptive_stopping_is_per_member_under_vmap(x64):
         single_values, single_iters = top(scale)
         np.testing.assert_allclose(values[i], single_values, rtol=1e-8)
         assert int(iters[i]) == int(single_iters)
+
+
+@pytest.mark.parametrize(("method", "relative"), [("hutch++", 0.02), ("hutchinson", 0.06)])
+def test_trace_at_a_requested_standard_error(x64, method, relative):
+    _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
+    exact = float(np.trace(_dense_hessian(loss_fn, params, x, y)))
+    target = relative * abs(exact)  # plain Hutchinson is noisier: a looser target in 600 HVPs
+    estimate, se = sharpness.hessian_trace(
+        loss_fn,
+        params,
+        data,
+        key=jax.random.key(5),
+        method=method,
+        num_samples=600,
+        target_se=target,
+    )
+    assert 0 < float(se) <= target
+    assert abs(float(estimate) - exact) <= 4 * float(se) + 1e-9
+
+    def traced(key):
+        return sharpness.hessian_trace(
+            loss_fn, params, data, key=key, method=method, num_samples=600, target_se=target
+        )
+
+    keys = jax.random.split(jax.random.key(6), 2)
+    swept = jax.jit(jax.vmap(traced))(keys)
+    for i in range(2):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, i=i: a[i], swept), traced(keys[i]), rtol=1e-8
+        )

@@ -286,7 +286,11 @@ class TrainLoop:
             outputs, _ = self.apply(
                 params, model_state, batch["x"], key=None, train=False, hparams=hparams
             )
-            values = {"loss": self.task.loss(outputs, batch["y"])}
+            values = {
+                "loss": _call(
+                    self.task.loss, self._takes_hparams["loss"], hparams, outputs, batch["y"]
+                )
+            }
             values.update(self.task.metrics(outputs, batch["y"]))
             return {k: weighted_mean(v, batch["weight"]) for k, v in values.items()}
 

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxreg._checks import float_dtype
+
 __all__ = [
     "accuracy_per_example",
     "classification_loss",
@@ -41,8 +43,7 @@ def accuracy_per_example(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """1.0 where ``argmax(logits)`` equals the (argmax of the) label, else 0.0."""
     if labels.ndim == logits.ndim:
         labels = jnp.argmax(labels, axis=-1)
-    dtype = logits.dtype if jnp.issubdtype(logits.dtype, jnp.floating) else jnp.result_type(float)
-    return (jnp.argmax(logits, axis=-1) == labels).astype(dtype)
+    return (jnp.argmax(logits, axis=-1) == labels).astype(float_dtype(logits))
 
 
 def weighted_mean(values: jax.Array, weight: jax.Array | None = None) -> jax.Array:

@@ -295,18 +295,26 @@ def _gather(leaf: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
 
 
-def _stored_chunks(out: Path | None, num_chunks: int, num_leaves: int) -> np.ndarray:
-    """Which chunks are complete on disk — decided by process 0, so every process resumes alike."""
-    stored = np.zeros(num_chunks, bool)
+def _stored_chunks(
+    out: Path | None, num_chunks: int, num_leaves: int
+) -> dict[int, list[np.ndarray] | None]:
+    """Complete chunks on disk, decided by process 0 so that every process resumes alike:
+    chunk index -> its leaves (process 0, already read) or None (other processes read it)."""
+    loaded: dict[int, list[np.ndarray]] = {}
     if out is not None and jax.process_index() == 0:
         for c in range(num_chunks):
             path = out / f"chunk_{c:05d}.npz"
-            stored[c] = path.exists() and _load_chunk(path, num_leaves) is not None
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+            leaves = _load_chunk(path, num_leaves) if path.exists() else None
+            if leaves is not None:
+                loaded[c] = leaves
+    if jax.process_count() == 1:
+        return loaded
+    from jax.experimental import multihost_utils
 
-        stored = np.asarray(multihost_utils.broadcast_one_to_all(stored))
-    return stored
+    flags = np.zeros(num_chunks, bool)
+    flags[list(loaded)] = True
+    flags = np.asarray(multihost_utils.broadcast_one_to_all(flags))
+    return {int(c): loaded.get(int(c)) for c in np.flatnonzero(flags)}
 
 
 def run(
@@ -432,7 +440,9 @@ def run(
     for c in range(num_chunks):
         start, stop = c * chunk_size, min((c + 1) * chunk_size, members)
         path = None if out is None else out / f"chunk_{c:05d}.npz"
-        leaves = _load_chunk(path, num_leaves) if stored_chunks[c] else None
+        leaves = stored_chunks.get(c)
+        if c in stored_chunks and leaves is None:  # another process found it complete
+            leaves = _load_chunk(path, num_leaves)
         if leaves is None:
             index = np.arange(start, start + chunk_size).clip(max=members - 1)  # pad: repeat last
             chunk_configs = {k: np.asarray(v[index]) for k, v in member_configs.items()}

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_non_negative
+from jaxreg._checks import check_non_negative, float_dtype
 from jaxreg.augment._util import check_rank, per_example
 from jaxreg.labels import one_hot
 
@@ -82,7 +82,7 @@ def mixup(
     """
     check_non_negative(alpha, "alpha")
     x = check_rank(x, (2, 3, 4, 5), "x", "(N, ...)")
-    soft = _soft_labels(labels, num_classes, x.dtype)
+    soft = _soft_labels(labels, num_classes, float_dtype(x))
     lam_key, perm_key = jax.random.split(key)
     n = x.shape[0]
     lam = _beta_or_one(lam_key, alpha, (n,) if per_example else ())
@@ -96,8 +96,6 @@ def mixup(
 
 def _soft_labels(labels: ArrayLike, num_classes: int | None, dtype) -> jax.Array:
     labels = jnp.asarray(labels)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
     if labels.ndim == 2:
         return labels.astype(dtype)
     if num_classes is None:
@@ -127,7 +125,7 @@ def cutmix(
     """
     check_non_negative(alpha, "alpha")
     images = check_rank(images, (4,), "images", "(N, H, W, C)")
-    soft = _soft_labels(labels, num_classes, images.dtype)
+    soft = _soft_labels(labels, num_classes, float_dtype(images))
     n, height, width = images.shape[:3]
     perm_key, box_key = jax.random.split(key)
     perm = _partners(perm_key, n, weight)

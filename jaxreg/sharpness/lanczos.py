@@ -70,12 +70,29 @@ def lanczos(
     n = start.shape[0]
     if not 1 <= num_iters <= n:
         raise ValueError(f"num_iters must lie in [1, {n}] (the dimension), got {num_iters}")
-    dtype = start.dtype
-    basis = jnp.zeros((num_iters + 1, n), dtype).at[0].set(start / jnp.linalg.norm(start))
-    tiny = jnp.finfo(dtype).eps * 10
+    init = _lanczos_init(start, num_iters)
+    basis, alphas, betas = jax.lax.fori_loop(0, num_iters, _lanczos_step(matvec), init)
+    return LanczosResult(alphas, betas, basis[:num_iters])
 
-    def body(i, state):
+
+def _tiny(dtype) -> jax.Array:
+    return jnp.finfo(dtype).eps * 10
+
+
+def _lanczos_init(start: jax.Array, num_iters: int):
+    """Basis ``(num_iters + 1, n)`` holding the normalized start, zero alphas and betas."""
+    dtype = start.dtype
+    basis = jnp.zeros((num_iters + 1, start.shape[0]), dtype)
+    basis = basis.at[0].set(start / jnp.linalg.norm(start))
+    return basis, jnp.zeros(num_iters, dtype), jnp.zeros(num_iters, dtype)
+
+
+def _lanczos_step(matvec):
+    """One Lanczos step ``i`` with full reorthogonalization, for ``fori_loop``."""
+
+    def step(i, state):
         basis, alphas, betas = state
+        tiny = _tiny(basis.dtype)
         v = basis[i]
         w = matvec(v)
         alpha = jnp.vdot(w, v)
@@ -86,9 +103,7 @@ def lanczos(
         next_v = jnp.where(beta > tiny, w / jnp.where(beta > tiny, beta, 1.0), 0.0)
         return basis.at[i + 1].set(next_v), alphas.at[i].set(alpha), betas.at[i].set(beta)
 
-    init = (basis, jnp.zeros(num_iters, dtype), jnp.zeros(num_iters, dtype))
-    basis, alphas, betas = jax.lax.fori_loop(0, num_iters, body, init)
-    return LanczosResult(alphas, betas, basis[:num_iters])
+    return step
 
 
 def _flat_matvec(product: Callable, params: chex.ArrayTree):
@@ -151,21 +166,8 @@ def _ritz(
     """Adaptive Lanczos: at most ``num_iters`` steps, stopping when every wanted pair's
     residual bound is below ``tol`` relative to its Ritz value."""
     _check_tol(tol, check_every)
-    n = start.shape[0]
-    dtype = start.dtype
-    tiny = jnp.finfo(dtype).eps * 10
-    basis = jnp.zeros((num_iters + 1, n), dtype).at[0].set(start / jnp.linalg.norm(start))
-
-    def step(i, state):
-        basis, alphas, betas = state
-        v = basis[i]
-        w = matvec(v)
-        alpha = jnp.vdot(w, v)
-        w = w - basis.T @ (basis @ w)  # full reorthogonalization (rows > i are 0), twice
-        w = w - basis.T @ (basis @ w)
-        beta = jnp.linalg.norm(w)
-        next_v = jnp.where(beta > tiny, w / jnp.where(beta > tiny, beta, 1.0), 0.0)
-        return basis.at[i + 1].set(next_v), alphas.at[i].set(alpha), betas.at[i].set(beta)
+    step = _lanczos_step(matvec)
+    tiny = _tiny(start.dtype)
 
     def unfinished(state):
         *_, m, done = state
@@ -181,13 +183,7 @@ def _ritz(
         done = invariant | jnp.all(bound <= tol * jnp.abs(values))
         return basis, alphas, betas, target, done
 
-    init = (
-        basis,
-        jnp.zeros(num_iters, dtype),
-        jnp.zeros(num_iters, dtype),
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((), bool),
-    )
+    init = (*_lanczos_init(start, num_iters), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
     basis, alphas, betas, m, _ = jax.lax.while_loop(unfinished, advance, init)
     values, coefficients, bound = _wanted_ritz(alphas, betas, m, k, largest)
     vectors = (basis[:num_iters].T @ coefficients).T  # (k, n); rows past m carry 0

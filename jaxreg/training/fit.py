@@ -48,8 +48,8 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_non_negative, under_transformation
-from jaxreg.data import batches
+from jaxreg._checks import check_non_negative, is_traced, under_transformation
+from jaxreg.data import _check_batch_size, batches
 from jaxreg.losses import PerExampleLoss
 from jaxreg.nn.functional import Apply, Model, as_model
 from jaxreg.tasks import Task, classification
@@ -130,13 +130,9 @@ def _check_hparams(hparams: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return hparams
 
 
-def _is_concrete(tree) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
-
-
 def _check_targets(model: Model, params, state, task: Task, x, y, name: str, hparams: dict) -> None:
     """Host-side: targets against the model's output shape (concrete values only)."""
-    if task.check_targets is None or not _is_concrete((y, params, state)):
+    if task.check_targets is None or is_traced((y, params, state)):
         return
     probe = jax.eval_shape(
         lambda p, s, xb: model.apply(p, s, xb, train=False, hparams=hparams)[0],
@@ -322,7 +318,7 @@ def fit(
         drop_remainder,
     )
     data = loop_data(train, eval_data, eval_batch_size=eval_batch_size)
-    batches(data.x, data.y, batch_size)  # validates batch_size against the data size
+    _check_batch_size(batch_size, data.x.shape[0])
     _check_targets(model, params, state, task, data.x, data.y, "train labels", hparams)
     if "eval" in data.evals:
         _check_targets(model, params, state, task, *eval_data, "eval_data labels", hparams)

@@ -6,11 +6,13 @@ enough") keeps the Krylov basis orthonormal in float32; for more accuracy run
 under ``jax.enable_x64`` with float64 params.
 
 The eigenvalue routines stop adaptively: every ``check_every`` steps they
-compute the Ritz pairs of the tridiagonal matrix so far and stop once
-Lanczos's residual bound ``|β_m s_{m,i}| = ‖H y_i − θ_i y_i‖`` of every wanted
-pair is below ``tol·|θ_i|`` — then each ``θ_i`` lies within ``tol·|θ_i|`` of a
-true eigenvalue (usually far closer: the error is about bound²/gap). The cap
-``num_iters`` bounds the work; ``num_hvps`` reports what was spent.
+compute the Ritz pairs of the tridiagonal matrix so far, with Lanczos's
+residual bound ``r_i = |β_m s_{m,i}| = ‖H y_i − θ_i y_i‖`` of each wanted pair.
+Each ``θ_i`` lies within ``r_i`` of an eigenvalue, and within ``r_i²/δ_i`` when
+the rest of the spectrum is at least ``δ_i`` away (Kato–Temple; δ is estimated
+from the other Ritz values). They stop once ``error_bound = min(r, r²/δ)`` of
+every wanted pair is below ``tol·|θ_i|``. The cap ``num_iters`` bounds the work;
+``num_hvps`` reports what was spent.
 """
 
 from __future__ import annotations
@@ -96,14 +98,35 @@ def _lanczos_step(matvec):
         v = basis[i]
         w = matvec(v)
         alpha = jnp.vdot(w, v)
-        # Full reorthogonalization against every basis vector so far (rows > i are 0), twice.
-        w = w - basis.T @ (basis @ w)
-        w = w - basis.T @ (basis @ w)
-        beta = jnp.linalg.norm(w)
+        w, beta = _reorthogonalize(basis, w)
         next_v = jnp.where(beta > tiny, w / jnp.where(beta > tiny, beta, 1.0), 0.0)
         return basis.at[i + 1].set(next_v), alphas.at[i].set(alpha), betas.at[i].set(beta)
 
     return step
+
+
+def _reorthogonalize(basis: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``w`` minus its projection on the rows of ``basis`` (rows not yet used are 0), and its
+    norm. Classical Gram–Schmidt, repeated only when the first pass cancelled more than
+    half of ``w``'s norm (Daniel–Gragg–Kaufman–Stewart: "twice is enough") — each pass
+    reads the whole basis, which dominates a step's cost after the HVP."""
+    before = jnp.linalg.norm(w)
+    w = w - basis.T @ (basis @ w)
+    after = jnp.linalg.norm(w)
+
+    def again(w):
+        w = w - basis.T @ (basis @ w)
+        return w, jnp.linalg.norm(w)
+
+    return jax.lax.cond(after < 0.7071 * before, again, lambda w: (w, after), w)
+
+
+def _error_bound(theta: jax.Array, wanted: jax.Array, residual: jax.Array) -> jax.Array:
+    """``min(r, r²/δ)`` per wanted Ritz value, ``δ`` its distance to the other Ritz values."""
+    distance = jnp.abs(theta[wanted][:, None] - theta[None, :])
+    distance = jnp.where(jnp.arange(theta.shape[0])[None, :] == wanted[:, None], jnp.inf, distance)
+    gap = jnp.min(distance, axis=1)
+    return jnp.minimum(residual, residual**2 / jnp.where(gap > 0, gap, jnp.inf))
 
 
 def _flat_matvec(product: Callable, params: chex.ArrayTree):
@@ -121,6 +144,14 @@ def _default_iters(k: int, n: int, num_iters: int | None) -> int:
     if num_iters < k:
         raise ValueError(f"num_iters={num_iters} gives at most {num_iters} eigenvalues; k={k}")
     return min(num_iters, n)
+
+
+def _phase_sizes(num_iters: int, k: int) -> list[int]:
+    """Static basis sizes for :func:`_ritz`: doubling from 16 (or ``k``) up to ``num_iters``."""
+    sizes = [min(num_iters, max(16, k))]
+    while sizes[-1] < num_iters:
+        sizes.append(min(num_iters, 2 * sizes[-1]))
+    return sizes
 
 
 def _check_tol(tol: float, check_every: int) -> None:
@@ -149,7 +180,7 @@ def _wanted_ritz(alphas, betas, m, k: int, largest: bool):
     order = jnp.argsort(-theta if largest else theta)[:k]
     values, coefficients = theta[order], s[:, order]
     bound = jnp.abs(betas[m - 1] * coefficients[m - 1])
-    return values, coefficients, bound
+    return values, coefficients, bound, _error_bound(theta, order, bound)
 
 
 def _ritz(
@@ -160,39 +191,185 @@ def _ritz(
     largest: bool,
     *,
     tol: float = 1e-4,
-    check_every: int = 5,
+    check_every: int = 1,
     explicit_residuals: bool = False,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """Adaptive Lanczos: at most ``num_iters`` steps, stopping when every wanted pair's
-    residual bound is below ``tol`` relative to its Ritz value."""
+    error bound is below ``tol`` relative to its Ritz value.
+
+    The basis grows in phases of static size (16, 32, ... up to ``num_iters``
+    vectors): each step's reorthogonalization reads the whole basis array, so a
+    run that stops after 14 steps should not pay for a basis of 50.
+    """
     _check_tol(tol, check_every)
     step = _lanczos_step(matvec)
     tiny = _tiny(start.dtype)
 
-    def unfinished(state):
-        *_, m, done = state
-        return (m < num_iters) & ~done
+    def phase(size, state):
+        def unfinished(state):
+            *_, m, done = state
+            return (m < size) & ~done
 
-    def advance(state):
-        basis, alphas, betas, m, _ = state
-        # The first check waits for k steps: fewer cannot hold k Ritz values.
-        target = jnp.minimum(jnp.maximum(m + check_every, k), num_iters)
-        basis, alphas, betas = jax.lax.fori_loop(m, target, step, (basis, alphas, betas))
-        values, _, bound = _wanted_ritz(alphas, betas, target, k, largest)
-        invariant = betas[target - 1] <= tiny  # the Krylov space holds exact eigenvectors
-        done = invariant | jnp.all(bound <= tol * jnp.abs(values))
-        return basis, alphas, betas, target, done
+        def advance(state):
+            basis, alphas, betas, m, _ = state
+            # The first check waits for k steps: fewer cannot hold k Ritz values.
+            target = jnp.minimum(jnp.maximum(m + check_every, k), size)
+            basis, alphas, betas = jax.lax.fori_loop(m, target, step, (basis, alphas, betas))
+            values, _, _, error = _wanted_ritz(alphas, betas, target, k, largest)
+            invariant = betas[target - 1] <= tiny  # the Krylov space holds exact eigenvectors
+            done = invariant | jnp.all(error <= tol * jnp.abs(values))
+            return basis, alphas, betas, target, done
 
-    init = (*_lanczos_init(start, num_iters), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    basis, alphas, betas, m, _ = jax.lax.while_loop(unfinished, advance, init)
-    values, coefficients, bound = _wanted_ritz(alphas, betas, m, k, largest)
+        return jax.lax.while_loop(unfinished, advance, state)
+
+    sizes = _phase_sizes(num_iters, k)
+    state = (*_lanczos_init(start, sizes[0]), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    for previous, size in zip((sizes[0], *sizes), sizes, strict=False):
+        if size > previous:
+            basis, alphas, betas, m, done = state
+            grow = size - previous
+            state = (
+                jnp.pad(basis, ((0, grow), (0, 0))),
+                jnp.pad(alphas, (0, grow)),
+                jnp.pad(betas, (0, grow)),
+                m,
+                done,
+            )
+        state = phase(size, state)
+    basis, alphas, betas, m, _ = state
+    values, coefficients, bound, error = _wanted_ritz(alphas, betas, m, k, largest)
     vectors = (basis[:num_iters].T @ coefficients).T  # (k, n); rows past m carry 0
-    info = {"residual_bound": bound, "num_iters": m, "num_hvps": m}
+    info = {"residual_bound": bound, "error_bound": error, "num_iters": m, "num_hvps": m}
     if explicit_residuals:
         products = jax.vmap(matvec)(vectors)
         info["residual_norm"] = jnp.linalg.norm(products - values[:, None] * vectors, axis=1)
         info["num_hvps"] = m + k
     return values, vectors, info
+
+
+def _dense_wanted_ritz(projected, m, residual, largest: bool):
+    """All Ritz pairs of the leading ``m×m`` block of a (static-size) projected matrix,
+    wanted ones first, with their residual bounds.
+
+    Like :func:`_wanted_ritz`, for the dense (arrow-plus-tridiagonal) matrix of a
+    thick restart; ``residual`` is the norm of the vector that extends the basis.
+    """
+    size = projected.shape[0]
+    active = jnp.arange(size) < m
+    block = jnp.where(active[:, None] & active[None, :], projected, 0)
+    spread = jnp.max(jnp.sum(jnp.abs(block), axis=1))
+    sentinel = -(spread + 1) if largest else spread + 1
+    theta, s = jnp.linalg.eigh(block + jnp.diag(jnp.where(active, 0, sentinel)))
+    order = jnp.argsort(-theta if largest else theta)
+    values, coefficients = theta[order], s[:, order]
+    bound = jnp.abs(residual * coefficients[m - 1])
+    return values, coefficients, bound, _error_bound(theta, order, bound)
+
+
+def _thick_restart_ritz(
+    matvec,
+    start: jax.Array,
+    max_hvps: int,
+    k: int,
+    largest: bool,
+    *,
+    max_basis: int,
+    tol: float = 1e-4,
+    check_every: int = 1,
+    explicit_residuals: bool = False,
+) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """Thick-restart Lanczos (Wu & Simon, 2000): the basis never holds more than
+    ``max_basis + 1`` vectors. When it is full, the ``keep`` best Ritz vectors and
+    the residual vector become the new basis and the projected matrix becomes
+    ``diag(θ)`` bordered by the couplings ``β s_{m,i}``, so no converged
+    information is lost. Each step reorthogonalizes (twice) against the whole
+    basis and stores the full column ``Vᵀ H v``, which fills in those couplings
+    without special cases.
+    """
+    _check_tol(tol, check_every)
+    if isinstance(max_basis, bool) or not isinstance(max_basis, int) or max_basis < k + 2:
+        raise ValueError(f"max_basis must be an int >= k + 2 = {k + 2}, got {max_basis!r}")
+    n, dtype = start.shape[0], start.dtype
+    max_basis = min(max_basis, n)
+    keep = min(max(k + (max_basis - k) // 2, k + 1), max_basis - 1)
+    tiny = _tiny(dtype)
+
+    def step(j, state):
+        basis, projected, _ = state
+        w = matvec(basis[j])
+        column = (basis @ w)[:max_basis]  # Vᵀ H v: the projected matrix's column j
+        w, beta = _reorthogonalize(basis, w)
+        next_v = jnp.where(beta > tiny, w / jnp.where(beta > tiny, beta, 1.0), 0.0)
+        column = column.at[j + 1].set(beta, mode="drop")
+        projected = projected.at[:, j].set(column).at[j, :].set(column)
+        return basis.at[j + 1].set(next_v), projected, beta
+
+    def unfinished(state):
+        *_, hvps, done = state
+        return (hvps < max_hvps) & ~done
+
+    def advance(state):
+        basis, projected, residual, m, hvps, _ = state
+
+        # Restart when the basis is full: keep the best Ritz vectors and the residual vector.
+        def restart(basis, projected):
+            values, coefficients, _, _ = _dense_wanted_ritz(projected, max_basis, residual, largest)
+            kept = coefficients[:, :keep].T @ basis[:max_basis]
+            basis = jnp.zeros_like(basis).at[:keep].set(kept).at[keep].set(basis[max_basis])
+            return basis, jnp.zeros_like(projected).at[:keep, :keep].set(jnp.diag(values[:keep]))
+
+        full = m == max_basis
+        basis, projected = jax.lax.cond(
+            full, restart, lambda basis, projected: (basis, projected), basis, projected
+        )
+        m = jnp.where(full, keep, m)
+        target = jnp.minimum(
+            jnp.minimum(jnp.maximum(m + check_every, k), max_basis), m + max_hvps - hvps
+        )
+        basis, projected, residual = jax.lax.fori_loop(
+            m, target, step, (basis, projected, residual)
+        )
+        hvps = hvps + target - m
+        values, _, _, error = _dense_wanted_ritz(projected, target, residual, largest)
+        done = (residual <= tiny) | jnp.all(error[:k] <= tol * jnp.abs(values[:k]))
+        return basis, projected, residual, target, hvps, done
+
+    basis = jnp.zeros((max_basis + 1, n), dtype).at[0].set(start / jnp.linalg.norm(start))
+    projected = jnp.zeros((max_basis, max_basis), dtype)
+    zero = jnp.zeros((), jnp.int32)
+    init = (basis, projected, jnp.zeros((), dtype), zero, zero, jnp.zeros((), bool))
+    basis, projected, residual, m, hvps, _ = jax.lax.while_loop(unfinished, advance, init)
+    values, coefficients, bound, error = _dense_wanted_ritz(projected, m, residual, largest)
+    values, coefficients, bound, error = values[:k], coefficients[:, :k], bound[:k], error[:k]
+    vectors = (basis[:max_basis].T @ coefficients).T
+    info = {"residual_bound": bound, "error_bound": error, "num_iters": hvps, "num_hvps": hvps}
+    if explicit_residuals:
+        products = jax.vmap(matvec)(vectors)
+        info["residual_norm"] = jnp.linalg.norm(products - values[:, None] * vectors, axis=1)
+        info["num_hvps"] = hvps + k
+    return values, vectors, info
+
+
+def _eigenpairs(
+    matvec,
+    start: jax.Array,
+    k: int,
+    largest: bool,
+    *,
+    num_iters: int | None,
+    max_basis: int | None,
+    tol: float,
+    check_every: int,
+    explicit_residuals: bool,
+):
+    """Adaptive Lanczos with a full basis, or thick-restart Lanczos when ``max_basis`` is set."""
+    n = start.shape[0]
+    options = dict(tol=tol, check_every=check_every, explicit_residuals=explicit_residuals)
+    if max_basis is None:
+        return _ritz(matvec, start, _default_iters(k, n, num_iters), k, largest, **options)
+    cap = _default_iters(k, n, None) * 4 if num_iters is None else num_iters
+    _default_iters(k, n, cap)  # validates k and the cap
+    return _thick_restart_ritz(matvec, start, cap, k, largest, max_basis=max_basis, **options)
 
 
 def top_eigenvalues(
@@ -205,8 +382,9 @@ def top_eigenvalues(
     num_iters: int | None = None,
     matvec: Callable[[chex.ArrayTree], chex.ArrayTree] | None = None,
     tol: float = 1e-4,
-    check_every: int = 5,
+    check_every: int = 1,
     explicit_residuals: bool = False,
+    max_basis: int | None = None,
 ) -> tuple[jax.Array, chex.ArrayTree, dict[str, jax.Array]]:
     """The ``k`` largest Hessian eigenvalues of the dataset loss, by adaptive Lanczos.
 
@@ -217,19 +395,26 @@ def top_eigenvalues(
       key: PRNG key for the random start vector.
       k: number of eigenpairs.
       num_iters: most Lanczos steps (HVPs); default ``max(2k + 20, 50)``,
-        capped at the number of parameters.
+        capped at the number of parameters (four times that with ``max_basis``).
       matvec: override the operator (e.g. :func:`gauss_newton_vp`).
-      tol: stop once every wanted pair's residual bound is below ``tol`` times
-        its Ritz value (each value is then within that relative distance of
-        an eigenvalue); ``0`` runs all ``num_iters`` steps.
-      check_every: steps between convergence checks (static).
+      tol: stop once every wanted pair's ``error_bound`` (see the module
+        docstring) is below ``tol`` times its Ritz value; ``0`` runs all
+        ``num_iters`` steps.
+      check_every: steps between convergence checks (static; a check is an
+        ``eigh`` of the small tridiagonal matrix, cheap next to an HVP).
       explicit_residuals: also compute ``‖Hy − θy‖`` per pair (``k`` more HVPs).
+      max_basis: memory bound. ``None`` keeps every Lanczos vector (``num_iters``
+        vectors of the parameter size); an int ``>= k + 2`` runs thick-restart
+        Lanczos (Wu & Simon, 2000) holding at most ``max_basis + 1`` vectors,
+        e.g. ``2 * k + 4`` for O(n) memory per wanted eigenvector. It usually
+        needs more HVPs than the full basis for the same tolerance.
 
     Returns:
       ``(eigenvalues[k] descending, eigenvectors with leading axis k in the
-      structure of params, diagnostics)``; diagnostics hold the Lanczos
-      ``residual_bound`` per pair, ``num_iters`` (Lanczos steps taken),
-      ``num_hvps`` and, when asked, ``residual_norm``.
+      structure of params, diagnostics)``; diagnostics hold per pair the
+      Lanczos ``residual_bound`` ``‖Hy − θy‖`` (a guaranteed eigenvalue error
+      bound) and the ``error_bound`` the stop uses, ``num_iters`` (Lanczos
+      steps taken), ``num_hvps`` and, when asked, ``residual_norm``.
 
     Example:
       >>> from jaxreg.data import batches
@@ -243,12 +428,13 @@ def top_eigenvalues(
     product = matvec if matvec is not None else hvp(loss_fn, params, data)
     flat_matvec, flat, unravel = _flat_matvec(product, params)
     start = jax.random.normal(key, flat.shape, flat.dtype)
-    values, vectors, info = _ritz(
+    values, vectors, info = _eigenpairs(
         flat_matvec,
         start,
-        _default_iters(k, flat.size, num_iters),
         k,
         largest=True,
+        num_iters=num_iters,
+        max_basis=max_basis,
         tol=tol,
         check_every=check_every,
         explicit_residuals=explicit_residuals,
@@ -264,22 +450,24 @@ def min_eigenvalue(
     key: jax.Array,
     num_iters: int | None = None,
     tol: float = 1e-4,
-    check_every: int = 5,
+    check_every: int = 1,
     explicit_residuals: bool = False,
+    max_basis: int | None = None,
 ) -> tuple[jax.Array, chex.ArrayTree, dict[str, jax.Array]]:
     """The smallest Hessian eigenvalue (negative curvature) and its eigenvector, by Lanczos.
 
     Stops adaptively like :func:`top_eigenvalues` (same ``tol``, ``check_every``,
-    ``explicit_residuals``).
+    ``explicit_residuals``, and ``max_basis`` for thick restarts).
     """
     flat_matvec, flat, unravel = _flat_matvec(hvp(loss_fn, params, data), params)
     start = jax.random.normal(key, flat.shape, flat.dtype)
-    values, vectors, info = _ritz(
+    values, vectors, info = _eigenpairs(
         flat_matvec,
         start,
-        _default_iters(1, flat.size, num_iters),
         1,
         largest=False,
+        num_iters=num_iters,
+        max_basis=max_basis,
         tol=tol,
         check_every=check_every,
         explicit_residuals=explicit_residuals,

@@ -1,22 +1,35 @@
-"""Hessian benchmarks: HVP vs gradient cost, Lanczos vs PyHessian-style power iteration.
+"""Hessian benchmarks against PyHessian (torch) and matfree (JAX), in one process run.
 
-Model: MLP 40-512-512-10 (~290k parameters) after 10 epochs of Adam on
-MNIST-1D; data: the 4,000 training examples in 8 batches of 500.
+A. MLP 40-512-512-10 (~290k parameters) after 10 epochs of Adam on MNIST-1D;
+   the 4,000 training examples in 8 batches of 500.
+   1. HVP time / gradient time (target <= 2.5).
+   2. Top-5 eigenvalues: jaxreg's adaptive Lanczos (default ``tol=1e-4``) vs
+      PyHessian (power iteration with deflation, its defaults) and vs matfree
+      (``tridiag_sym`` + ``eigh_partial``, same HVP) at the fewest Lanczos steps
+      that reach relative error <= 1e-4 — matfree cannot stop on its own, so
+      it gets that step count for free. Errors against a float64 reference.
+   3. Thick-restart Lanczos (``max_basis=2k+4``) vs the full basis: HVPs,
+      time, error and the compiled program's peak temporary memory.
+B. ResNet-20 with BatchNorm (eval mode, as PyHessian uses it) on CIFAR-10-shaped
+   inputs: scikit-learn's digits upsampled to 32×32×3 (no download), trained
+   for 2 epochs; the same weights ported to a PyTorch ResNet-20. Top-1, top-5,
+   trace and spectral density: time, HVPs and error against a converged
+   reference (Lanczos to 1e-7; Hutch++ with 120 HVPs for the trace).
 
-1. HVP time / gradient time over the whole dataset (target ≤ 2.5).
-2. HVPs for the top eigenvalue to 1e-3 relative: Lanczos vs power iteration
-   with PyHessian's defaults (tol 1e-3, 100 iterations) (target ≤ 1/3).
-3. Top-5 eigenvalues: time and accuracy, Lanczos vs power iteration with deflation.
-4. If ``torch`` and ``pyhessian`` import, PyHessian itself on the same weights and data.
+PyHessian and torch are optional (``pip install torch pyhessian matfree``);
+sections that need them are skipped with a message when they are missing.
 
-Run: ``python -m benchmarks.hessian``.
+Run: ``python -m benchmarks.hessian [--examples 128] [--skip-resnet]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
+from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -25,20 +38,59 @@ from jax.flatten_util import ravel_pytree
 from benchmarks._machine import describe
 from jaxreg import data, fit, sharpness
 from jaxreg.losses import classification_loss
-from jaxreg.nn import MLP, functional
+from jaxreg.nn import MLP, ResNet20, from_nnx, functional
 
 
-def timed(fn, *args, repeats: int = 5) -> float:
+def timed(fn: Callable, *args, repeats: int = 3) -> float:
+    """Median wall time of ``fn(*args)`` after one warm-up call."""
     jax.block_until_ready(fn(*args))
-    best = []
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
-        best.append(time.perf_counter() - start)
-    return float(np.median(best))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
-def main() -> None:
+def first_call(fn: Callable, *args) -> tuple[float, object]:
+    """Wall time of the first call (tracing and compilation included) and its output."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start, out
+
+
+def peak_bytes(fn: Callable, *args) -> int:
+    """Temporary memory XLA allocates for the compiled ``fn`` (arguments and outputs excluded)."""
+    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    return int(getattr(analysis, "temp_size_in_bytes", -1)) if analysis is not None else -1
+
+
+def relative_error(values, reference) -> float:
+    values, reference = np.asarray(values, np.float64), np.asarray(reference, np.float64)
+    return float(np.max(np.abs(values - reference) / np.abs(reference)))
+
+
+def _import_torch():
+    try:
+        import torch
+        from pyhessian import hessian as pyhessian_hessian
+    except ImportError:
+        return None, None
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return torch, pyhessian_hessian
+
+
+def _pyhessian_top(computer, top_n: int) -> tuple[float, float, list[float]]:
+    """PyHessian's ``eigenvalues(top_n=...)``: first-call time, second-call time, values."""
+    start = time.perf_counter()
+    computer.eigenvalues(top_n=top_n)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    values, _ = computer.eigenvalues(top_n=top_n)
+    return first, time.perf_counter() - start, values
+
+
+def mlp_section(torch, pyhessian_hessian) -> None:
     x_train, y_train, _, _ = data.mnist1d()
     apply, params = functional(MLP((40, 512, 512, 10), rngs=nnx.Rngs(0)))
     params = fit(
@@ -49,121 +101,347 @@ def main() -> None:
         key=jax.random.key(0),
         num_epochs=10,
         batch_size=100,
+        progress=False,
     ).params
     batched = data.batches(x_train, y_train, 500)
     loss_fn = classification_loss(apply)
     flat, unravel = ravel_pytree(params)
-    print(f"machine: {describe()}")
-    print(f"model: {flat.size:,} parameters, data: {len(y_train)} examples in 8 batches")
+    print(f"A. MLP: {flat.size:,} parameters, {len(y_train)} examples in 8 batches of 500")
 
     grad_fn = jax.jit(jax.grad(lambda p: sharpness.dataset_loss(loss_fn, p, batched)))
     vector = unravel(jax.random.normal(jax.random.key(1), flat.shape))
     hvp_fn = jax.jit(lambda p, v: sharpness.hvp(loss_fn, p, batched)(v))
-    t_grad, t_hvp = timed(grad_fn, params), timed(hvp_fn, params, vector)
+    t_grad, t_hvp = timed(grad_fn, params, repeats=5), timed(hvp_fn, params, vector, repeats=5)
     print(
-        f"1. gradient {1e3 * t_grad:.1f} ms, HVP {1e3 * t_hvp:.1f} ms: "
+        f"  1. gradient {1e3 * t_grad:.1f} ms, HVP {1e3 * t_hvp:.1f} ms: "
         f"ratio {t_hvp / t_grad:.2f} (target <= 2.5)"
     )
 
-    def lanczos_top(m, k=1):  # a fixed number of steps (tol=0)
-        return jax.jit(
-            lambda p: sharpness.top_eigenvalues(
-                loss_fn, p, batched, key=jax.random.key(2), k=k, num_iters=m, tol=0.0
-            )[0]
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        batched64 = jax.tree.map(
+            lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+            batched,
         )
+        reference = np.asarray(
+            jax.jit(
+                lambda p: sharpness.top_eigenvalues(
+                    loss_fn, p, batched64, key=jax.random.key(9), k=5, tol=1e-10, num_iters=150
+                )[0]
+            )(params64)
+        )
+    print(f"  reference top-5 (float64 Lanczos): {np.round(reference, 5).tolist()}")
 
-    reference = np.asarray(lanczos_top(150, 5)(params))
-    needed = None
-    for m in range(4, 80, 2):
-        top = float(lanczos_top(m)(params)[0])
-        if abs(top - reference[0]) / reference[0] < 1e-3:
-            needed = m
-            break
-    power = jax.jit(lambda p: sharpness.power_iteration(loss_fn, p, batched, key=jax.random.key(3)))
-    out = power(params)
-    power_hvps = int(out.num_hvps)
-    power_err = abs(float(out.eigenvalues[0]) - reference[0]) / reference[0]
-    power_needed = None
-    for m in range(2, 101, 2):
-        value = jax.jit(
-            lambda p, m=m: sharpness.power_iteration(
-                loss_fn, p, batched, key=jax.random.key(3), num_iters=m, tol=0.0
-            ).eigenvalues[0]
-        )(params)
-        if abs(float(value) - reference[0]) / reference[0] < 1e-3:
-            power_needed = m
-            break
-    print(
-        f"2. top eigenvalue {reference[0]:.4f} (Lanczos, 150 steps). HVPs to 1e-3 relative: "
-        f"Lanczos {needed}; power iteration {power_needed} (with PyHessian's stopping rule it "
-        f"stops after {power_hvps} HVPs at relative error {power_err:.1e}); ratio "
-        f"{needed / power_needed:.2f} vs iterating to 1e-3, {needed / power_hvps:.2f} vs "
-        f"PyHessian's stop (target <= 0.33)"
-    )
+    def ours(p, **options):
+        return sharpness.top_eigenvalues(loss_fn, p, batched, key=jax.random.key(2), k=5, **options)
 
-    adaptive5 = jax.jit(
-        lambda p: sharpness.top_eigenvalues(loss_fn, p, batched, key=jax.random.key(2), k=5)
-    )
-    start = time.perf_counter()
-    jax.block_until_ready(adaptive5(params))
-    t_a5_first = time.perf_counter() - start
-    t_a5 = timed(adaptive5, params, repeats=3)
-    values5, _, info5 = adaptive5(params)
-    err_a5 = np.max(np.abs(np.asarray(values5) - reference) / np.abs(reference))
+    adaptive = jax.jit(ours)
+    t_first, (values, _, info) = first_call(adaptive, params)
+    t_ours = timed(adaptive, params)
+    err_ours = relative_error(values, reference)
+    hvps_ours = int(info["num_hvps"])
     print(
-        f"3a. top-5, adaptive Lanczos (default tol 1e-4): {int(info5['num_hvps'])} HVPs, "
-        f"{t_a5:.2f} s steady, {t_a5_first:.2f} s with compile, max rel. error {err_a5:.1e} "
-        f"(vs 150 fixed steps)"
-    )
-    lanczos5 = lanczos_top(40, 5)
-    power5 = jax.jit(
-        lambda p: sharpness.power_iteration(loss_fn, p, batched, key=jax.random.key(3), k=5)
-    )
-    t_l5, t_p5 = timed(lanczos5, params, repeats=3), timed(power5, params, repeats=3)
-    err_l5 = np.max(np.abs(np.asarray(lanczos5(params)) - reference) / np.abs(reference))
-    out5 = power5(params)
-    err_p5 = np.max(np.abs(np.asarray(out5.eigenvalues) - reference) / np.abs(reference))
-    print(
-        f"3b. top-5: Lanczos (40 fixed steps) {t_l5:.2f} s, max rel. error {err_l5:.1e}; power "
-        f"iteration with deflation ({int(out5.num_hvps)} HVPs) {t_p5:.2f} s, max rel. error "
-        f"{err_p5:.1e}; time ratio {t_l5 / t_p5:.2f}"
+        f"  2. top-5 jaxreg (adaptive, tol 1e-4): {hvps_ours} HVPs, {t_ours:.2f} s steady, "
+        f"{t_first:.2f} s with compile, max rel. error {err_ours:.1e}"
     )
 
     try:
-        import torch
-        from pyhessian import hessian as pyhessian_hessian
+        from matfree import decomp, eig
     except ImportError:
-        print("4. PyHessian side-by-side skipped: torch and pyhessian are not installed here")
-        return
-    layers = [params["layers"][i] for i in range(3)]
-    model = torch.nn.Sequential(
-        torch.nn.Linear(40, 512),
-        torch.nn.ReLU(),
-        torch.nn.Linear(512, 512),
-        torch.nn.ReLU(),
-        torch.nn.Linear(512, 10),
-    )
-    with torch.no_grad():
-        for module, layer in zip(model[::2], layers, strict=True):
-            module.weight.copy_(torch.from_numpy(np.asarray(layer["kernel"]).T.copy()))
-            module.bias.copy_(torch.from_numpy(np.asarray(layer["bias"]).copy()))
-    loader = [
-        (
-            torch.from_numpy(np.asarray(x_train[i : i + 500])),
-            torch.from_numpy(np.asarray(y_train[i : i + 500], np.int64)),
+        print("     matfree skipped: not installed (pip install matfree)")
+    else:
+        flat_hvp = lambda v: ravel_pytree(sharpness.hvp(loss_fn, params, batched)(unravel(v)))[0]  # noqa: E731
+        start_vector = jax.random.normal(jax.random.key(2), flat.shape)
+
+        def matfree_top5(steps):
+            solver = eig.eigh_partial(decomp.tridiag_sym(steps, reortho="full"))
+            return jax.jit(lambda v: solver(flat_hvp, v)[0][-5:][::-1])
+
+        for steps in range(6, 61, 2):
+            matfree_values = matfree_top5(steps)(start_vector)
+            if relative_error(matfree_values, reference) <= 1e-4:
+                break
+        t_matfree = timed(matfree_top5(steps), start_vector)
+        print(
+            f"     matfree at {steps} steps (fewest with error <= 1e-4, chosen with the "
+            f"reference): {t_matfree:.2f} s steady, error "
+            f"{relative_error(matfree_values, reference):.1e}; "
+            f"jaxreg/matfree speed {t_matfree / t_ours:.2f}x (target >= 1.0)"
         )
-        for i in range(0, 4000, 500)
-    ]
-    computer = pyhessian_hessian(model, torch.nn.CrossEntropyLoss(), dataloader=loader, cuda=False)
-    start = time.perf_counter()
-    values, _ = computer.eigenvalues(top_n=1)
-    t_torch = time.perf_counter() - start
-    t_ours = timed(lanczos_top(needed or 40), params, repeats=3)
+
+    if torch is None:
+        print("     PyHessian skipped: torch and pyhessian are not installed")
+    else:
+        model = torch.nn.Sequential(
+            torch.nn.Linear(40, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 10),
+        )
+        with torch.no_grad():
+            for module, index in zip(model[::2], range(3), strict=True):
+                layer = params["layers"][index]
+                module.weight.copy_(torch.from_numpy(np.asarray(layer["kernel"]).T.copy()))
+                module.bias.copy_(torch.from_numpy(np.asarray(layer["bias"]).copy()))
+        loader = [
+            (
+                torch.from_numpy(np.asarray(x_train[i : i + 500])),
+                torch.from_numpy(np.asarray(y_train[i : i + 500], np.int64)),
+            )
+            for i in range(0, 4000, 500)
+        ]
+        computer = pyhessian_hessian(
+            model, torch.nn.CrossEntropyLoss(), dataloader=loader, cuda=False
+        )
+        t_torch_first, t_torch, torch_values = _pyhessian_top(computer, 5)
+        err_torch = relative_error(torch_values, reference)
+        print(
+            f"     PyHessian top-5: {t_torch:.2f} s (first call {t_torch_first:.2f} s), "
+            f"max rel. error {err_torch:.1e}; jaxreg speed-up {t_torch / t_ours:.1f}x steady "
+            f"(target >= 5), {t_torch_first / t_first:.1f}x including compile (target >= 3)"
+        )
+
+    bounded = jax.jit(lambda p: ours(p, max_basis=14))
+    _, (b_values, _, b_info) = first_call(bounded, params)
+    t_bounded = timed(bounded, params)
+    full_bytes = peak_bytes(ours, params)
+    bounded_bytes = peak_bytes(lambda p: ours(p, max_basis=14), params)
     print(
-        f"4. PyHessian top eigenvalue {values[0]:.4f} in {t_torch:.2f} s (error "
-        f"{abs(values[0] - reference[0]) / reference[0]:.1e}); jaxreg Lanczos "
-        f"({needed} HVPs) {t_ours:.2f} s: time ratio {t_ours / t_torch:.2f}"
+        f"  3. top-5 thick restart (max_basis 14): {int(b_info['num_hvps'])} HVPs, "
+        f"{t_bounded:.2f} s steady, max rel. error {relative_error(b_values, reference):.1e}; "
+        f"peak temporary memory {bounded_bytes / 2**20:.0f} MiB vs {full_bytes / 2**20:.0f} MiB "
+        f"with the full basis (cap 50 vectors of {flat.size * 4 / 2**20:.1f} MiB)"
     )
+
+
+def _digits_images(count: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images[:count].astype(np.float32) / 16.0
+    images = np.repeat(np.repeat(images, 4, axis=1), 4, axis=2)  # 8×8 -> 32×32
+    images = np.repeat(images[..., None], 3, axis=3)  # 3 channels
+    images = (images - images.mean()) / images.std()
+    return images, digits.target[:count].astype(np.int32)
+
+
+def _torch_resnet20(torch, params, state):
+    """A PyTorch ResNet-20 with jaxreg's ResNet20 layout and these weights (eval mode)."""
+    nn = torch.nn
+
+    def conv(kernel, stride, padding):
+        kernel = np.asarray(kernel)  # (h, w, in, out) -> (out, in, h, w)
+        layer = nn.Conv2d(
+            kernel.shape[2], kernel.shape[3], kernel.shape[0], stride, padding, bias=False
+        )
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+        return layer
+
+    def batch_norm(p, s):
+        layer = nn.BatchNorm2d(np.asarray(p["scale"]).size, eps=1e-5, momentum=0.1)
+        with torch.no_grad():
+            for name, value in (("weight", p["scale"]), ("bias", p["bias"])):
+                getattr(layer, name).copy_(torch.from_numpy(np.asarray(value).copy()))
+            layer.running_mean.copy_(torch.from_numpy(np.asarray(s["mean"]).copy()))
+            layer.running_var.copy_(torch.from_numpy(np.asarray(s["var"]).copy()))
+        return layer
+
+    class Block(nn.Module):
+        def __init__(self, p, s):
+            super().__init__()
+            stride = 2 if "projection" in p and p["projection"] is not None else 1
+            self.conv1, self.bn1 = (
+                conv(p["conv1"]["kernel"], stride, 1),
+                batch_norm(p["bn1"], s["bn1"]),
+            )
+            self.conv2, self.bn2 = conv(p["conv2"]["kernel"], 1, 1), batch_norm(p["bn2"], s["bn2"])
+            self.shortcut = nn.Identity()
+            if stride == 2:
+                self.shortcut = nn.Sequential(
+                    conv(p["projection"]["kernel"], 2, 0),
+                    batch_norm(p["projection_bn"], s["projection_bn"]),
+                )
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = conv(params["stem"]["kernel"], 1, 1)
+            self.stem_bn = batch_norm(params["stem_bn"], state["stem_bn"])
+            self.blocks = nn.Sequential(
+                *[Block(params["blocks"][i], state["blocks"][i]) for i in range(9)]
+            )
+            head = params["head"]
+            self.head = nn.Linear(*np.asarray(head["kernel"]).shape)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.from_numpy(np.asarray(head["kernel"]).T.copy()))
+                self.head.bias.copy_(torch.from_numpy(np.asarray(head["bias"]).copy()))
+
+        def forward(self, x):
+            h = torch.relu(self.stem_bn(self.stem(x)))
+            return self.head(self.blocks(h).mean(dim=(2, 3)))
+
+    return Net().eval()
+
+
+def resnet_section(torch, pyhessian_hessian, examples: int, batch_size: int) -> None:
+    images, labels = _digits_images(examples)
+    model = from_nnx(ResNet20(rngs=nnx.Rngs(0)))
+    trained = fit(
+        model,
+        model.params,
+        optax.sgd(0.05, momentum=0.9),
+        (images, labels),
+        key=jax.random.key(0),
+        num_epochs=2,
+        batch_size=batch_size,
+        progress=False,
+    )
+    params, state = trained.params, trained.model_state
+    apply = model.bind(state)  # BatchNorm in eval mode with the trained statistics
+    loss_fn = classification_loss(apply)
+    batched = data.batches(images, labels, batch_size)
+    n = ravel_pytree(params)[0].size
+    print(
+        f"B. ResNet-20 (BatchNorm, eval mode): {n:,} parameters, {examples} digits upsampled "
+        f"to 32x32x3 in batches of {batch_size}"
+    )
+    key = jax.random.key(3)
+
+    def top(k, **options):
+        return jax.jit(
+            lambda p: sharpness.top_eigenvalues(loss_fn, p, batched, key=key, k=k, **options)
+        )
+
+    reference = np.asarray(top(5, tol=1e-7, num_iters=60)(params)[0])
+    trace_reference, trace_se = jax.jit(
+        lambda p: sharpness.hessian_trace(
+            loss_fn, p, batched, key=jax.random.key(11), num_samples=120
+        )
+    )(params)
+    print(
+        f"  reference top-5 (Lanczos to 1e-7): {np.round(reference, 4).tolist()}; trace "
+        f"(Hutch++, 120 HVPs) {float(trace_reference):.2f} ± {float(trace_se):.2f}"
+    )
+
+    computer = None
+    if torch is not None:
+        net = _torch_resnet20(torch, params, state)
+        loader = [
+            (
+                torch.from_numpy(images[i : i + batch_size].transpose(0, 3, 1, 2).copy()),
+                torch.from_numpy(labels[i : i + batch_size].astype(np.int64)),
+            )
+            for i in range(0, examples, batch_size)
+        ]
+        with torch.no_grad():
+            torch_logits = np.concatenate([net(x).numpy() for x, _ in loader])
+        port_error = float(np.max(np.abs(torch_logits - np.asarray(apply(params, images)))))
+        print(f"  port check: max |logit difference| torch vs JAX = {port_error:.1e}")
+        computer = pyhessian_hessian(
+            net, torch.nn.CrossEntropyLoss(), dataloader=loader, cuda=False
+        )
+
+    rows = []
+    for k in (1, 5):
+        t_first, (values, _, info) = first_call(top(k), params)
+        t_steady = timed(top(k), params, repeats=1)
+        row = (
+            f"top-{k}",
+            t_steady,
+            t_first,
+            int(info["num_hvps"]),
+            relative_error(values, reference[:k]),
+        )
+        if computer is not None:
+            start = time.perf_counter()  # torch compiles nothing: one call is steady
+            torch_values, _ = computer.eigenvalues(top_n=k)
+            t_torch = time.perf_counter() - start
+            row += (t_torch, relative_error(torch_values, reference[:k]))
+        rows.append(row)
+
+    trace_fn = jax.jit(
+        lambda p: sharpness.hessian_trace(loss_fn, p, batched, key=jax.random.key(12))
+    )
+    t_first, (estimate, _) = first_call(trace_fn, params)
+    row = (
+        "trace (Hutch++ 60 vs Hutchinson)",
+        timed(trace_fn, params, repeats=1),
+        t_first,
+        60,
+        abs(float(estimate) - float(trace_reference)) / abs(float(trace_reference)),
+    )
+    if computer is not None:
+        start = time.perf_counter()
+        torch_trace = computer.trace()
+        t_torch = time.perf_counter() - start
+        row += (
+            t_torch,
+            abs(float(np.mean(torch_trace)) - float(trace_reference)) / abs(float(trace_reference)),
+            len(torch_trace),
+        )
+    rows.append(row)
+
+    iters = 30
+    density_fn = jax.jit(
+        lambda p: (
+            sharpness.spectral_density(
+                loss_fn, p, batched, key=jax.random.key(13), num_iters=iters, num_runs=1
+            ).nodes
+        )
+    )
+    t_first, nodes = first_call(density_fn, params)
+    row = (
+        f"density (SLQ, {iters} steps, top node)",
+        timed(density_fn, params, repeats=1),
+        t_first,
+        iters,
+        abs(float(np.max(nodes)) - reference[0]) / reference[0],
+    )
+    if computer is not None:
+        start = time.perf_counter()
+        torch_nodes, _ = computer.density(iter=iters, n_v=1)
+        t_torch = time.perf_counter() - start
+        row += (t_torch, abs(float(np.max(torch_nodes)) - reference[0]) / reference[0])
+    rows.append(row)
+
+    print(
+        "  | quantity | jaxreg steady s | with compile s | jaxreg HVPs | jaxreg error | "
+        "PyHessian s | PyHessian error | speed-up steady / incl. compile |"
+    )
+    for row in rows:
+        name, steady, first, hvps, error = row[:5]
+        line = f"  | {name} | {steady:.2f} | {first:.2f} | {hvps} | {error:.1e} |"
+        if len(row) > 5:
+            t_torch, torch_error = row[5], row[6]
+            extra = f" ({row[7]} HVPs)" if len(row) > 7 else ""
+            line += (
+                f" {t_torch:.2f}{extra} | {torch_error:.1e} | {t_torch / steady:.1f}x / "
+                f"{t_torch / first:.1f}x |"
+            )
+        else:
+            line += " skipped | | |"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=128, help="ResNet-20 examples")
+    parser.add_argument("--batch-size", type=int, default=64, help="ResNet-20 batch size")
+    parser.add_argument("--skip-resnet", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {describe()}")
+    torch, pyhessian_hessian = _import_torch()
+    if torch is not None:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    mlp_section(torch, pyhessian_hessian)
+    if not args.skip_resnet:
+        resnet_section(torch, pyhessian_hessian, args.examples, args.batch_size)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,26 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxreg")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+_positive_int.__name__ = "positive integer"  # argparse names the type in its error message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxreg",
         description="jaxreg: regularization research in JAX.",
     )
+    parser.add_argument("--version", action="version", version=f"jaxreg {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tour = commands.add_parser(
         "tour",
@@ -31,8 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
         "MNIST-1D (generated offline) and write report.md, results.json and figures.",
     )
     tour.add_argument("--quick", action="store_true", help="shorter training, same sections")
-    tour.add_argument("--out", default="jaxreg-tour", help="output folder (default: jaxreg-tour)")
-    tour.add_argument("--seeds", type=_positive_int, default=3, help="seeds per row (default: 3)")
+    tour.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: jaxreg-tour, or jaxreg-tour-quick with --quick)",
+    )
+    tour.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help="final seeds per row (default: 5, or 2 with --quick)",
+    )
     return parser
 
 
@@ -53,14 +78,18 @@ def _writable_folder(path: str) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tour":
-        problem = _writable_folder(args.out)
+        out = args.out or ("jaxreg-tour-quick" if args.quick else "jaxreg-tour")
+        problem = _writable_folder(out)
         if problem is not None:
             print(f"jaxreg tour: --out: {problem}", file=sys.stderr)
             return 2
         from jaxreg.tour import TourConfig, run_tour
 
-        config = TourConfig.quick(args.seeds) if args.quick else TourConfig(seeds=args.seeds)
-        run_tour(args.out, config)
+        if args.quick:
+            config = TourConfig.quick() if args.seeds is None else TourConfig.quick(args.seeds)
+        else:
+            config = TourConfig() if args.seeds is None else TourConfig(seeds=args.seeds)
+        run_tour(out, config)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,15 +102,19 @@ def reliability_diagram(
             color="C0",
             label="accuracy",
         )
-        ax.bar(
-            centres[filled],
-            (np.asarray(bins["confidence"]) - np.asarray(bins["accuracy"]))[filled],
-            bottom=np.asarray(bins["accuracy"])[filled],
-            width=1 / num_bins,
-            color="C3",
-            alpha=0.35,
-            label="gap to confidence",
-        )
+        accuracy = np.asarray(bins["accuracy"])
+        gap = np.asarray(bins["confidence"]) - accuracy
+        for sign, color, label in ((1, "C3", "overconfident"), (-1, "C2", "underconfident")):
+            part = filled & (sign * gap > 0)
+            ax.bar(
+                centres[part],
+                gap[part],
+                bottom=accuracy[part],
+                width=1 / num_bins,
+                color=color,
+                alpha=0.35,
+                label=f"{label} (gap to confidence)",
+            )
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         title = name if "ece" not in bins else f"{name}\nECE = {float(bins['ece']):.3f}"
         ax.set_title(title, fontsize="medium")
@@ -196,21 +201,29 @@ def landscapes(
 ):
     """Contour plots of 2-D loss slices (from :func:`jaxreg.landscape.slice_2d`), side by side."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(slices), figsize=(4.0 * len(slices) + 1.0, 3.8), squeeze=False, layout="constrained"
+    )
+    # One colour scale for every panel, so equal colours mean equal loss.
+    finite = [np.asarray(s[2])[np.isfinite(s[2])] for s in slices.values()]
+    low = min(float(f.min()) for f in finite)
+    high = max(float(f.max()) for f in finite)
+    bounds = np.linspace(low, high if high > low else low + 1e-6, levels + 1)
+    contour = None
     for ax, (name, (alphas, betas, losses)) in zip(axes[0], slices.items(), strict=True):
         contour = ax.contourf(
             np.asarray(alphas),
             np.asarray(betas),
             np.asarray(losses).T,
-            levels=levels,
+            levels=bounds,
             cmap="viridis",
+            extend="neither",
         )
-        fig.colorbar(contour, ax=ax, label="loss")
         ax.plot(0, 0, "w*", ms=10)
         ax.set_title(name, fontsize="medium")
         ax.set_xlabel("α (filter-normalized)")
         ax.set_ylabel("β")
-    fig.tight_layout()
+    fig.colorbar(contour, ax=list(axes[0]), label="loss")
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
@@ -238,6 +251,58 @@ def weight_histograms(
     ax.set_ylabel("count")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def regularization_paths(
+    paths: Mapping[str, Mapping[str, Any]],
+    path: str | Path | None = None,
+    *,
+    columns: int = 4,
+):
+    """Validation (solid) and test (dashed) accuracy against each regularizer's strength.
+
+    Args:
+      paths: row name -> ``{"parameter", "values", "val_mean", "val_sd",
+        "test_mean", "test_sd", "chosen"}`` (accuracies in [0, 1]).
+      path: where to save the PNG.
+      columns: panels per line.
+
+    Returns:
+      The matplotlib ``Figure``.
+    """
+    plt = _pyplot()
+    count = max(1, len(paths))
+    lines = -(-count // columns)
+    fig, axes = plt.subplots(
+        lines,
+        min(columns, count),
+        figsize=(3.2 * min(columns, count), 2.7 * lines),
+        squeeze=False,
+    )
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    for ax, (name, data) in zip(axes.flat, paths.items(), strict=False):
+        values = np.asarray(data["values"], np.float64)
+        for split, style, color in (("val", "-", "C0"), ("test", "--", "C1")):
+            mean = 100 * np.asarray(data[f"{split}_mean"])
+            sd = 100 * np.asarray(data[f"{split}_sd"])
+            label = "validation" if split == "val" else "test"
+            ax.plot(values, mean, style, color=color, marker="o", ms=3, label=label)
+            ax.fill_between(values, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+        chosen = data["chosen"]
+        best = int(np.argmin(np.abs(values - chosen)))
+        ax.plot(values[best], 100 * data["val_mean"][best], "k*", ms=10, label="chosen")
+        if np.all(values > 0):
+            ax.set_xscale("log")
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel(data["parameter"], fontsize="small")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("accuracy (%)")
+    axes.flat[0].legend(fontsize="x-small")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

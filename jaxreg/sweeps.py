@@ -317,6 +317,32 @@ def _stored_chunks(
     return {int(c): loaded.get(int(c)) for c in np.flatnonzero(flags)}
 
 
+_COMPILED: dict[tuple[Any, tuple[str, ...]], tuple[Callable, set[str]]] = {}
+_COMPILED_LIMIT = 8
+
+
+def _compiled_for(train_fn: Callable, names: tuple[str, ...]) -> tuple[Callable, set[str]]:
+    """The jitted, vmapped ``train_fn`` and the config keys it read when traced.
+
+    Kept for the last few ``(train_fn, config keys)`` pairs, so a second
+    :func:`run` with the same function and chunk shapes (e.g. the chosen
+    config on more seeds after a tuning sweep) reuses the compiled program.
+    """
+    cache_key = (train_fn, names)
+    if cache_key in _COMPILED:
+        _COMPILED[cache_key] = _COMPILED.pop(cache_key)  # most recently used last
+        return _COMPILED[cache_key]
+    read: set[str] = set()
+
+    def tracked_fn(config, member_key):
+        return train_fn(_ReadTracker(config, read), member_key)
+
+    _COMPILED[cache_key] = (jax.jit(jax.vmap(tracked_fn)), read)
+    while len(_COMPILED) > _COMPILED_LIMIT:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    return _COMPILED[cache_key]
+
+
 def run(
     train_fn: Callable[[Mapping[str, jax.Array], jax.Array], chex.ArrayTree],
     configs: Mapping[str, Any],
@@ -338,7 +364,9 @@ def run(
       key: PRNG key; seed ``s`` uses ``split(key, seeds)[s]`` for every config
         (common random numbers: configs are compared on the same seeds).
       seeds: seeds per config; members are ordered config-major.
-      chunk_size: members per compiled call (memory bound); default all.
+      chunk_size: members per compiled call (memory bound); default all. A later
+        ``run`` with the same ``train_fn``, config keys and chunk size reuses
+        the compiled program (no new compile).
       mesh: a ``jax.sharding.Mesh`` whose first axis shards the members (use
         ``AxisType.Auto`` axes, so XLA places everything inside ``train_fn``), or
         ``"auto"`` for all devices; chunks are padded to a multiple of it.
@@ -408,12 +436,7 @@ def run(
                 json.dumps({"fingerprint": sweep_id, "members": members, "chunk_size": chunk_size})
             )
 
-    read: set[str] = set()
-
-    def tracked_fn(config, member_key):
-        return train_fn(_ReadTracker(config, read), member_key)
-
-    compiled = jax.jit(jax.vmap(tracked_fn))
+    compiled, read = _compiled_for(train_fn, tuple(sorted(arrays)))
     index = np.arange(chunk_size).clip(max=members - 1)
     # Same shapes as every chunk, so this trace is the one the chunks reuse.
     shape_of = compiled.eval_shape(

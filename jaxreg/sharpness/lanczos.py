@@ -222,23 +222,36 @@ def _ritz(
 
         return jax.lax.while_loop(unfinished, advance, state)
 
-    sizes = _phase_sizes(num_iters, k)
-    state = (*_lanczos_init(start, sizes[0]), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    for previous, size in zip((sizes[0], *sizes), sizes, strict=False):
-        if size > previous:
+    def finish(state):
+        basis, alphas, betas, m, _ = state
+        values, coefficients, bound, error = _wanted_ritz(alphas, betas, m, k, largest)
+        vectors = (basis[:-1].T @ coefficients).T  # (k, n); rows past m carry 0
+        return values, vectors, bound, error, m
+
+    def solve(sizes, state):
+        # A finished run returns from its own phase: the larger bases are never allocated
+        # (under vmap the branches become a select and every phase runs).
+        state = phase(sizes[0], state)
+        if len(sizes) == 1:
+            return finish(state)
+
+        def grow(state):
             basis, alphas, betas, m, done = state
-            grow = size - previous
-            state = (
-                jnp.pad(basis, ((0, grow), (0, 0))),
-                jnp.pad(alphas, (0, grow)),
-                jnp.pad(betas, (0, grow)),
+            extra = sizes[1] - sizes[0]
+            padded = (
+                jnp.pad(basis, ((0, extra), (0, 0))),
+                jnp.pad(alphas, (0, extra)),
+                jnp.pad(betas, (0, extra)),
                 m,
                 done,
             )
-        state = phase(size, state)
-    basis, alphas, betas, m, _ = state
-    values, coefficients, bound, error = _wanted_ritz(alphas, betas, m, k, largest)
-    vectors = (basis[:num_iters].T @ coefficients).T  # (k, n); rows past m carry 0
+            return solve(sizes[1:], padded)
+
+        return jax.lax.cond(state[-1], finish, grow, state)
+
+    sizes = _phase_sizes(num_iters, k)
+    init = (*_lanczos_init(start, sizes[0]), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    values, vectors, bound, error, m = solve(sizes, init)
     info = {"residual_bound": bound, "error_bound": error, "num_iters": m, "num_hvps": m}
     if explicit_residuals:
         products = jax.vmap(matvec)(vectors)

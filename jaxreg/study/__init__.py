@@ -1,0 +1,33 @@
+"""The study behind ``jaxreg tour``: rows as data, a runner, a report writer."""
+
+from jaxreg.study.report import confidence_interval, format_table, paired_difference, sentences
+from jaxreg.study.runner import (
+    HeldOut,
+    StudyConfig,
+    StudyData,
+    choose,
+    prepare_data,
+    run_row,
+    search,
+    transfer,
+)
+from jaxreg.study.spec import Row, combination_space, default_rows, log_grid
+
+__all__ = [
+    "HeldOut",
+    "Row",
+    "StudyConfig",
+    "StudyData",
+    "choose",
+    "combination_space",
+    "confidence_interval",
+    "default_rows",
+    "format_table",
+    "log_grid",
+    "paired_difference",
+    "prepare_data",
+    "run_row",
+    "search",
+    "sentences",
+    "transfer",
+]

@@ -1,0 +1,123 @@
+"""Statistics, the results table and the report's sentences, all computed from the numbers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["confidence_interval", "format_table", "paired_difference", "sentences"]
+
+
+def _t_quantile(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def confidence_interval(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sd and the 95% t-interval half-width of ``values`` (one per seed).
+
+    Example:
+      >>> ci = confidence_interval([0.70, 0.72, 0.74])
+      >>> round(ci["mean"], 2), round(ci["half_width"], 3)
+      (0.72, 0.05)
+    """
+    values = np.asarray(values, np.float64)
+    n = values.size
+    mean = float(np.mean(values))
+    if n < 2:
+        return {"mean": mean, "sd": float("nan"), "half_width": float("nan"), "n": n}
+    sd = float(np.std(values, ddof=1))
+    return {"mean": mean, "sd": sd, "half_width": _t_quantile(n - 1) * sd / math.sqrt(n), "n": n}
+
+
+def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
+    """Mean paired difference ``values - baseline`` (same seeds) with its 95% interval and
+    whether that interval excludes 0."""
+    diff = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
+    ci = confidence_interval(diff)
+    low, high = ci["mean"] - ci["half_width"], ci["mean"] + ci["half_width"]
+    significant = bool(np.isfinite(ci["half_width"]) and (low > 0 or high < 0))
+    return {**ci, "low": low, "high": high, "significant": significant}
+
+
+def _pct(ci: Mapping[str, float], digits: int = 1) -> str:
+    if not np.isfinite(ci["mean"]):
+        return "—"
+    if not np.isfinite(ci.get("half_width", float("nan"))):
+        return f"{100 * ci['mean']:.{digits}f}"
+    return f"{100 * ci['mean']:.{digits}f} ± {100 * ci['half_width']:.{digits}f}"
+
+
+def _chosen(chosen: Mapping[str, float]) -> str:
+    if not chosen:
+        return "—"
+    return ", ".join(f"{k} {v:.3g}" for k, v in chosen.items())
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table: chosen strengths, accuracies (mean ± 95% CI), the paired difference
+    to the baseline (``*``: its 95% interval excludes 0) and the measurements."""
+    lines = [
+        "| row | chosen on validation | train acc (%) | val acc (%) | test acc (%) | "
+        "Δ test vs baseline (pp) | gap (pp) | test NLL | ECE | λmax | exact zeros | params |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        diff = row.get("difference")
+        if diff is None:
+            delta = "—"
+        else:
+            delta = (
+                f"{100 * diff['mean']:+.1f} [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}]"
+            )
+            delta += " *" if diff["significant"] else ""
+        lam = row["lambda_max"]
+        lam_text = "—" if not np.isfinite(lam["mean"]) else f"{lam['mean']:.2f}"
+        lines.append(
+            f"| {row['name']} | {_chosen(row['chosen'])} | {_pct(row['train_accuracy'])} | "
+            f"{_pct(row['val_accuracy'])} | {_pct(row['test_accuracy'])} | {delta} | "
+            f"{100 * row['gap']['mean']:.1f} | {row['test_nll']['mean']:.3f} | "
+            f"{row['ece']['mean']:.3f} | {lam_text} | {100 * row['zero_fraction']:.1f}% | "
+            f"{row['num_params']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def sentences(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One sentence per row, each worded from its own numbers and interval."""
+    base = rows["baseline"]
+    lines = [
+        f"- **baseline**: the MLP reaches {100 * base['train_accuracy']['mean']:.1f}% on its "
+        f"training data but {100 * base['test_accuracy']['mean']:.1f}% on test, a "
+        f"{100 * base['gap']['mean']:.0f}-point gap: the overfitting the study starts from."
+    ]
+    for name, row in rows.items():
+        if name == "baseline":
+            continue
+        diff = row["difference"]
+        direction = "raises" if diff["mean"] > 0 else "lowers"
+        if diff["significant"]:
+            verdict = f"{direction} test accuracy by {100 * abs(diff['mean']):.1f} points"
+        elif np.isfinite(diff["half_width"]):
+            verdict = (
+                f"changes test accuracy by {100 * diff['mean']:+.1f} points, not distinguishable "
+                f"from 0 over {diff['n']} seeds"
+            )
+        else:
+            verdict = f"changes test accuracy by {100 * diff['mean']:+.1f} points (one seed)"
+        extras = []
+        if row["chosen"]:
+            extras.append(f"chosen on validation: {_chosen(row['chosen'])}")
+        if row["zero_fraction"] > 0.001:
+            extras.append(f"{100 * row['zero_fraction']:.1f}% of the weights exactly zero")
+        if name == "label smoothing":
+            extras.append(f"ECE {base['ece']['mean']:.3f} → {row['ece']['mean']:.3f}")
+        if row.get("note"):
+            extras.append(row["note"])
+        extra = f" ({'; '.join(extras)})" if extras else ""
+        lines.append(f"- **{name}** {verdict}; gap {100 * row['gap']['mean']:.0f} pp{extra}.")
+    return lines

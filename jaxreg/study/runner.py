@@ -1,0 +1,325 @@
+"""Turn each :class:`~jaxreg.study.spec.Row` into sweeps: tune on validation, then train seeds.
+
+Protocol (every choice on validation, test read once at the end):
+
+1. A fixed validation split (``StudyConfig.val_size`` examples, permutation
+   seeded by ``split_seed``) is carved from the training set; every row trains
+   on the rest.
+2. **Tuning**: the row's grid × ``tune_seeds`` is one :func:`jaxreg.sweeps.run`
+   compile; the value with the best mean validation accuracy wins.
+3. **Final**: the chosen value × ``seeds`` fresh seeds (the same seeds for every
+   row, so differences to the baseline are paired) is a second sweep.
+4. Only after every row is chosen does :meth:`HeldOut.unlock` open the test
+   split; final models and, for the regularization-paths figure, the tuning
+   members are then evaluated on it once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxreg import ensembles, sweeps
+from jaxreg.nn import CNN1D, MLP, functional
+from jaxreg.study.spec import Row, adam, combination_space, combined_optimizer, combined_transform
+from jaxreg.training import EarlyStopping, fit
+
+__all__ = ["HeldOut", "StudyConfig", "StudyData", "Trained", "prepare_data", "run_row", "search"]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Sizes of a study run; :meth:`quick` keeps every row and section but trains briefly."""
+
+    seeds: int = 5
+    tune_seeds: int = 2
+    epochs: int = 100
+    wide_epochs: int = 150
+    cnn_epochs: int = 60
+    batch_size: int = 100
+    val_size: int = 500
+    split_seed: int = 0
+    search_configs: int = 32
+    sharpness_iters: int = 30
+
+    @classmethod
+    def quick(cls, seeds: int = 2) -> StudyConfig:
+        return cls(
+            seeds=seeds,
+            tune_seeds=1,
+            epochs=12,
+            wide_epochs=6,
+            cnn_epochs=6,
+            search_configs=8,
+            sharpness_iters=8,
+        )
+
+
+class HeldOut:
+    """The test split behind a lock: reading it before :meth:`unlock` raises.
+
+    The runner unlocks it only after every row's choices are made, so no
+    selection can see test data; ``reads`` counts the evaluations.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self._x, self._y = x, y
+        self.locked = True
+        self.reads = 0
+
+    def unlock(self) -> None:
+        self.locked = False
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.locked:
+            raise RuntimeError(
+                "the test split was read before the final evaluation: every selection must "
+                "use validation data"
+            )
+        self.reads += 1
+        return self._x, self._y
+
+    def __len__(self) -> int:
+        return len(self._y)
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """Training, validation and the locked test split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    test: HeldOut
+
+
+def prepare_data(dataset, config: StudyConfig) -> StudyData:
+    """Carve ``config.val_size`` validation examples from ``dataset``'s training set."""
+    x, y = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
+    if not 0 < config.val_size < len(y):
+        raise ValueError(f"val_size must lie in (0, {len(y)}), got {config.val_size}")
+    order = np.random.default_rng(config.split_seed).permutation(len(y))
+    val, train = order[: config.val_size], order[config.val_size :]
+    return StudyData(
+        x[train], y[train], x[val], y[val], HeldOut(np.asarray(dataset.x_test), dataset.y_test)
+    )
+
+
+MODELS: dict[str, Callable[[nnx.Rngs], nnx.Module]] = {
+    "mlp": lambda rngs: MLP((40, 100, 100, 10), rngs=rngs),
+    "wide_mlp": lambda rngs: MLP((40, 512, 512, 512, 10), rngs=rngs),
+    "cnn": lambda rngs: CNN1D(rngs=rngs),
+}
+
+
+def _make_model(row: Row) -> Callable[[nnx.Rngs], nnx.Module]:
+    if row.model not in MODELS:
+        raise ValueError(
+            f"row {row.name!r}: model must be one of {sorted(MODELS)}, got {row.model!r}"
+        )
+    return MODELS[row.model]
+
+
+@functools.cache
+def model_apply(model: str) -> Callable:
+    """One ``apply`` per model kind, so compiled measurements are shared between rows."""
+    return functional(MODELS[model](nnx.Rngs(0)))[0]
+
+
+def epochs_for(row: Row, config: StudyConfig) -> int:
+    base = {"mlp": config.epochs, "wide_mlp": config.wide_epochs, "cnn": config.cnn_epochs}
+    return base[row.model] * row.epoch_factor
+
+
+@dataclass
+class Trained:
+    """One sweep's members: ``params`` with a leading member axis (``configs × seeds ×
+    ensemble members`` flattened), per-member validation accuracy and curves."""
+
+    apply: Callable
+    params: Any
+    configs: dict[str, np.ndarray]
+    config_index: np.ndarray
+    val_accuracy: np.ndarray
+    train_accuracy: np.ndarray
+    val_curve: np.ndarray
+    train_curve: np.ndarray
+    failed: np.ndarray
+    members_per_seed: int
+
+
+def _train_fn(row: Row, data: StudyData, config: StudyConfig):
+    make = _make_model(row)
+    apply = model_apply(row.model)
+    epochs = epochs_for(row, config)
+    batch_size = row.batch_size or config.batch_size
+    n = len(data.y_train)
+    steps = epochs * math.ceil(n / batch_size)
+    make_optimizer = row.optimizer or adam
+    stopping = (
+        EarlyStopping(10, mode="max", monitor="eval_accuracy") if row.early_stopping else None
+    )
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    x_val, y_val = jnp.asarray(data.x_val), jnp.asarray(data.y_val)
+    members = row.ensemble_members
+
+    def train_fn(hparams: Mapping[str, Any], key: jax.Array) -> dict[str, Any]:
+        hparams = {**row.fixed, **hparams}
+        init_key, train_key, boot_key = jax.random.split(key, 3)
+        weights = (
+            ensembles.bootstrap_weights(boot_key, members, n)
+            if members > 1
+            else jnp.ones((1, n), x.dtype)
+        )
+
+        def one(init, train, weight):
+            params = functional(make(nnx.Rngs(params=init)))[1]
+            result = fit(
+                apply,
+                params,
+                lambda h: make_optimizer(h, steps),
+                (x, y, weight),
+                key=train,
+                num_epochs=epochs,
+                batch_size=batch_size,
+                eval_data=(x_val, y_val),
+                hparams=hparams,
+                penalty=row.penalty,
+                batch_transform=row.batch_transform,
+                early_stopping=stopping,
+            )
+            return result.params, result.history
+
+        params, history = jax.vmap(one)(
+            jax.random.split(init_key, members), jax.random.split(train_key, members), weights
+        )
+        probs = jnp.mean(jax.vmap(lambda p: jax.nn.softmax(apply(p, x_val)))(params), axis=0)
+        train_probs = jnp.mean(jax.vmap(lambda p: jax.nn.softmax(apply(p, x)))(params), axis=0)
+        return {
+            "params": params,
+            "val_accuracy": jnp.mean(jnp.argmax(probs, -1) == y_val),
+            "train_accuracy": jnp.mean(jnp.argmax(train_probs, -1) == y),
+            "val_curve": history["eval_accuracy"][0],
+            "train_curve": history["train_accuracy"][0],
+        }
+
+    return apply, train_fn
+
+
+_TRAIN_FNS: dict[tuple[int, int, StudyConfig], tuple[Callable, Callable]] = {}
+
+
+def _sweep(row: Row, data: StudyData, config: StudyConfig, configs, *, key, seeds) -> Trained:
+    # Tuning and final sweeps share one train_fn and chunks of config.seeds members, so
+    # sweeps.run compiles each row once.
+    cache_key = (id(row), id(data), config)
+    if cache_key not in _TRAIN_FNS:
+        _TRAIN_FNS.clear()
+        _TRAIN_FNS[cache_key] = _train_fn(row, data, config)
+    apply, train_fn = _TRAIN_FNS[cache_key]
+    result = sweeps.run(
+        train_fn,
+        configs,
+        key=key,
+        seeds=seeds,
+        chunk_size=config.seeds,
+        progress=False,
+        allow_unused=True,
+    )
+    metrics = result.metrics
+    params = jax.tree.map(
+        lambda a: a.reshape((-1, *a.shape[2:])), metrics["params"]
+    )  # (configs·seeds·members, ...)
+    val = np.asarray(metrics["val_accuracy"], np.float64)
+    failed = np.asarray(result.failed) | ~np.isfinite(val)
+    return Trained(
+        apply=apply,
+        params=params,
+        configs={k: np.asarray(v) for k, v in result.configs.items()},
+        config_index=np.asarray(result.config_index),
+        val_accuracy=val,
+        train_accuracy=np.asarray(metrics["train_accuracy"], np.float64),
+        val_curve=np.asarray(metrics["val_curve"], np.float64),
+        train_curve=np.asarray(metrics["train_curve"], np.float64),
+        failed=failed,
+        members_per_seed=row.ensemble_members,
+    )
+
+
+def choose(trained: Trained) -> tuple[int, dict[str, float]]:
+    """Index and values of the config with the best mean validation accuracy over seeds;
+    a config with a diverged member is never chosen."""
+    configs = np.unique(trained.config_index)
+    scores = []
+    for c in configs:
+        members = trained.config_index == c
+        bad = trained.failed[members].any()
+        scores.append(-np.inf if bad else float(np.mean(trained.val_accuracy[members])))
+    if not np.isfinite(max(scores)):
+        raise FloatingPointError("every configuration of the sweep diverged")
+    best = int(configs[int(np.argmax(scores))])
+    index = int(np.flatnonzero(trained.config_index == best)[0])
+    return best, {k: float(v[index]) for k, v in trained.configs.items()}
+
+
+def run_row(
+    row: Row, data: StudyData, config: StudyConfig, *, key: jax.Array, final_key: jax.Array
+) -> dict[str, Any]:
+    """Tune ``row`` on validation (one sweep over its grid) and train the choice on the
+    shared final seeds (a second sweep). Reads no test data."""
+    tuning = None
+    chosen: dict[str, float] = {}
+    if row.search:
+        grid = sweeps.grid(**{k: list(v) for k, v in row.search.items()})
+        tuning = _sweep(row, data, config, grid, key=key, seeds=config.tune_seeds)
+        _, chosen = choose(tuning)
+    final_configs = {k: [v] for k, v in chosen.items()} or {"learning_rate": [1e-3]}
+    final = _sweep(row, data, config, final_configs, key=final_key, seeds=config.seeds)
+    return {"row": row, "chosen": chosen, "tuning": tuning, "final": final}
+
+
+def search(
+    row: Row, data: StudyData, config: StudyConfig, *, key: jax.Array, final_key: jax.Array
+) -> dict[str, Any]:
+    """Random search over :func:`~jaxreg.study.spec.combination_space` (one compile,
+    ``config.search_configs`` configs × ``tune_seeds``), then the choice on the final seeds."""
+    space = {k: sweeps.LogUniform(*bounds) for k, bounds in combination_space().items()}
+    configs = sweeps.random(jax.random.fold_in(key, 1), config.search_configs, **space)
+    tuning = _sweep(row, data, config, configs, key=key, seeds=config.tune_seeds)
+    _, chosen = choose(tuning)
+    final = _sweep(
+        row, data, config, {k: [v] for k, v in chosen.items()}, key=final_key, seeds=config.seeds
+    )
+    return {"row": row, "chosen": chosen, "tuning": tuning, "final": final}
+
+
+def transfer(
+    row: Row, chosen: Mapping[str, float], data: StudyData, config: StudyConfig, *, final_key
+) -> dict[str, Any]:
+    """Train ``row`` with strengths chosen elsewhere (no tuning of its own)."""
+    fixed = replace(row, fixed={**row.fixed, **chosen})
+    final = _sweep(
+        fixed, data, config, {"learning_rate": [1e-3]}, key=final_key, seeds=config.seeds
+    )
+    return {"row": row, "chosen": dict(chosen), "tuning": None, "final": final}
+
+
+def combination_row(name: str, description: str, model: str = "mlp") -> Row:
+    """A row stacking weight decay, dropout, augmentation, input noise and label smoothing
+    under a cosine learning-rate schedule."""
+    return Row(
+        name,
+        description,
+        model=model,
+        optimizer=combined_optimizer,
+        batch_transform=combined_transform(),
+    )

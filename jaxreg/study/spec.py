@@ -1,0 +1,250 @@
+"""The study as data: each row is a model, an optimizer, a regularizer and a search space.
+
+A :class:`Row` names the hyperparameters it tunes and the grid each is searched
+over; everything that reads a hyperparameter gets it from ``hparams`` (traced),
+so the runner trains the whole grid × seeds as one :func:`jaxreg.sweeps.run`
+compile. Adding a row is a few lines here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optax
+
+from jaxreg import masks, penalties
+from jaxreg import transforms as tx
+from jaxreg.augment import signal
+from jaxreg.training import batch_transforms as bt
+
+__all__ = ["LEARNING_RATE", "Row", "combination_space", "default_rows", "log_grid"]
+
+LEARNING_RATE = 1e-3
+Hparams = Mapping[str, Any]
+
+
+def log_grid(low: float, high: float, num: int = 6) -> tuple[float, ...]:
+    """``num`` log-spaced values from ``low`` to ``high`` (rounded to 3 significant digits).
+
+    Example:
+      >>> log_grid(1e-4, 1e-1, 4)
+      (0.0001, 0.001, 0.01, 0.1)
+    """
+    import numpy as np
+
+    return tuple(float(f"{v:.3g}") for v in np.geomspace(low, high, num))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the study.
+
+    Attributes:
+      name: row label in the table.
+      description: what the row changes, for the report.
+      model: ``"mlp"`` (40-100-100-10), ``"wide_mlp"`` (40-512-512-512-10) or ``"cnn"``.
+      search: hyperparameter name → grid searched on validation (traced values).
+      fixed: hyperparameters held fixed (also handed to every component).
+      optimizer: factory ``(hparams, total_steps) -> GradientTransformation``;
+        default Adam 1e-3.
+      penalty: ``params -> scalar`` scaled by ``hparams["penalty_strength"]``.
+      batch_transform: a ``jaxreg.training.batch_transforms`` transform.
+      batch_size: minibatch size (default the study's).
+      epoch_factor: epochs relative to the model's default (SAM: 2, since
+        ``optax.contrib.sam`` alternates ascent and descent steps).
+      early_stopping: stop on validation accuracy and restore the best epoch.
+      ensemble_members: bootstrap members averaged per seed (bagging).
+      combinable: may enter the combination search.
+      note: caveat shown in the report (e.g. fewer descent steps).
+    """
+
+    name: str
+    description: str
+    model: str = "mlp"
+    search: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    fixed: Mapping[str, float] = field(default_factory=dict)
+    optimizer: Callable[[Hparams, int], optax.GradientTransformation] | None = None
+    penalty: Callable[[Any], Any] | None = None
+    batch_transform: Callable | None = None
+    batch_size: int | None = None
+    epoch_factor: int = 1
+    early_stopping: bool = False
+    ensemble_members: int = 1
+    combinable: bool = False
+    note: str = ""
+
+
+def adam(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    return optax.adam(hparams.get("learning_rate", LEARNING_RATE))
+
+
+def _weight_decay(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    return optax.chain(
+        adam(hparams, steps),
+        tx.decoupled_weight_decay(hparams["weight_decay"], mask=masks.weights_only),
+    )
+
+
+def _proximal_l1(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    return optax.chain(
+        adam(hparams, steps),
+        tx.proximal_l1(hparams["l1_strength"], LEARNING_RATE, mask=masks.weights_only),
+    )
+
+
+def _elastic_net(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    return optax.chain(
+        adam(hparams, steps),
+        tx.proximal_elastic_net(
+            hparams["elastic_strength"], 0.5, LEARNING_RATE, mask=masks.weights_only
+        ),
+    )
+
+
+def _sam(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    adversary = optax.chain(optax.contrib.normalize(), optax.sgd(hparams["sam_rho"]))
+    return optax.contrib.sam(adam(hparams, steps), adversary, sync_period=2)
+
+
+def _l2(params):
+    return penalties.l2(params, mask=masks.weights_only)
+
+
+def _augment():
+    return bt.augmentation(signal.mnist1d_pipeline)
+
+
+def _mixup():
+    return bt.mixup(10)
+
+
+def combined_optimizer(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    """Adam with a cosine schedule over the run and decoupled weight decay (combination rows)."""
+    schedule = optax.cosine_decay_schedule(LEARNING_RATE, steps)
+    return optax.chain(
+        optax.adam(schedule),
+        tx.decoupled_weight_decay(hparams["weight_decay"], mask=masks.weights_only),
+    )
+
+
+def combined_transform():
+    """Augmentation, then input noise, then label smoothing, each at ``hparams`` strength."""
+    return bt.chain(_augment(), bt.input_noise(), bt.label_smoothing(10))
+
+
+def combination_space() -> dict[str, tuple[float, float]]:
+    """Log-uniform ranges of the random search over combinable strengths."""
+    return {
+        "weight_decay": (1e-6, 1e-3),
+        "dropout_rate": (0.02, 0.5),
+        "augment_strength": (0.1, 2.0),
+        "noise_std": (0.01, 0.5),
+        "label_smoothing": (0.005, 0.2),
+    }
+
+
+def default_rows() -> list[Row]:
+    """The study: the overfitting baseline, each regularizer tuned alone, parameter sharing."""
+    return [
+        Row("baseline", "MLP 40-100-100-10, Adam 1e-3, batch 100, no regularization"),
+        Row(
+            "weight decay",
+            "decoupled weight decay per step on weights",
+            search={"weight_decay": log_grid(1e-5, 3e-3, 7)},
+            optimizer=_weight_decay,
+            combinable=True,
+        ),
+        Row(
+            "L2 penalty",
+            "0.5·Σw² on weights added to the loss",
+            search={"penalty_strength": log_grid(1e-5, 1e-1, 7)},
+            penalty=_l2,
+        ),
+        Row(
+            "L1 (proximal)",
+            "proximal L1 step on weights (exact zeros)",
+            search={"l1_strength": log_grid(1e-3, 3e-1, 6)},
+            optimizer=_proximal_l1,
+        ),
+        Row(
+            "elastic net (proximal)",
+            "proximal elastic net on weights, l1_ratio 0.5",
+            search={"elastic_strength": log_grid(1e-3, 3e-1, 6)},
+            optimizer=_elastic_net,
+        ),
+        Row(
+            "input noise",
+            "Gaussian input noise",
+            search={"noise_std": log_grid(0.05, 1.6, 6)},
+            batch_transform=bt.input_noise(),
+            combinable=True,
+        ),
+        Row(
+            "1-D augmentation",
+            "shift, scale, stretch and jitter at a tuned strength",
+            search={"augment_strength": log_grid(0.125, 2.0, 6)},
+            batch_transform=_augment(),
+            combinable=True,
+        ),
+        Row(
+            "mixup",
+            "mixup on inputs and labels",
+            search={"mixup_alpha": log_grid(0.05, 1.6, 6)},
+            batch_transform=_mixup(),
+        ),
+        Row(
+            "label smoothing",
+            "label smoothing ε (off-target convention)",
+            search={"label_smoothing": log_grid(0.01, 0.3, 6)},
+            batch_transform=bt.label_smoothing(10),
+            combinable=True,
+        ),
+        Row(
+            "dropout",
+            "dropout after every hidden layer",
+            search={"dropout_rate": log_grid(0.05, 0.6, 6)},
+            combinable=True,
+        ),
+        Row(
+            "early stopping",
+            "stop when validation accuracy stalls (patience 10), restore the best epoch",
+            early_stopping=True,
+        ),
+        Row(
+            "bagged ensemble",
+            "mean of 5 bootstrap-trained members",
+            ensemble_members=5,
+            note="5× the training compute",
+        ),
+        Row(
+            "small batch (16)",
+            "batch size 16, learning rate tuned",
+            search={"learning_rate": log_grid(1e-4, 3e-3, 6)},
+            optimizer=adam,
+            batch_size=16,
+        ),
+        Row(
+            "large batch (1000)",
+            "batch size 1000, learning rate tuned",
+            search={"learning_rate": log_grid(3e-4, 3e-2, 6)},
+            optimizer=adam,
+            batch_size=1000,
+        ),
+        Row(
+            "SAM",
+            "optax.contrib.sam (ascent/descent alternate), twice the epochs: descent steps match",
+            search={"sam_rho": log_grid(0.01, 0.5, 6)},
+            optimizer=_sam,
+            epoch_factor=2,
+        ),
+        Row(
+            "CNN1D (parameter sharing)",
+            "the MNIST-1D paper's CNN, Adam 1e-2 + 1-D augmentation at a tuned strength",
+            model="cnn",
+            search={"augment_strength": log_grid(0.25, 2.0, 6)},
+            optimizer=lambda h, steps: optax.adam(optax.cosine_decay_schedule(1e-2, steps)),
+            batch_transform=_augment(),
+        ),
+    ]

@@ -76,7 +76,7 @@ def _import_torch():
         from pyhessian import hessian as pyhessian_hessian
     except ImportError:
         return None, None
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.manual_seed(0)  # PyHessian's random start vectors: reproducible iteration counts
     return torch, pyhessian_hessian
 
 

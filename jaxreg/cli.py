@@ -58,7 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="final seeds per row (default: 5, or 2 with --quick)",
     )
+    one = commands.add_parser(
+        "experiment",
+        help="run one experiment script (its claim, evidence and PASS/FAIL)",
+        description="Run one experiment; it writes a JSON result and a figure to --out.",
+    )
+    one.add_argument("name", help=f"one of: {', '.join(_experiment_names())}")
+    one.add_argument("--out", default="jaxreg-experiments", help="output folder")
+    every = commands.add_parser(
+        "experiments",
+        help="run every experiment and print a table of verdicts",
+        description="Run every experiment script and print a table of verdicts.",
+    )
+    every.add_argument("--quick", action="store_true", help="skip the slowest experiments")
+    every.add_argument("--out", default="jaxreg-experiments", help="output folder")
     return parser
+
+
+def _experiment_names() -> list[str]:
+    from jaxreg.experiments.__main__ import EXPERIMENTS
+
+    return list(EXPERIMENTS)
+
+
+def _run_experiment(name: str, out: str) -> int:
+    import subprocess
+
+    if name not in _experiment_names():
+        print(
+            f"jaxreg experiment: unknown name {name!r}; choose one of: "
+            f"{', '.join(_experiment_names())}",
+            file=sys.stderr,
+        )
+        return 2
+    command = [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", out]
+    return subprocess.run(command, check=False).returncode
 
 
 def _writable_folder(path: str) -> str | None:
@@ -90,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             config = TourConfig() if args.seeds is None else TourConfig(seeds=args.seeds)
         run_tour(out, config)
+    elif args.command == "experiment":
+        return _run_experiment(args.name, args.out)
+    elif args.command == "experiments":
+        from jaxreg.experiments.__main__ import main as run_all
+
+        return run_all([*(["--quick"] if args.quick else []), "--out", args.out])
     return 0
 
 

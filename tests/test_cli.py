@@ -24,15 +24,16 @@ def test_tour_arguments():
 
 
 def _check_report(out, results):
-    from jaxreg.tour import default_arms
+    from jaxreg.tour import COMBINATION, WIDE, default_rows
 
     report = (out / "report.md").read_text()
-    names = [arm.name for arm in default_arms()] + ["best combination"]
+    names = [row.name for row in default_rows()] + [COMBINATION, WIDE]
     for name in names:
         assert f"| {name} |" in report, name
     for figure in (
+        "paths",
+        "accuracy",
         "learning_curves",
-        "gaps",
         "reliability",
         "spectral_density",
         "landscape",
@@ -45,11 +46,21 @@ def _check_report(out, results):
     rows = {row["name"]: row for row in written["rows"]}
     assert set(rows) == set(names)
     for row in rows.values():
-        for metric in ("train_accuracy", "test_accuracy", "gap", "test_nll", "ece"):
+        for metric in ("train_accuracy", "val_accuracy", "test_accuracy", "gap", "ece"):
             assert math.isfinite(row[metric]["mean"]), (row["name"], metric)
         if row["name"] != "bagged ensemble":
             assert math.isfinite(row["lambda_max"]["mean"]), row["name"]
+        assert len(row["per_seed"]["test"]) == written["config"]["seeds"]
     assert rows["baseline"]["num_params"] == 15210
+    # Every tuned row reports its choice, and the choice is a grid value.
+    for row in default_rows():
+        for name, values in row.search.items():
+            assert rows[row.name]["chosen"][name] in values, (row.name, name)
+    # The protocol: validation carved from training, test read only after the choices.
+    protocol = written["protocol"]
+    assert protocol["train"] + protocol["validation"] == 4000 and protocol["test"] == 1000
+    assert protocol["test_reads"] >= len(rows)
+    assert set(written["paths"]) == {r.name for r in default_rows() if len(r.search) == 1}
     return rows
 
 
@@ -73,9 +84,10 @@ def test_quick_tour_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _check_report(tmp_path, json.loads((tmp_path / "results.json").read_text()))
-    assert rows["baseline"]["gap"]["mean"] > 0.20
-    assert rows["CNN1D (parameter sharing)"]["test_accuracy"]["mean"] > 0.8
-    assert rows["L1 (proximal)"]["zero_fraction"] > 0.0
+    assert rows["baseline"]["gap"]["mean"] > 0.05
+    assert rows["CNN1D (parameter sharing)"]["test_accuracy"]["mean"] > 0.5
+    assert rows["L1 (proximal)"]["zero_fraction"] >= 0.0
+    assert "tour" in result.stderr and "row" in result.stderr  # the progress bar
 
 
 def test_main_runs_the_tour(tmp_path, monkeypatch):
@@ -87,3 +99,19 @@ def test_main_runs_the_tour(tmp_path, monkeypatch):
     )
     assert main(["tour", "--quick", "--out", str(tmp_path), "--seeds", "2"]) == 0
     assert seen["config"] == TourConfig.quick(2)
+    monkeypatch.chdir(tmp_path)
+    assert main(["tour", "--quick"]) == 0
+    assert seen["out"] == "jaxreg-tour-quick" and seen["config"] == TourConfig.quick()
+    assert main(["tour"]) == 0
+    assert seen["out"] == "jaxreg-tour" and seen["config"] == TourConfig()
+
+
+def test_version_and_clear_argument_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("jaxreg ")
+    with pytest.raises(SystemExit):
+        main(["tour", "--seeds", "abc"])
+    error = capsys.readouterr().err
+    assert "--seeds" in error and "positive integer" in error and "_positive_int" not in error

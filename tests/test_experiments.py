@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 )
 def test_experiment_passes(name, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", f"experiments.{name}", "--out", str(tmp_path)],
+        [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -57,3 +57,15 @@ def test_readme_example_runs_and_reports_a_gap(capsys):
     assert float(history["train_accuracy"][-1]) > 0.9
     assert 0.3 < float(history["eval_accuracy"][-1]) < 0.9
     assert "gap" in capsys.readouterr().out
+
+
+def test_readme_table_is_the_recorded_full_tour():
+    """The headline table is format_table of docs/tour_results.json (a real full run)."""
+    import json
+
+    from jaxreg.study import format_table
+
+    results = json.loads((ROOT / "docs" / "tour_results.json").read_text())
+    assert results["config"]["seeds"] >= 5 and results["config"]["epochs"] >= 100
+    assert results["protocol"]["test_reads"] >= len(results["rows"])
+    assert format_table(results["rows"]) in (ROOT / "README.md").read_text()

@@ -179,7 +179,7 @@ def test_experiments_help_prints_usage_without_running_anything():
 
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "experiments", "--help"],
+        [sys.executable, "-m", "jaxreg.experiments", "--help"],
         capture_output=True,
         text=True,
         cwd=root,

@@ -48,7 +48,8 @@ class StudyConfig:
     val_size: int = 500
     split_seed: int = 0
     search_configs: int = 32
-    sharpness_iters: int = 30
+    search_seeds: int = 1
+    sharpness_iters: int = 20
 
     @classmethod
     def quick(cls, seeds: int = 2) -> StudyConfig:
@@ -288,13 +289,32 @@ def run_row(
 
 
 def search(
-    row: Row, data: StudyData, config: StudyConfig, *, key: jax.Array, final_key: jax.Array
+    row: Row,
+    data: StudyData,
+    config: StudyConfig,
+    *,
+    key: jax.Array,
+    final_key: jax.Array,
+    anchors: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Random search over :func:`~jaxreg.study.spec.combination_space` (one compile,
-    ``config.search_configs`` configs × ``tune_seeds``), then the choice on the final seeds."""
+    ``config.search_configs`` configs × ``search_seeds``), then the choice on the final seeds.
+
+    ``anchors`` (strengths the single-regularizer rows chose on validation) add
+    candidates to the random ones: each anchor alone (the others at 0) and all of
+    them together, so the search can never do worse on validation than stacking
+    what worked alone.
+    """
     space = {k: sweeps.LogUniform(*bounds) for k, bounds in combination_space().items()}
     configs = sweeps.random(jax.random.fold_in(key, 1), config.search_configs, **space)
-    tuning = _sweep(row, data, config, configs, key=key, seeds=config.tune_seeds)
+    if anchors:
+        extra = [{name: anchors.get(name, 0.0) for name in space}]
+        extra += [{n: (v if n == name else 0.0) for n, v in extra[0].items()} for name in anchors]
+        configs = {
+            name: np.concatenate([values, [candidate[name] for candidate in extra]])
+            for name, values in configs.items()
+        }
+    tuning = _sweep(row, data, config, configs, key=key, seeds=config.search_seeds)
     _, chosen = choose(tuning)
     final = _sweep(
         row, data, config, {k: [v] for k, v in chosen.items()}, key=final_key, seeds=config.seeds

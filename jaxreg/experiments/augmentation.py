@@ -5,7 +5,7 @@ scale 0.8–1.2, time stretch ±10%, jitter σ = 0.05) is a ``batch_transform`` 
 ``jaxreg.fit``; both arms run 3 seeds each in one vmapped call, where the
 augmentation strength is a traced multiplier (0 = off).
 
-Run: ``python -m experiments.augmentation [--out DIR]``.
+Run: ``python -m jaxreg.experiments.augmentation [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import sys
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, rounded, train_mnist1d
 from jaxreg import plots
 from jaxreg.augment import signal
+from jaxreg.experiments._common import parse_args, report, rounded, train_mnist1d
 
 NAME = "augmentation"
 CLAIM = "1-D augmentation raises the MNIST-1D MLP's test accuracy (3 seeds, > 2 standard errors)"

@@ -7,7 +7,7 @@ one-hot targets give the squared-error decomposition
 ``ensemble_mse = bias2 + variance/k + (1 − 1/k)·covariance`` for every k; the
 figure shows ensemble test accuracy and the terms vs k.
 
-Run: ``python -m experiments.ensembles [--out DIR]``.
+Run: ``python -m jaxreg.experiments.ensembles [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, rounded
 from jaxreg import data, ensembles, fit
+from jaxreg.experiments._common import parse_args, report, rounded
 from jaxreg.nn import MLP, init_params
 
 NAME = "ensembles"

@@ -7,7 +7,7 @@ of training, the per-example gradient variance ``tr(Σ)`` and the noise scale
 ``B_simple = tr(Σ)/|G|²`` (undefined once the full gradient is below its own
 sampling noise, as at an interpolating minimum).
 
-Run: ``python -m experiments.batch_size [--out DIR]``.
+Run: ``python -m jaxreg.experiments.batch_size [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, rounded
 from jaxreg import data, fit, metrics, plots
+from jaxreg.experiments._common import parse_args, report, rounded
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, init_params
 

@@ -1,7 +1,8 @@
-"""Run every experiment and print a table of verdicts: ``python -m experiments [--quick]``.
+"""Run every experiment and print a table of verdicts: ``jaxreg experiments [--quick]``
+(or ``python -m jaxreg.experiments``).
 
 Each script prints its claim, evidence and PASS/FAIL and writes JSON and a
-figure to ``experiments/out/``. ``--quick`` skips the slowest ones
+figure to ``--out`` (default ``./jaxreg-experiments``). ``--quick`` skips the slowest ones
 (sharp_vs_flat, ensembles, bias_variance, parameter_sharing).
 """
 
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from jaxreg.experiments._common import DEFAULT_OUT
 
 EXPERIMENTS = [
     "l1_vs_l2",
@@ -32,18 +35,21 @@ SLOW = {"parameter_sharing", "sharp_vs_flat", "ensembles", "bias_variance"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments",
+        prog="jaxreg experiments",
         description="Run every experiment script and print a table of verdicts.",
     )
     parser.add_argument(
         "--quick", action="store_true", help=f"skip the slowest ones ({', '.join(sorted(SLOW))})"
     )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"folder for results (default: {DEFAULT_OUT})"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    quick = build_parser().parse_args(argv).quick
-    out = Path(__file__).resolve().parent / "out"
+    args = build_parser().parse_args(argv)
+    quick, out = args.quick, args.out
     rows = []
     for name in EXPERIMENTS:
         if quick and name in SLOW:
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{name}.json").unlink(missing_ok=True)
         start = time.perf_counter()
         run = subprocess.run(
-            [sys.executable, "-m", f"experiments.{name}", "--out", str(out)],
+            [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", str(out)],
             capture_output=True,
             text=True,
         )

@@ -4,7 +4,7 @@ All ε × 3 seeds train in one vmapped run (ε is traced). For each ε we report
 test accuracy, NLL and ECE (15 equal-width bins) and draw reliability
 diagrams for ε = 0 and the ε with the lowest ECE.
 
-Run: ``python -m experiments.label_smoothing [--out DIR]``.
+Run: ``python -m jaxreg.experiments.label_smoothing [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, train_mnist1d
 from jaxreg import labels, metrics, plots
+from jaxreg.experiments._common import parse_args, report, train_mnist1d
 
 NAME = "label_smoothing"
 CLAIM = "Label smoothing lowers the test ECE of the overfitting MLP (ε = 0.1 vs ε = 0)"

@@ -4,7 +4,7 @@ Rates {0, 0.1, 0.2, 0.3, 0.5} × 3 seeds train in one vmapped, compiled run (the
 rate is a traced value inside the model). Then MC dropout (32 passes) on the
 rate-0.3 model: mutual information on test data vs on pure-noise inputs.
 
-Run: ``python -m experiments.dropout [--out DIR]``.
+Run: ``python -m jaxreg.experiments.dropout [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments._common import parse_args, report, rounded, train_mnist1d
 from jaxreg import plots
+from jaxreg.experiments._common import parse_args, report, rounded, train_mnist1d
 from jaxreg.nn import MLP, functional, mc_predict
 
 NAME = "dropout"

@@ -6,7 +6,7 @@ and with the unregularized solution. Part 2, MNIST-1D MLP: validation-based
 early stopping (patience 10 on validation loss, 3 seeds in one vmapped run)
 vs training to the last epoch, on test accuracy.
 
-Run: ``python -m experiments.early_stopping_vs_l2 [--out DIR]``.
+Run: ``python -m jaxreg.experiments.early_stopping_vs_l2 [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import optax
 from sklearn.datasets import load_diabetes
 
-from experiments._common import parse_args, report, rounded
 from jaxreg import data, fit
+from jaxreg.experiments._common import parse_args, report, rounded
 from jaxreg.nn import MLP, init_params
 from jaxreg.training import EarlyStopping, evaluate
 

@@ -5,7 +5,7 @@ For ``E_ε (1/2n)||y - (X+ε)w||²`` with ``ε ~ N(0, σ²)`` the objective is
 noisy inputs (vmapped over σ, Polyak-averaged SGD) and compare with the
 closed-form ridge weights.
 
-Run: ``python -m experiments.noise_equals_l2 [--out DIR]``.
+Run: ``python -m jaxreg.experiments.noise_equals_l2 [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import parse_args, report, rounded
 from jaxreg import noise
+from jaxreg.experiments._common import parse_args, report, rounded
 
 NAME = "noise_equals_l2"
 CLAIM = "Training a linear model on inputs with N(0, σ²) noise gives the ridge solution, λ = σ²"

@@ -5,7 +5,7 @@ vmapped over all penalty strengths (one compile); the ridge path with gradient
 descent on ``jaxreg.penalties.l2``. The L1 path is checked against
 ``sklearn.linear_model.lasso_path``.
 
-Run: ``python -m experiments.l1_vs_l2 [--out DIR]``.
+Run: ``python -m jaxreg.experiments.l1_vs_l2 [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import lasso_path
 
-from experiments._common import parse_args, report
 from jaxreg import penalties, prox
+from jaxreg.experiments._common import parse_args, report
 from jaxreg.solvers import proximal_gradient
 
 NAME = "l1_vs_l2"

@@ -5,7 +5,7 @@ the CNN's, and the MNIST-1D paper's CNN1D (the paper reports MLP ≈ 68%,
 CNN ≈ 94% test), 3 seeds each. Plus the classic arithmetic on a 224×224 image:
 a dense unit needs 50,176 weights, a 3×3 filter 9.
 
-Run: ``python -m experiments.parameter_sharing [--out DIR]``.
+Run: ``python -m jaxreg.experiments.parameter_sharing [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import jax
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, rounded, train_mnist1d
 from jaxreg import plots
+from jaxreg.experiments._common import parse_args, report, rounded, train_mnist1d
 from jaxreg.nn import CNN1D, MLP, count_params, dense_vs_conv, init_params
 
 NAME = "parameter_sharing"

@@ -5,7 +5,7 @@ MNIST-1D's training set — all 56 in one vmapped, compiled run, instead of
 mlxtend's sequential refits. ``metrics.bias_variance`` then gives expected 0-1
 loss, bias and variance on the test set per strength.
 
-Run: ``python -m experiments.bias_variance [--out DIR]``.
+Run: ``python -m jaxreg.experiments.bias_variance [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, rounded
 from jaxreg import data, ensembles, fit, metrics, penalties
+from jaxreg.experiments._common import parse_args, report, rounded
 from jaxreg.masks import weights_only
 from jaxreg.nn import MLP, init_params
 

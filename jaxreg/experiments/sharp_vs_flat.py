@@ -7,7 +7,7 @@ top Hessian eigenvalue (Lanczos), trace (Hutch++), SAM ρ-sharpness, test
 accuracy. For the sharpest and flattest arms: Hessian spectral densities and
 filter-normalized 2-D loss slices.
 
-Run: ``python -m experiments.sharp_vs_flat [--out DIR]``.
+Run: ``python -m jaxreg.experiments.sharp_vs_flat [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import optax
 
-from experiments._common import parse_args, report, rounded
 from jaxreg import data, fit, landscape, plots, sharpness, transforms
+from jaxreg.experiments._common import parse_args, report, rounded
 from jaxreg.losses import classification_loss
 from jaxreg.masks import weights_only
 from jaxreg.nn import MLP, init_params

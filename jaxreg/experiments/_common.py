@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+DEFAULT_OUT = Path("jaxreg-experiments")  # relative to where the command runs
 
 
 def parse_args(description: str) -> argparse.Namespace:

@@ -81,6 +81,19 @@ def _experiment_names() -> list[str]:
     return list(EXPERIMENTS)
 
 
+def _sklearn_missing(command: str) -> bool:
+    """The experiments compare against scikit-learn: say how to get it, not a traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is None:
+        print(
+            f"jaxreg {command}: the experiments need scikit-learn: pip install 'jaxreg[sklearn]'",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
 def _run_experiment(name: str, out: str) -> int:
     import subprocess
 
@@ -90,6 +103,8 @@ def _run_experiment(name: str, out: str) -> int:
             f"{', '.join(_experiment_names())}",
             file=sys.stderr,
         )
+        return 2
+    if _sklearn_missing("experiment"):
         return 2
     command = [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", out]
     return subprocess.run(command, check=False).returncode
@@ -127,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "experiment":
         return _run_experiment(args.name, args.out)
     elif args.command == "experiments":
+        if _sklearn_missing("experiments"):
+            return 2
         from jaxreg.experiments.__main__ import main as run_all
 
         return run_all([*(["--quick"] if args.quick else []), "--out", args.out])

@@ -115,3 +115,16 @@ def test_version_and_clear_argument_errors(capsys):
         main(["tour", "--seeds", "abc"])
     error = capsys.readouterr().err
     assert "--seeds" in error and "positive integer" in error and "_positive_int" not in error
+
+
+def test_experiment_commands_name_what_is_wrong(capsys, monkeypatch):
+    assert main(["experiment", "nope"]) == 2
+    assert "unknown name 'nope'" in capsys.readouterr().err
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a)
+    )
+    assert main(["experiments", "--quick"]) == 2
+    assert "pip install 'jaxreg[sklearn]'" in capsys.readouterr().err

@@ -162,3 +162,35 @@ def test_sharded_over_8_simulated_devices_equals_unsharded():
         timeout=600,
     )
     assert "SHARDED OK" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_second_run_with_the_same_train_fn_and_chunks_reuses_the_compiled_program():
+    traces = []
+
+    def train_fn(config, key):
+        traces.append(1)  # runs at trace time only
+        return {"loss": (config["x"] - 1.0) ** 2 + 0.0 * jax.random.normal(key)}
+
+    first = sweeps.run(
+        train_fn,
+        sweeps.grid(x=[0.0, 1.0, 2.0]),
+        key=jax.random.key(0),
+        seeds=2,
+        chunk_size=2,
+        progress=False,
+    )
+    second = sweeps.run(
+        train_fn, {"x": [5.0]}, key=jax.random.key(1), seeds=2, chunk_size=2, progress=False
+    )
+    assert len(traces) == 1
+    np.testing.assert_allclose(first.metrics["loss"], [1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(second.metrics["loss"], [16.0, 16.0])
+    with pytest.raises(ValueError, match="never reads"):  # the cached read set still checks
+        sweeps.run(
+            train_fn,
+            {"x": [1.0], "typo": [2.0]},
+            key=jax.random.key(1),
+            seeds=2,
+            chunk_size=2,
+            progress=False,
+        )

@@ -303,3 +303,19 @@ def test_import_jaxreg_stays_light_and_plots_keep_a_chosen_backend(monkeypatch):
         assert matplotlib.get_backend().lower() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_mnist1d_augmentation_accepts_strengths_above_one_concrete_and_traced():
+    """A strength of 1.36 (the tour's search range reaches 2) made the shift probability
+    1.09: a concrete strength raised, a traced one silently passed."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxreg.augment import signal
+
+    x = jax.random.normal(jax.random.key(0), (16, 40))
+    concrete = signal.mnist1d_pipeline(1.36)(jax.random.key(1), x)
+    traced = jax.jit(lambda s: signal.mnist1d_pipeline(s)(jax.random.key(1), x))(1.36)
+    np.testing.assert_allclose(concrete, traced, rtol=1e-4, atol=1e-4)  # jit fuses differently
+    assert bool(jnp.all(jnp.isfinite(concrete)))

@@ -115,7 +115,7 @@ def jitter(key: jax.Array, signals: ArrayLike, sigma: ArrayLike = 0.05) -> jax.A
 def mnist1d_pipeline(strength: ArrayLike = 1.0):
     """The 1-D augmentation recipe of the jaxreg study, as a ``(key, x) -> x`` transform.
 
-    Per example: random shift ±4 with probability ``0.8·strength``, amplitude
+    Per example: random shift ±4 with probability ``min(0.8·strength, 1)``, amplitude
     scale in ``1 ± 0.2·strength``, time stretch ``±0.1·strength``, jitter
     ``σ = 0.05·strength``. ``strength`` may be traced (0 turns it off).
 
@@ -128,7 +128,8 @@ def mnist1d_pipeline(strength: ArrayLike = 1.0):
 
     return compose(
         [
-            Stage(lambda k, x: random_shift(k, x, 4), 0.8 * strength),
+            # Strengths above 1.25 shift every example (the probability saturates at 1).
+            Stage(lambda k, x: random_shift(k, x, 4), jnp.minimum(0.8 * strength, 1.0)),
             Stage(lambda k, x: random_scale(k, x, 1 - 0.2 * strength, 1 + 0.2 * strength)),
             Stage(lambda k, x: random_time_stretch(k, x, 0.1 * strength)),
             Stage(lambda k, x: jitter(k, x, 0.05 * strength)),

@@ -162,25 +162,12 @@ def _check_tol(tol: float, check_every: int) -> None:
 
 
 def _wanted_ritz(alphas, betas, m, k: int, largest: bool):
-    """Ritz pairs of the leading ``m×m`` block of the (static-size) tridiagonal matrix.
-
-    Rows past ``m`` are decoupled and given a diagonal beyond the Gershgorin
-    interval of the active block, so they never rank among the wanted values.
-    """
-    size = alphas.shape[0]
-    index = jnp.arange(size)
-    active = index < m
-    spread = jnp.max(jnp.where(active, jnp.abs(alphas), 0)) + 2 * jnp.max(
-        jnp.where(index < m - 1, jnp.abs(betas), 0)
-    )
-    sentinel = -(spread + 1) if largest else spread + 1
-    diagonal = jnp.where(active, alphas, sentinel)
-    off = jnp.where(index[:-1] < m - 1, betas[:-1], 0)
-    theta, s = jnp.linalg.eigh(jnp.diag(diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1))
-    order = jnp.argsort(-theta if largest else theta)[:k]
-    values, coefficients = theta[order], s[:, order]
-    bound = jnp.abs(betas[m - 1] * coefficients[m - 1])
-    return values, coefficients, bound, _error_bound(theta, order, bound)
+    """The ``k`` wanted Ritz pairs of the leading ``m×m`` block of the (static-size)
+    tridiagonal matrix (see :func:`_dense_wanted_ritz`)."""
+    off = betas[:-1]
+    tridiagonal = jnp.diag(alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
+    values, coefficients, bound, error = _dense_wanted_ritz(tridiagonal, m, betas[m - 1], largest)
+    return values[:k], coefficients[:, :k], bound[:k], error[:k]
 
 
 def _ritz(
@@ -262,10 +249,12 @@ def _ritz(
 
 def _dense_wanted_ritz(projected, m, residual, largest: bool):
     """All Ritz pairs of the leading ``m×m`` block of a (static-size) projected matrix,
-    wanted ones first, with their residual bounds.
+    wanted ones first, with their residual and error bounds.
 
-    Like :func:`_wanted_ritz`, for the dense (arrow-plus-tridiagonal) matrix of a
-    thick restart; ``residual`` is the norm of the vector that extends the basis.
+    The projected matrix is tridiagonal for plain Lanczos and arrow-plus-tridiagonal
+    after a thick restart; ``residual`` is the norm of the vector that extends the
+    basis. Rows past ``m`` are decoupled and given a diagonal beyond the Gershgorin
+    interval of the active block, so they never rank among the wanted values.
     """
     size = projected.shape[0]
     active = jnp.arange(size) < m

@@ -29,7 +29,14 @@ from flax import nnx
 
 from jaxreg import ensembles, sweeps
 from jaxreg.nn import CNN1D, MLP, functional
-from jaxreg.study.spec import Row, adam, combination_space, combined_optimizer, combined_transform
+from jaxreg.study.spec import (
+    LEARNING_RATE,
+    Row,
+    adam,
+    combination_space,
+    combined_optimizer,
+    combined_transform,
+)
 from jaxreg.training import EarlyStopping, fit
 
 __all__ = ["HeldOut", "StudyConfig", "StudyData", "Trained", "prepare_data", "run_row", "search"]
@@ -283,9 +290,17 @@ def run_row(
         grid = sweeps.grid(**{k: list(v) for k, v in row.search.items()})
         tuning = _sweep(row, data, config, grid, key=key, seeds=config.tune_seeds)
         _, chosen = choose(tuning)
-    final_configs = {k: [v] for k, v in chosen.items()} or {"learning_rate": [1e-3]}
-    final = _sweep(row, data, config, final_configs, key=final_key, seeds=config.seeds)
+    final = _train_choice(row, data, config, chosen, final_key=final_key)
     return {"row": row, "chosen": chosen, "tuning": tuning, "final": final}
+
+
+def _train_choice(
+    row: Row, data: StudyData, config: StudyConfig, chosen: Mapping[str, float], *, final_key
+) -> Trained:
+    """``chosen`` on the shared final seeds; with nothing chosen, the row as specified (its
+    default learning rate as the one config value)."""
+    configs = {k: [v] for k, v in chosen.items()} or {"learning_rate": [LEARNING_RATE]}
+    return _sweep(row, data, config, configs, key=final_key, seeds=config.seeds)
 
 
 def search(
@@ -316,9 +331,7 @@ def search(
         }
     tuning = _sweep(row, data, config, configs, key=key, seeds=config.search_seeds)
     _, chosen = choose(tuning)
-    final = _sweep(
-        row, data, config, {k: [v] for k, v in chosen.items()}, key=final_key, seeds=config.seeds
-    )
+    final = _train_choice(row, data, config, chosen, final_key=final_key)
     return {"row": row, "chosen": chosen, "tuning": tuning, "final": final}
 
 
@@ -327,9 +340,7 @@ def transfer(
 ) -> dict[str, Any]:
     """Train ``row`` with strengths chosen elsewhere (no tuning of its own)."""
     fixed = replace(row, fixed={**row.fixed, **chosen})
-    final = _sweep(
-        fixed, data, config, {"learning_rate": [1e-3]}, key=final_key, seeds=config.seeds
-    )
+    final = _train_choice(fixed, data, config, {}, final_key=final_key)
     return {"row": row, "chosen": dict(chosen), "tuning": None, "final": final}
 
 

@@ -170,6 +170,9 @@ def _wanted_ritz(alphas, betas, m, k: int, largest: bool):
     return values[:k], coefficients[:, :k], bound[:k], error[:k]
 
 
+_BLOCK_ROWS = 16
+
+
 def _ritz(
     matvec,
     start: jax.Array,
@@ -184,61 +187,75 @@ def _ritz(
     """Adaptive Lanczos: at most ``num_iters`` steps, stopping when every wanted pair's
     error bound is below ``tol`` relative to its Ritz value.
 
-    The basis grows in phases of static size (16, 32, ... up to ``num_iters``
-    vectors): each step's reorthogonalization reads the whole basis array, so a
-    run that stops after 14 steps should not pay for a basis of 50.
+    One ``while_loop`` step per HVP, so the matvec is compiled once. The basis is
+    kept in blocks of 16 rows and each step reorthogonalizes only against the
+    blocks in use (``lax.cond`` per block): a run that stops after 14 steps should
+    not read a basis of 51 vectors every step.
     """
     _check_tol(tol, check_every)
-    step = _lanczos_step(matvec)
     tiny = _tiny(start.dtype)
+    rows = num_iters + 1
+    offsets = list(range(0, rows, _BLOCK_ROWS))
+    first = start / jnp.linalg.norm(start)
+    blocks = tuple(
+        jnp.zeros((min(_BLOCK_ROWS, rows - offset), start.shape[0]), start.dtype)
+        for offset in offsets
+    )
+    blocks = (blocks[0].at[0].set(first), *blocks[1:])
 
-    def phase(size, state):
-        def unfinished(state):
-            *_, m, done = state
-            return (m < size) & ~done
-
-        def advance(state):
-            basis, alphas, betas, m, _ = state
-            # The first check waits for k steps: fewer cannot hold k Ritz values.
-            target = jnp.minimum(jnp.maximum(m + check_every, k), size)
-            basis, alphas, betas = jax.lax.fori_loop(m, target, step, (basis, alphas, betas))
-            values, _, _, error = _wanted_ritz(alphas, betas, target, k, largest)
-            invariant = betas[target - 1] <= tiny  # the Krylov space holds exact eigenvectors
-            done = invariant | jnp.all(error <= tol * jnp.abs(values))
-            return basis, alphas, betas, target, done
-
-        return jax.lax.while_loop(unfinished, advance, state)
-
-    def finish(state):
-        basis, alphas, betas, m, _ = state
-        values, coefficients, bound, error = _wanted_ritz(alphas, betas, m, k, largest)
-        vectors = (basis[:-1].T @ coefficients).T  # (k, n); rows past m carry 0
-        return values, vectors, bound, error, m
-
-    def solve(sizes, state):
-        # A finished run returns from its own phase: the larger bases are never allocated
-        # (under vmap the branches become a select and every phase runs).
-        state = phase(sizes[0], state)
-        if len(sizes) == 1:
-            return finish(state)
-
-        def grow(state):
-            basis, alphas, betas, m, done = state
-            extra = sizes[1] - sizes[0]
-            padded = (
-                jnp.pad(basis, ((0, extra), (0, 0))),
-                jnp.pad(alphas, (0, extra)),
-                jnp.pad(betas, (0, extra)),
-                m,
-                done,
+    def project_out(blocks, m, w):
+        for offset, block in zip(offsets, blocks, strict=True):
+            w = jax.lax.cond(
+                offset <= m, lambda w, block=block: w - block.T @ (block @ w), lambda w: w, w
             )
-            return solve(sizes[1:], padded)
+        return w
 
-        return jax.lax.cond(state[-1], finish, grow, state)
+    def unfinished(state):
+        *_, m, done = state
+        return (m < num_iters) & ~done
 
-    sizes = _phase_sizes(num_iters, k)
-    init = (*_lanczos_init(start, sizes[0]), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    values, vectors, bound, error, m = solve(sizes, init)
+    def advance(state):
+        blocks, v, previous, alphas, betas, m, _ = state
+        w = matvec(v)
+        alpha = jnp.vdot(w, v)
+        # The three-term recurrence removes the large components; one pass of classical
+        # Gram–Schmidt over the blocks in use then removes the rounding drift, and a second
+        # only when that pass cancelled more than 1/√2 of the norm (Daniel–Gragg–Kaufman–
+        # Stewart: "twice is enough").
+        w = w - alpha * v - jnp.where(m > 0, betas[m - 1], 0) * previous
+        before = jnp.linalg.norm(w)
+        w = project_out(blocks, m, w)
+        after = jnp.linalg.norm(w)
+
+        def again(w):
+            w = project_out(blocks, m, w)
+            return w, jnp.linalg.norm(w)
+
+        w, beta = jax.lax.cond(after < 0.7071 * before, again, lambda w: (w, after), w)
+        next_v = jnp.where(beta > tiny, w / jnp.where(beta > tiny, beta, 1.0), 0.0)
+        blocks = tuple(
+            block.at[m + 1 - offset].set(next_v, mode="drop")
+            for offset, block in zip(offsets, blocks, strict=True)
+        )
+        alphas, betas, m = alphas.at[m].set(alpha), betas.at[m].set(beta), m + 1
+
+        def converged():
+            values, _, _, error = _wanted_ritz(alphas, betas, m, k, largest)
+            return jnp.all(error <= tol * jnp.abs(values))
+
+        # The first check waits for k steps: fewer cannot hold k Ritz values.
+        check = (m >= k) & ((m - k) % check_every == 0)
+        invariant = beta <= tiny  # the Krylov space holds exact eigenvectors
+        done = invariant | jax.lax.cond(check, converged, lambda: jnp.zeros((), bool))
+        return blocks, next_v, v, alphas, betas, m, done
+
+    zeros = jnp.zeros(num_iters, start.dtype)
+    counters = (jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    init = (blocks, first, jnp.zeros_like(first), zeros, zeros, *counters)
+    blocks, _, _, alphas, betas, m, _ = jax.lax.while_loop(unfinished, advance, init)
+    values, coefficients, bound, error = _wanted_ritz(alphas, betas, m, k, largest)
+    basis = jnp.concatenate(blocks)[:num_iters]
+    vectors = (basis.T @ coefficients).T  # (k, n); rows past m carry 0
     info = {"residual_bound": bound, "error_bound": error, "num_iters": m, "num_hvps": m}
     if explicit_residuals:
         products = jax.vmap(matvec)(vectors)

@@ -15,6 +15,8 @@ B. ResNet-20 with BatchNorm (eval mode, as PyHessian uses it) on CIFAR-10-shaped
    for 2 epochs; the same weights ported to a PyTorch ResNet-20. Top-1, top-5,
    trace and spectral density: time, HVPs and error against a converged
    reference (Lanczos to 1e-7; Hutch++ with 120 HVPs for the trace).
+   It first times a convolution's weight gradient inside a loop on XLA:CPU,
+   which ``jaxreg.nn.patch_conv`` (used by jaxreg's models) avoids.
 
 PyHessian and torch are optional (``pip install torch pyhessian matfree``);
 sections that need them are skipped with a message when they are missing.
@@ -38,7 +40,7 @@ from jax.flatten_util import ravel_pytree
 from benchmarks._machine import describe
 from jaxreg import data, fit, sharpness
 from jaxreg.losses import classification_loss
-from jaxreg.nn import MLP, ResNet20, from_nnx, functional
+from jaxreg.nn import MLP, ResNet20, from_nnx, functional, patch_conv
 
 
 def timed(fn: Callable, *args, repeats: int = 3) -> float:
@@ -443,7 +445,47 @@ def main() -> None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     mlp_section(torch, pyhessian_hessian)
     if not args.skip_resnet:
+        conv_in_loop_check()
         resnet_section(torch, pyhessian_hessian, args.examples, args.batch_size)
+
+
+def conv_in_loop_check() -> None:
+    """Two 3x3 convolution weight gradients, unrolled and inside a ``fori_loop``.
+
+    XLA:CPU leaves a convolution's weight gradient in a loop body in its
+    non-canonical form and runs it on a slow path (jax-ml/jax#12868 is the same
+    family); every Lanczos step and every scan over batches is a loop body.
+    jaxreg's models use :func:`jaxreg.nn.patch_conv` (im2col) instead.
+    """
+    kernel, inputs = jnp.ones((3, 3, 16, 16)), jnp.ones((64, 32, 32, 16))
+
+    def weight_grad(conv):
+        def grad(x, w):
+            out = lambda w: conv(  # noqa: E731
+                x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            return jax.grad(lambda w: jnp.sum(out(w) ** 2))(w)
+
+        return grad
+
+    def unrolled(conv):
+        return jax.jit(lambda x, w: weight_grad(conv)(x, w) + weight_grad(conv)(2 * x, w))
+
+    def in_loop(conv):
+        body = lambda i, total, x, w: total + weight_grad(conv)(x * (i + 1), w)  # noqa: E731
+        return jax.jit(
+            lambda x, w: jax.lax.fori_loop(0, 2, lambda i, t: body(i, t, x, w), jnp.zeros_like(w))
+        )
+
+    lax_conv = jax.lax.conv_general_dilated
+    t_plain = timed(unrolled(lax_conv), inputs, kernel)
+    t_loop = timed(in_loop(lax_conv), inputs, kernel)
+    t_patch = timed(in_loop(patch_conv), inputs, kernel)
+    print(
+        f"B. conv weight gradients (2 x 64x32x32x16, 3x3) on {jax.default_backend()}: lax "
+        f"{1e3 * t_plain:.0f} ms unrolled, {1e3 * t_loop:.0f} ms in a fori_loop; "
+        f"patch_conv in a fori_loop {1e3 * t_patch:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

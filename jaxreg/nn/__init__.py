@@ -3,6 +3,7 @@ functions (:class:`Model`)."""
 
 from jaxreg.nn.adapters import from_equinox as from_equinox
 from jaxreg.nn.adapters import from_linen as from_linen
+from jaxreg.nn.conv import patch_conv as patch_conv
 from jaxreg.nn.dropout import ChannelDropout as ChannelDropout
 from jaxreg.nn.dropout import DropConnect as DropConnect
 from jaxreg.nn.dropout import Dropout as Dropout

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxreg.nn.conv import patch_conv
 from jaxreg.nn.dropout import ChannelDropout, DropConnect, Dropout, DropPath
 
 __all__ = ["ACTIVATIONS", "CNN1D", "CNN2D", "MLP", "get_activation"]
@@ -135,7 +136,15 @@ class CNN1D(nnx.Module):
         spec = ((5, 2), (3, 2), (3, 2))
         self.convs = nnx.List(
             [
-                nnx.Conv(1 if i == 0 else channels, channels, k, s, padding=[(1, 1)], rngs=rngs)
+                nnx.Conv(
+                    1 if i == 0 else channels,
+                    channels,
+                    k,
+                    s,
+                    padding=[(1, 1)],
+                    conv_general_dilated=patch_conv,
+                    rngs=rngs,
+                )
                 for i, (k, s) in enumerate(spec)
             ]
         )
@@ -183,7 +192,10 @@ class CNN2D(nnx.Module):
         self.activation = get_activation(activation)
         widths = (in_channels, *channels)
         self.convs = nnx.List(
-            [nnx.Conv(a, b, (3, 3), rngs=rngs) for a, b in itertools.pairwise(widths)]
+            [
+                nnx.Conv(a, b, (3, 3), conv_general_dilated=patch_conv, rngs=rngs)
+                for a, b in itertools.pairwise(widths)
+            ]
         )
         for _ in channels:
             height, width = height // 2, width // 2

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxreg.nn.conv import patch_conv
 from jaxreg.nn.models import get_activation
 
 __all__ = ["BasicBlock", "ResNet1D", "ResNet20"]
@@ -62,11 +63,18 @@ class BasicBlock(nnx.Module):
             (stride,) * ndim,
             padding=pad,
             use_bias=False,
+            conv_general_dilated=patch_conv,
             rngs=rngs,
         )
         self.bn1 = _batch_norm(out_channels, rngs)
         self.conv2 = nnx.Conv(
-            out_channels, out_channels, kernel, padding=pad, use_bias=False, rngs=rngs
+            out_channels,
+            out_channels,
+            kernel,
+            padding=pad,
+            use_bias=False,
+            conv_general_dilated=patch_conv,
+            rngs=rngs,
         )
         self.bn2 = _batch_norm(out_channels, rngs)
         self.projection = nnx.data(None)
@@ -79,6 +87,7 @@ class BasicBlock(nnx.Module):
                 (stride,) * ndim,
                 padding="VALID",
                 use_bias=False,
+                conv_general_dilated=patch_conv,
                 rngs=rngs,
             )
             self.projection_bn = _batch_norm(out_channels, rngs)
@@ -120,6 +129,7 @@ class _ResNet(nnx.Module):
             (3,) * ndim,
             padding=[(1, 1)] * ndim,
             use_bias=False,
+            conv_general_dilated=patch_conv,
             rngs=rngs,
         )
         self.stem_bn = _batch_norm(widths[0], rngs)

@@ -71,8 +71,14 @@ def test_weight_noise_respects_mask_and_key():
     np.testing.assert_array_equal(a["w"], b["w"])
     assert not np.array_equal(a["w"], c["w"])
     assert abs(float((a["w"] - 1).std()) - 0.1) < 0.005
-    m = noise.weight_noise(jax.random.key(0), params, 0.1, multiplicative=True)
-    assert abs(float((m["b"] - 1).std()) - 0.1) < 0.03
+    # Multiplicative noise scales with each weight (w·(1 + σε)); additive would not.
+    scales = jnp.linspace(-3.0, 3.0, 50)
+    varied = {"w": jnp.ones((50, 50)) * scales[:, None], "b": scales}
+    m = noise.weight_noise(jax.random.key(0), varied, 0.1, multiplicative=True)
+    relative = np.asarray((m["w"] - varied["w"]) / varied["w"])
+    assert abs(relative.std() - 0.1) < 0.005
+    spread = np.asarray(m["w"] - varied["w"]).std(axis=1)
+    np.testing.assert_allclose(spread, 0.1 * np.abs(np.asarray(scales)), rtol=0.5)
 
 
 def test_traced_sigma_under_vmap():

@@ -92,7 +92,8 @@ def test_power_iteration_with_deflation_and_its_hvp_count(x64):
     _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
     reference = np.linalg.eigvalsh(_dense_hessian(loss_fn, params, x, y))[::-1]
     out = sharpness.power_iteration(loss_fn, params, data, key=jax.random.key(0), k=2)
-    assert abs(float(out.eigenvalues[0]) - reference[0]) / reference[0] < 1e-2
+    # Both the top eigenvalue and the deflated second one.
+    np.testing.assert_allclose(np.asarray(out.eigenvalues), reference[:2], rtol=1e-2)
     assert 2 <= int(out.num_hvps) <= 200
 
 
@@ -103,14 +104,15 @@ def test_block_eigenvalues_match_dense_diagonal_blocks(x64):
         loss_fn, params, data, key=jax.random.key(0), k=2, num_iters=60
     )
     assert set(blocks) == {"layers/0", "layers/1", "layers/2"}
-    flat_mask = ravel_pytree(
-        jax.tree_util.tree_map_with_path(
-            lambda path, leaf: jnp.full(leaf.shape, path[1].key == 1), params
-        )
-    )[0]
-    idx = np.flatnonzero(np.asarray(flat_mask))
-    block = np.linalg.eigvalsh(dense[np.ix_(idx, idx)])[::-1][:2]
-    np.testing.assert_allclose(blocks["layers/1"], block, rtol=1e-4)
+    for layer in range(3):
+        flat_mask = ravel_pytree(
+            jax.tree_util.tree_map_with_path(
+                lambda path, leaf, layer=layer: jnp.full(leaf.shape, path[1].key == layer), params
+            )
+        )[0]
+        idx = np.flatnonzero(np.asarray(flat_mask))
+        block = np.linalg.eigvalsh(dense[np.ix_(idx, idx)])[::-1][:2]
+        np.testing.assert_allclose(blocks[f"layers/{layer}"], block, rtol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["hutch++", "hutchinson"])
@@ -180,8 +182,14 @@ def test_sam_sharpness_on_a_quadratic_is_rho2_lambda_max_over_2():
     eps = rho * g / jnp.linalg.norm(g)
     expected = 0.5 * (w + eps) @ A @ (w + eps) - 0.5 * w @ A @ w
     np.testing.assert_allclose(sharpness.sam_sharpness(loss_fn, w, data, rho), expected, rtol=1e-5)
-    adaptive = sharpness.sam_sharpness(loss_fn, w, data, rho, adaptive=True)
-    assert np.isfinite(float(adaptive)) and float(adaptive) > 0
+    # ASAM (Kwon et al. 2021): ε = ρ T² g / ‖T g‖ with T = |w| + η.
+    eta = 0.01
+    t = jnp.abs(w) + eta
+    asam_eps = rho * t**2 * g / jnp.linalg.norm(t * g)
+    expected = 0.5 * (w + asam_eps) @ A @ (w + asam_eps) - 0.5 * w @ A @ w
+    adaptive = sharpness.sam_sharpness(loss_fn, w, data, rho, adaptive=True, eta=eta)
+    np.testing.assert_allclose(adaptive, expected, rtol=1e-5)
+    assert abs(float(adaptive) - float(sharpness.sam_sharpness(loss_fn, w, data, rho))) > 1e-3
 
 
 def test_epsilon_average_and_pac_bayes_on_a_quadratic():
@@ -224,6 +232,22 @@ def test_two_d_slice_is_exactly_the_quadratic_form():
             np.testing.assert_allclose(losses[i, j], 0.5 * point @ np.asarray(A) @ point, rtol=1e-6)
     _ts, points = landscape.interpolate(jnp.zeros(4), jnp.ones(4), 5)
     np.testing.assert_allclose(points[2], 0.5 * np.ones(4))
+
+
+def test_one_d_slice_matches_hand_evaluated_losses_on_padded_batches():
+    _apply, params, data, loss_fn, x, y = _problem()
+    key = jax.random.key(5)
+    direction = landscape.random_direction(key, params)
+    alphas, losses = landscape.slice_1d(
+        loss_fn, params, data, key=key, span=0.5, resolution=7, chunk_size=3
+    )
+    np.testing.assert_allclose(alphas, np.linspace(-0.5, 0.5, 7), atol=1e-7)
+    full = {"x": x, "y": y}  # the 90 examples in one batch: the exact mean loss
+    for alpha, loss in zip(np.asarray(alphas), np.asarray(losses), strict=True):
+        moved = jax.tree.map(lambda p, d, a=alpha: p + a * d, params, direction)
+        np.testing.assert_allclose(loss, loss_fn(moved, full), rtol=1e-5)
+    assert int(np.argmin(np.abs(np.asarray(alphas)))) == 3
+    np.testing.assert_allclose(losses[3], loss_fn(params, full), rtol=1e-5)
 
 
 def test_filter_normalization():

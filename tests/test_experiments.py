@@ -39,3 +39,50 @@ def test_experiment_passes(name, tmp_path):
     written = json.loads((tmp_path / f"{name}.json").read_text())
     assert written["verdict"] == "PASS"
     assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+FAKES = {
+    "passes": "PASS",
+    "fails": "FAIL",
+}
+
+
+def test_runner_reports_crashes_and_missing_results_as_errors(tmp_path, monkeypatch, capsys):
+    from jaxreg.experiments import __main__ as runner
+
+    package = tmp_path / "fake_experiments"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    writer = (
+        "import json, sys\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        "verdict = {verdict!r}\n"
+        "result = json.dumps({{'verdict': verdict, 'claim': 'c'}})\n"
+        "open(f'{{out}}/{name}.json', 'w').write(result)\n"
+        "sys.exit(0 if verdict == 'PASS' else 1)\n"
+    )
+    for name, verdict in FAKES.items():
+        (package / f"{name}.py").write_text(writer.format(verdict=verdict, name=name))
+    (package / "crashes.py").write_text("raise RuntimeError('boom')\n")
+    (package / "silent.py").write_text("print('no result')\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    # A stale result from an earlier run must not be read as this run's verdict.
+    (out / "silent.json").write_text('{"verdict": "PASS", "claim": "stale"}')
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(runner, "PACKAGE", "fake_experiments")
+
+    assert runner._run("crashes", out)[0] == "ERROR"
+    assert "RuntimeError: boom" in runner._run("crashes", out)[2]
+    assert runner._run("silent", out)[0] == "ERROR"
+    assert runner._run("fails", out)[0] == "FAIL"
+    assert runner._run("passes", out)[0] == "PASS"
+
+    def status(names):
+        monkeypatch.setattr(runner, "EXPERIMENTS", names)
+        return runner.main(["--out", str(out)])
+
+    assert status(["passes"]) == 0
+    assert status(["passes", "crashes"]) == 2
+    assert status(["passes", "crashes", "fails"]) == 1
+    assert "1 passed, 1 failed, 1 could not run" in capsys.readouterr().out

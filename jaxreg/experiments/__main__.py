@@ -4,6 +4,10 @@
 Each script prints its claim, evidence and PASS/FAIL and writes JSON and a
 figure to ``--out`` (default ``./jaxreg-experiments``). ``--quick`` skips the slowest ones
 (sharp_vs_flat, ensembles, bias_variance, parameter_sharing).
+
+A script that crashes, or exits without writing a fresh JSON, is reported as
+ERROR, not judged. Exit status: 0 when every verdict is PASS, 1 when any is
+FAIL, 2 when none failed but one could not run (ERROR).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ EXPERIMENTS = [
     "ensembles",
     "bias_variance",
 ]
+PACKAGE = "jaxreg.experiments"
 SLOW = {"parameter_sharing", "sharp_vs_flat", "ensembles", "bias_variance"}
 
 
@@ -47,32 +52,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(name: str, out: Path) -> tuple[str, float, str]:
+    """Verdict, seconds and claim (or the end of stderr) of one experiment script."""
+    # A crashed script must not be judged by the JSON an earlier run left behind.
+    result = out / f"{name}.json"
+    result.unlink(missing_ok=True)
+    start = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-m", f"{PACKAGE}.{name}", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - start
+    written = json.loads(result.read_text()) if result.exists() else None
+    if (
+        run.returncode not in (0, 1)
+        or written is None
+        or written.get("verdict")
+        not in (
+            "PASS",
+            "FAIL",
+        )
+    ):
+        detail = (run.stderr or run.stdout).strip().splitlines()
+        return "ERROR", elapsed, detail[-1] if detail else f"exit status {run.returncode}"
+    return written["verdict"], elapsed, written["claim"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quick, out = args.quick, args.out
-    rows = []
+    verdicts = []
     for name in EXPERIMENTS:
-        if quick and name in SLOW:
+        if args.quick and name in SLOW:
             continue
-        # A crashed script must not be judged by the JSON an earlier run left behind.
-        (out / f"{name}.json").unlink(missing_ok=True)
-        start = time.perf_counter()
-        run = subprocess.run(
-            [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", str(out)],
-            capture_output=True,
-            text=True,
-        )
-        elapsed = time.perf_counter() - start
-        verdict = "ERROR"
-        result = out / f"{name}.json"
-        if run.returncode in (0, 1) and result.exists():
-            verdict = json.loads(result.read_text())["verdict"]
-        claim = json.loads(result.read_text())["claim"] if result.exists() else run.stderr[-200:]
-        rows.append((name, verdict, elapsed, claim))
+        verdict, elapsed, claim = _run(name, args.out)
+        verdicts.append(verdict)
         print(f"{verdict:<5} {name:<22} {elapsed:6.1f}s  {claim}", flush=True)
-    passed = sum(v == "PASS" for _, v, _, _ in rows)
-    print(f"\n{passed} passed, {len(rows) - passed} failed")
-    return 0 if passed == len(rows) else 1
+    counts = {v: verdicts.count(v) for v in ("PASS", "FAIL", "ERROR")}
+    print(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} could not run")
+    if counts["FAIL"]:
+        return 1
+    return 2 if counts["ERROR"] else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Lanczos with full reorthogonalization and adaptive stopping, and power iteration.
 
 All iterations run inside one compiled loop (no Python unrolling), on the
-flattened parameter vector. Full reorthogonalization (twice, "twice is
-enough") keeps the Krylov basis orthonormal in float32; for more accuracy run
-under ``jax.enable_x64`` with float64 params.
+flattened parameter vector. Full reorthogonalization keeps the Krylov basis
+orthonormal in float32: after the three-term recurrence, one classical
+Gram–Schmidt pass over the basis vectors in use, repeated only when it cancels
+more than 1/√2 of the norm ("twice is enough"). For more accuracy run under
+``jax.enable_x64`` with float64 params.
 
 The eigenvalue routines stop adaptively: every ``check_every`` steps they
 compute the Ritz pairs of the tridiagonal matrix so far, with Lanczos's

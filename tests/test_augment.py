@@ -57,6 +57,76 @@ def test_rotation_leaves_a_radially_symmetric_image_unchanged_and_turns_others()
     assert float(jnp.abs(turned - bar).sum()) > 1.0
 
 
+def _orientation_degrees(images):
+    """Principal-axis angle of each single-channel image from its second moments."""
+    height, width = images.shape[1:3]
+    ys, xs = np.mgrid[:height, :width].astype(np.float64)
+    angles = []
+    for im in np.asarray(images[..., 0], np.float64):
+        mass = im.sum()
+        cy, cx = (im * ys).sum() / mass, (im * xs).sum() / mass
+        myy = (im * (ys - cy) ** 2).sum() / mass
+        mxx = (im * (xs - cx) ** 2).sum() / mass
+        mxy = (im * (ys - cy) * (xs - cx)).sum() / mass
+        angles.append(np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy)))
+    return np.abs(np.asarray(angles))
+
+
+def test_rotation_angles_stay_within_max_degrees_and_spread_over_it():
+    bar = np.zeros((64, 41, 41, 1), np.float32)
+    bar[:, 20, 8:33] = 1.0  # horizontal bar through the centre
+    turned = image.random_rotation(jax.random.key(3), jnp.asarray(bar), 30.0)
+    angles = _orientation_degrees(turned)
+    assert angles.max() <= 31.0  # degrees, not radians: 30 rad would turn anywhere
+    assert angles.max() > 20.0 and np.median(angles) > 5.0
+    np.testing.assert_allclose(np.asarray(turned).sum((1, 2, 3)), 25.0, rtol=0.05)
+
+
+def test_pad_and_crop_outputs_are_windows_of_the_padded_image():
+    images = jax.random.uniform(jax.random.key(4), (12, 8, 8, 2))
+    out = np.asarray(image.random_pad_and_crop(jax.random.key(5), images, padding=2))
+    padded = np.pad(np.asarray(images), [(0, 0), (2, 2), (2, 2), (0, 0)])
+    offsets = []
+    for i in range(len(out)):
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if np.array_equal(out[i], padded[i, dy : dy + 8, dx : dx + 8])
+        ]
+        assert found, f"example {i} is not a window of its padded image"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 3
+
+
+def test_crop_and_resize_is_the_identity_at_full_scale_and_halves_a_ramp_at_quarter_area():
+    images = jax.random.uniform(jax.random.key(6), (4, 16, 16, 1))
+    whole = image.random_crop_and_resize(jax.random.key(7), images, scale=(1.0, 1.0), ratio=(1, 1))
+    np.testing.assert_allclose(whole, images, atol=1e-5)
+    ramp = jnp.broadcast_to(jnp.arange(32.0)[None, None, :, None], (6, 32, 32, 1))
+    cropped = np.asarray(
+        image.random_crop_and_resize(jax.random.key(8), ramp, scale=(0.25, 0.25), ratio=(1, 1))
+    )
+    # A 16×16 box resized to 32×32: a linear ramp keeps its shape with half the slope.
+    slopes = np.diff(cropped[:, 8:24, 4:28, 0], axis=2)
+    np.testing.assert_allclose(slopes, 0.5, atol=1e-4)
+
+
+def test_color_jitter_brightness_and_contrast_follow_their_closed_forms():
+    images = jax.random.uniform(jax.random.key(9), (32, 6, 6, 1))
+    bright = np.asarray(image.color_jitter(jax.random.key(10), images, brightness=0.2))
+    shift = (bright - np.asarray(images)).reshape(32, -1)
+    np.testing.assert_allclose(shift, shift[:, :1] * np.ones_like(shift), atol=1e-6)
+    assert np.abs(shift[:, 0]).max() <= 0.2 and np.ptp(shift[:, 0]) > 0.1
+    contrast = np.asarray(image.color_jitter(jax.random.key(11), images, contrast=0.5))
+    x = np.asarray(images).reshape(32, -1)
+    y = contrast.reshape(32, -1)
+    mean = x.mean(1, keepdims=True)
+    factors = ((y - mean) * (x - mean)).sum(1) / ((x - mean) ** 2).sum(1)
+    np.testing.assert_allclose(y, mean + factors[:, None] * (x - mean), atol=1e-5)
+    assert factors.min() >= 0.5 - 1e-6 and factors.max() <= 1.5 + 1e-6 and np.ptp(factors) > 0.3
+
+
 @pytest.mark.parametrize(
     "transform",
     [

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
         pytest.param("augmentation", marks=pytest.mark.slow),
         pytest.param("dropout", marks=pytest.mark.slow),
         pytest.param("parameter_sharing", marks=pytest.mark.slow),
-        pytest.param("early_stopping_vs_l2", marks=pytest.mark.slow),
+        "early_stopping_vs_l2",
         pytest.param("batch_size", marks=pytest.mark.slow),
         pytest.param("sharp_vs_flat", marks=pytest.mark.slow),
         pytest.param("ensembles", marks=pytest.mark.slow),
@@ -86,3 +86,14 @@ def test_runner_reports_crashes_and_missing_results_as_errors(tmp_path, monkeypa
     assert status(["passes", "crashes"]) == 2
     assert status(["passes", "crashes", "fails"]) == 1
     assert "1 passed, 1 failed, 1 could not run" in capsys.readouterr().out
+
+
+def test_early_stopping_mapping_verdict_fails_for_a_mapping_off_by_ten():
+    """The negative controls: claiming α = 10/(ηt) or 0.1/(ηt) must FAIL, α = 1/(ηt) PASS."""
+    from jaxreg.experiments import early_stopping_vs_l2 as experiment
+
+    _, curves, _ = experiment.least_squares_paths(scales=(0.01, 0.1, 1.0, 10.0, 100.0))
+    distances = {c: float(curve.mean()) for c, curve in curves.items()}
+    assert experiment.mapping_verdict(distances, claimed=1.0)
+    assert not experiment.mapping_verdict(distances, claimed=10.0)
+    assert not experiment.mapping_verdict(distances, claimed=0.1)

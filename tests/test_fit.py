@@ -254,3 +254,35 @@ def test_per_example_weights_match_a_weighted_plain_loop(small_problem):
             num_epochs=1,
             batch_size=10,
         )
+
+
+def test_ragged_weighted_minibatches_match_a_plain_loop(small_problem):
+    """SGD on shuffled minibatches of 7 (the last one short) with per-example weights: each step
+    is the weighted mean loss of the real examples in that minibatch. The reference slices the
+    epoch's permutation itself (the documented key scheme: ``split(fold_in(key, epoch))[0]``)."""
+    from jaxreg.losses import softmax_cross_entropy
+
+    apply, params, x, y = small_problem
+    n, size, lr = len(y), 7, 0.3
+    assert n % size != 0
+    weight = jnp.asarray(np.random.default_rng(1).integers(0, 3, n), jnp.float32)
+    key = jax.random.key(4)
+    result = fit(
+        apply, params, optax.sgd(lr), (x, y, weight), key=key, num_epochs=2, batch_size=size
+    )
+    reference = params
+    for epoch in range(2):
+        shuffle_key, _ = jax.random.split(jax.random.fold_in(key, epoch))
+        order = np.asarray(jax.random.permutation(shuffle_key, n))
+        for start in range(0, n, size):
+            rows = order[start : start + size]
+            xb, yb, wb = x[rows], y[rows], weight[rows]
+            if float(jnp.sum(wb)) == 0.0:
+                continue  # a batch of zero weight contributes no step direction
+
+            def loss(p, xb=xb, yb=yb, wb=wb):
+                return jnp.sum(wb * softmax_cross_entropy(apply(p, xb), yb)) / jnp.sum(wb)
+
+            grads = jax.grad(loss)(reference)
+            reference = jax.tree.map(lambda w, g: w - lr * g, reference, grads)
+    chex.assert_trees_all_close(result.params, reference, rtol=1e-4, atol=1e-5)

@@ -189,13 +189,19 @@ def test_combination_search_includes_the_single_rows_choices():
         final_key=jax.random.key(1),
         anchors=anchors,
     )
-    configs = outcome["tuning"].configs
+    tuning = outcome["tuning"]
+    # Every candidate is trained on search_seeds seeds; configs are listed per member.
+    labels, first = np.unique(tuning.config_index, return_index=True)
+    assert TINY.search_seeds == 2
+    assert np.all(np.bincount(tuning.config_index) == TINY.search_seeds)
+    configs = {k: v[first] for k, v in tuning.configs.items()}
     assert len(configs["dropout_rate"]) == TINY.search_configs + 1 + len(anchors)
     together = (configs["dropout_rate"] == 0.2) & (configs["augment_strength"] == 1.0)
     assert together.sum() == 1 and configs["weight_decay"][together][0] == 0.0
     alone = (configs["dropout_rate"] == 0.2) & (configs["augment_strength"] == 0.0)
     assert alone.sum() == 1
     assert data.test.reads == 0
-    # The choice is the best mean validation accuracy among all candidates.
-    best = int(np.argmax(outcome["tuning"].val_accuracy))
+    # The choice is the best validation accuracy averaged over each candidate's seeds.
+    means = [tuning.val_accuracy[tuning.config_index == c].mean() for c in labels]
+    best = int(np.argmax(means))
     assert outcome["chosen"] == {k: float(v[best]) for k, v in configs.items()}

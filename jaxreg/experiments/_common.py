@@ -13,6 +13,9 @@ DEFAULT_OUT = Path("jaxreg-experiments")  # relative to where the command runs
 def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for JSON and figure")
+    parser.add_argument(
+        "--full", action="store_true", help="the full configuration (slower), where one exists"
+    )
     return parser.parse_args()
 
 

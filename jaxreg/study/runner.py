@@ -50,12 +50,12 @@ class StudyConfig:
     tune_seeds: int = 2
     epochs: int = 100
     wide_epochs: int = 150
-    cnn_epochs: int = 60
+    cnn_epochs: int = 100
     batch_size: int = 100
     val_size: int = 500
     split_seed: int = 0
     search_configs: int = 32
-    search_seeds: int = 1
+    search_seeds: int = 2
     sharpness_iters: int = 20
 
     @classmethod
@@ -125,7 +125,7 @@ def prepare_data(dataset, config: StudyConfig) -> StudyData:
 MODELS: dict[str, Callable[[nnx.Rngs], nnx.Module]] = {
     "mlp": lambda rngs: MLP((40, 100, 100, 10), rngs=rngs),
     "wide_mlp": lambda rngs: MLP((40, 512, 512, 512, 10), rngs=rngs),
-    "cnn": lambda rngs: CNN1D(rngs=rngs),
+    "cnn": lambda rngs: CNN1D(channels=64, rngs=rngs),
 }
 
 

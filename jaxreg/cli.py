@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     one.add_argument("name", help=f"one of: {', '.join(_experiment_names())}")
     one.add_argument("--out", default="jaxreg-experiments", help="output folder")
+    one.add_argument(
+        "--full", action="store_true", help="the full configuration, where the script has one"
+    )
     every = commands.add_parser(
         "experiments",
         help="run every experiment and print a table of verdicts",
@@ -94,7 +97,7 @@ def _sklearn_missing(command: str) -> bool:
     return False
 
 
-def _run_experiment(name: str, out: str) -> int:
+def _run_experiment(name: str, out: str, full: bool = False) -> int:
     import subprocess
 
     if name not in _experiment_names():
@@ -107,6 +110,7 @@ def _run_experiment(name: str, out: str) -> int:
     if _sklearn_missing("experiment"):
         return 2
     command = [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", out]
+    command += ["--full"] if full else []
     return subprocess.run(command, check=False).returncode
 
 
@@ -140,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = TourConfig() if args.seeds is None else TourConfig(seeds=args.seeds)
         run_tour(out, config)
     elif args.command == "experiment":
-        return _run_experiment(args.name, args.out)
+        return _run_experiment(args.name, args.out, args.full)
     elif args.command == "experiments":
         if _sklearn_missing("experiments"):
             return 2

@@ -128,3 +128,19 @@ def test_experiment_commands_name_what_is_wrong(capsys, monkeypatch):
     )
     assert main(["experiments", "--quick"]) == 2
     assert "pip install 'jaxreg[sklearn]'" in capsys.readouterr().err
+
+
+def test_experiment_command_forwards_full(monkeypatch, tmp_path):
+    import subprocess
+
+    seen = {}
+
+    def fake_run(command, check):
+        seen["command"] = command
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert main(["experiment", "early_stopping_vs_l2", "--full", "--out", str(tmp_path)]) == 0
+    assert seen["command"][-1] == "--full" and str(tmp_path) in seen["command"]
+    assert main(["experiment", "early_stopping_vs_l2", "--out", str(tmp_path)]) == 0
+    assert "--full" not in seen["command"]

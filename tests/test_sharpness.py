@@ -468,3 +468,16 @@ def test_thick_restart_rejects_a_basis_too_small():
         sharpness.top_eigenvalues(
             loss_fn, jnp.zeros(4), data, key=jax.random.key(0), k=2, max_basis=3
         )
+
+
+def test_blocked_basis_writes_only_inside_its_block():
+    """A row index before a block's start is negative for that block: it must not wrap around
+    (NumPy-style) and overwrite the block's last rows."""
+    import importlib
+
+    lanczos = importlib.import_module("jaxreg.sharpness.lanczos")
+    block = jnp.zeros((4, 3))
+    for row in (-1, -4, -5, 4, 7):
+        np.testing.assert_array_equal(lanczos._set_row(block, jnp.int32(row), jnp.ones(3)), 0.0)
+    out = jax.jit(lanczos._set_row)(block, jnp.int32(2), jnp.ones(3))
+    np.testing.assert_array_equal(out, np.eye(4)[2][:, None] * np.ones(3))

@@ -236,7 +236,7 @@ def _ritz(
         w, beta = jax.lax.cond(after < 0.7071 * before, again, lambda w: (w, after), w)
         next_v = jnp.where(beta > tiny, w / jnp.where(beta > tiny, beta, 1.0), 0.0)
         blocks = tuple(
-            block.at[m + 1 - offset].set(next_v, mode="drop")
+            _set_row(block, m + 1 - offset, next_v)
             for offset, block in zip(offsets, blocks, strict=True)
         )
         alphas, betas, m = alphas.at[m].set(alpha), betas.at[m].set(beta), m + 1
@@ -264,6 +264,13 @@ def _ritz(
         info["residual_norm"] = jnp.linalg.norm(products - values[:, None] * vectors, axis=1)
         info["num_hvps"] = m + k
     return values, vectors, info
+
+
+def _set_row(block: jax.Array, row: jax.Array, vector: jax.Array) -> jax.Array:
+    """``block`` with ``vector`` in ``row``, unchanged when ``row`` lies outside it (a negative
+    row must not wrap around as NumPy indexing would)."""
+    inside = (row >= 0) & (row < block.shape[0])
+    return block.at[jnp.where(inside, row, block.shape[0])].set(vector, mode="drop")
 
 
 def _dense_wanted_ritz(projected, m, residual, largest: bool):

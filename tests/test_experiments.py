@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +98,17 @@ def test_early_stopping_mapping_verdict_fails_for_a_mapping_off_by_ten():
     assert experiment.mapping_verdict(distances, claimed=1.0)
     assert not experiment.mapping_verdict(distances, claimed=10.0)
     assert not experiment.mapping_verdict(distances, claimed=0.1)
+
+
+def test_dropout_verdict_needs_a_significant_paired_gain():
+    """Negative controls: the rate-0 pipeline against itself (gain exactly 0) and a gain that
+    one bad seed makes insignificant must FAIL; a consistent gain PASSes."""
+    from jaxreg.experiments.dropout import verdict
+
+    zero = np.array([0.60, 0.62, 0.58, 0.61, 0.59])
+    gaps = dict(gap_chosen=[0.2] * 5, gap_zero=[0.4] * 5, mi_test=0.1, mi_noise=0.3)
+    assert not verdict(zero, zero, **gaps)[0]
+    assert not verdict(zero + np.array([0.06, 0.05, -0.08, 0.05, 0.04]), zero, **gaps)[0]
+    passed, bound = verdict(zero + np.array([0.05, 0.06, 0.04, 0.05, 0.06]), zero, **gaps)
+    assert passed and bound > 0.03
+    assert not verdict(zero + 0.05, zero, **{**gaps, "mi_noise": 0.05})[0]

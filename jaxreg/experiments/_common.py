@@ -40,8 +40,55 @@ def mnist1d_mlp(hyper, rngs):
     return MLP((40, 100, 100, 10), rngs=rngs)
 
 
+VALIDATION_SIZE = 500
+
+
+def mnist1d_splits(seed: int = 0):
+    """MNIST-1D with ``VALIDATION_SIZE`` validation examples carved from its training set
+    (a fixed permutation, as in the tour): ``(x_train, y_train, x_val, y_val, dataset)``."""
+    import numpy as np
+
+    from jaxreg import data
+
+    dataset = data.mnist1d()
+    x, y = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
+    order = np.random.default_rng(seed).permutation(len(y))
+    val, train = order[:VALIDATION_SIZE], order[VALIDATION_SIZE:]
+    return x[train], y[train], x[val], y[val], dataset
+
+
+def one_sided_lower_bound(differences, confidence: float = 0.95) -> float:
+    """Lower one-sided ``confidence`` bound of the mean of paired ``differences`` (Student t).
+
+    A verdict "A beats B" PASSes only when this bound is above 0. Fewer than two
+    differences give ``-inf`` (no evidence); identical pipelines give differences of
+    exactly 0 and a bound of 0, which does not PASS.
+
+    Example:
+      >>> round(one_sided_lower_bound([0.02, 0.03, 0.01, 0.02, 0.02]), 4)
+      0.0133
+    """
+    import math
+
+    import numpy as np
+    from scipy.stats import t
+
+    d = np.asarray(differences, np.float64)
+    if d.size < 2:
+        return float("-inf")
+    spread = float(np.std(d, ddof=1))
+    return float(np.mean(d) - t.ppf(confidence, d.size - 1) * spread / math.sqrt(d.size))
+
+
 def train_mnist1d(
-    hyper, seeds: int, make_run, *, make_model=mnist1d_mlp, num_epochs: int = 100, key_seed: int = 0
+    hyper,
+    seeds: int,
+    make_run,
+    *,
+    make_model=mnist1d_mlp,
+    num_epochs: int = 100,
+    key_seed: int = 0,
+    validation: bool = False,
 ):
     """Train a model on MNIST-1D for every value in ``hyper`` × ``seeds``, vmapped in one compile.
 
@@ -49,7 +96,10 @@ def train_mnist1d(
     rate); ``make_run(h)`` returns ``dict(optimizer=..., **fit_kwargs)``. Both get
     one traced hyperparameter value. Returns ``(history, params, dataset,
     apply)``, histories and params shaped ``(len(hyper), seeds, ...)``; ``apply``
-    is for a model built with the first value of ``hyper``.
+    is for a model built with the first value of ``hyper``. With ``validation``,
+    training uses :func:`mnist1d_splits`'s training part and the history's
+    ``eval_*`` is the validation split (select on it, read test once at the end);
+    otherwise the full training set and ``eval_*`` on test.
     """
     import jax
     import jax.numpy as jnp
@@ -57,7 +107,12 @@ def train_mnist1d(
     from jaxreg import data, fit
     from jaxreg.nn import init_params
 
-    dataset = data.mnist1d()
+    if validation:
+        x_train, y_train, x_eval, y_eval, dataset = mnist1d_splits()
+    else:
+        dataset = data.mnist1d()
+        x_train, y_train = dataset.x_train, dataset.y_train
+        x_eval, y_eval = dataset.x_test, dataset.y_test
     init_key, train_key = jax.random.split(jax.random.key(key_seed))
     init_keys = jax.random.split(init_key, seeds)
     keys = jax.random.split(train_key, seeds)
@@ -71,11 +126,11 @@ def train_mnist1d(
             apply,
             params,
             optimizer,
-            (dataset.x_train, dataset.y_train),
+            (x_train, y_train),
             key=k,
             num_epochs=num_epochs,
             batch_size=100,
-            eval_data=(dataset.x_test, dataset.y_test),
+            eval_data=(x_eval, y_eval),
             **options,
         )
         return result.history, result.params

@@ -112,3 +112,12 @@ def test_dropout_verdict_needs_a_significant_paired_gain():
     passed, bound = verdict(zero + np.array([0.05, 0.06, 0.04, 0.05, 0.06]), zero, **gaps)
     assert passed and bound > 0.03
     assert not verdict(zero + 0.05, zero, **{**gaps, "mi_noise": 0.05})[0]
+
+
+def test_augmentation_verdict_fails_without_a_consistent_gain():
+    from jaxreg.experiments.augmentation import verdict
+
+    plain = np.array([0.60, 0.62, 0.58, 0.61, 0.59])
+    assert not verdict(plain, plain)[0]  # strength 0 against itself
+    assert not verdict(plain + np.array([0.1, -0.1, 0.1, -0.1, 0.02]), plain)[0]
+    assert verdict(plain + np.array([0.1, 0.09, 0.11, 0.1, 0.12]), plain)[0]

@@ -121,3 +121,12 @@ def test_augmentation_verdict_fails_without_a_consistent_gain():
     assert not verdict(plain, plain)[0]  # strength 0 against itself
     assert not verdict(plain + np.array([0.1, -0.1, 0.1, -0.1, 0.02]), plain)[0]
     assert verdict(plain + np.array([0.1, 0.09, 0.11, 0.1, 0.12]), plain)[0]
+
+
+def test_label_smoothing_verdict_fails_without_a_consistent_ece_reduction():
+    from jaxreg.experiments.label_smoothing import verdict
+
+    plain = np.array([0.25, 0.24, 0.26, 0.25, 0.27])
+    assert not verdict(plain, plain)[0]  # ε = 0 against itself
+    assert not verdict(plain - np.array([0.05, -0.04, 0.05, -0.05, 0.01]), plain)[0]
+    assert verdict(plain - np.array([0.06, 0.05, 0.07, 0.06, 0.05]), plain)[0]

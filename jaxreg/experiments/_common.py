@@ -40,21 +40,15 @@ def mnist1d_mlp(hyper, rngs):
     return MLP((40, 100, 100, 10), rngs=rngs)
 
 
-VALIDATION_SIZE = 500
-
-
-def mnist1d_splits(seed: int = 0):
-    """MNIST-1D with ``VALIDATION_SIZE`` validation examples carved from its training set
-    (a fixed permutation, as in the tour): ``(x_train, y_train, x_val, y_val, dataset)``."""
-    import numpy as np
-
+def mnist1d_splits():
+    """MNIST-1D with the tour's validation split (500 training examples, fixed seed):
+    ``(x_train, y_train, x_val, y_val, dataset)``."""
     from jaxreg import data
+    from jaxreg.study import StudyConfig, prepare_data
 
     dataset = data.mnist1d()
-    x, y = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
-    order = np.random.default_rng(seed).permutation(len(y))
-    val, train = order[:VALIDATION_SIZE], order[VALIDATION_SIZE:]
-    return x[train], y[train], x[val], y[val], dataset
+    split = prepare_data(dataset, StudyConfig())
+    return split.x_train, split.y_train, split.x_val, split.y_val, dataset
 
 
 def one_sided_lower_bound(differences, confidence: float = 0.95) -> float:

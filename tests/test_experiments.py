@@ -130,3 +130,12 @@ def test_label_smoothing_verdict_fails_without_a_consistent_ece_reduction():
     assert not verdict(plain, plain)[0]  # ε = 0 against itself
     assert not verdict(plain - np.array([0.05, -0.04, 0.05, -0.05, 0.01]), plain)[0]
     assert verdict(plain - np.array([0.06, 0.05, 0.07, 0.06, 0.05]), plain)[0]
+
+
+def test_batch_size_verdict_fails_without_a_consistent_gain():
+    from jaxreg.experiments.batch_size import verdict
+
+    large = np.array([0.61, 0.61, 0.62, 0.60, 0.59])
+    assert not verdict(large, large)[0]  # a batch size against itself
+    assert not verdict(large + np.array([0.05, -0.06, 0.04, -0.05, 0.01]), large)[0]
+    assert verdict(large + np.array([0.05, 0.03, 0.03, 0.04, 0.04]), large)[0]

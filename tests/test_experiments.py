@@ -139,3 +139,13 @@ def test_batch_size_verdict_fails_without_a_consistent_gain():
     assert not verdict(large, large)[0]  # a batch size against itself
     assert not verdict(large + np.array([0.05, -0.06, 0.04, -0.05, 0.01]), large)[0]
     assert verdict(large + np.array([0.05, 0.03, 0.03, 0.04, 0.04]), large)[0]
+
+
+def test_ensembles_verdict_needs_accuracy_and_nll_gains():
+    from jaxreg.experiments.ensembles import verdict
+
+    acc_1, nll_1 = np.array([0.60, 0.61, 0.59, 0.60, 0.62]), np.array([1.6, 1.5, 1.7, 1.6, 1.5])
+    assert not verdict(acc_1, acc_1, nll_1, nll_1)[0]  # k = 1 against itself
+    better_acc, better_nll = acc_1 + 0.05, nll_1 - 0.4
+    assert verdict(acc_1, better_acc + np.array([0, 0.01, 0, 0.01, 0]), nll_1, better_nll)[0]
+    assert not verdict(acc_1, better_acc, nll_1, nll_1 + np.array([0.1, -0.1, 0.1, -0.1, 0]))[0]

@@ -1,11 +1,15 @@
 """Ensembles of MNIST-1D MLPs: seeds only vs bagging vs random subspaces, k = 1…16 members.
 
-Each variant trains 4 independent replicates × 16 members in one vmapped run
+Each variant trains 5 independent replicates × 16 members in one vmapped run
 (bagging through bootstrap example weights, random subspaces through input
-masks over half of the 40 time steps). Test-set class probabilities against
-one-hot targets give the squared-error decomposition
-``ensemble_mse = bias2 + variance/k + (1 − 1/k)·covariance`` for every k; the
-figure shows ensemble test accuracy and the terms vs k.
+masks over half of the 40 time steps). The verdict: for every variant, the
+one-sided 95% lower bounds (Student t over the 5 replicates, paired) of the
+test-accuracy gain and of the NLL reduction from k = 1 to k = 16 members are
+above 0; the same verdict on k = 1 against itself FAILs (tested). Test-set
+class probabilities against one-hot targets also give the squared-error
+decomposition ``ensemble_mse = bias2 + variance/k + (1 − 1/k)·covariance``
+for every k (an identity, reported as a check, not as evidence); the figure
+shows ensemble test accuracy and the terms vs k.
 
 Run: ``python -m jaxreg.experiments.ensembles [--out DIR]``.
 """
@@ -20,15 +24,24 @@ import numpy as np
 import optax
 
 from jaxreg import data, ensembles, fit
-from jaxreg.experiments._common import parse_args, report, rounded
+from jaxreg.experiments._common import one_sided_lower_bound, parse_args, report, rounded
 from jaxreg.nn import MLP, init_params
 
 NAME = "ensembles"
 CLAIM = (
-    "The bias-variance-covariance identity holds for every k, and ensemble error falls "
-    "from k = 1 to k = 16 for every variant"
+    "Ensembling 16 members raises test accuracy and lowers test NLL over one member, for "
+    "seeds, bagging and random subspaces (5 replicates, one-sided paired 95% lower bounds > 0)"
 )
-REPLICATES, MEMBERS, EPOCHS = 4, 16, 60
+REPLICATES, MEMBERS, EPOCHS = 5, 16, 60
+
+
+def verdict(accuracy_1, accuracy_k, nll_1, nll_k) -> tuple[bool, float, float]:
+    """PASS and the lower bounds of the paired accuracy gain and NLL reduction (per replicate)."""
+    accuracy_bound = one_sided_lower_bound(np.asarray(accuracy_k) - np.asarray(accuracy_1))
+    nll_bound = one_sided_lower_bound(np.asarray(nll_1) - np.asarray(nll_k))
+    return bool(accuracy_bound > 0 and nll_bound > 0), accuracy_bound, nll_bound
+
+
 VARIANTS = ("seeds only", "bagging", "random subspaces")
 
 
@@ -70,16 +83,33 @@ def main() -> int:
             rhs = d.bias2 + d.variance / k + (1 - 1 / k) * d.covariance
             identity_gap = max(identity_gap, abs(float(d.ensemble_mse - rhs)))
             terms.append({name: float(v) for name, v in d._asdict().items()})
-        results[variant] = {"accuracy": accuracy, "terms": terms, "identity_gap": identity_gap}
+
+        def per_replicate(k, probs=probs):
+            ensemble = probs[:, :k].mean(1)  # (replicates, n, classes)
+            acc = np.mean(ensemble.argmax(-1) == dataset.y_test, axis=1)
+            picked = np.take_along_axis(ensemble, np.asarray(dataset.y_test)[None, :, None], -1)
+            return acc, -np.mean(np.log(np.maximum(picked[..., 0], 1e-12)), axis=1)
+
+        (acc_1, nll_1), (acc_k, nll_k) = per_replicate(1), per_replicate(MEMBERS)
+        passed_variant, acc_bound, nll_bound = verdict(acc_1, acc_k, nll_1, nll_k)
+        results[variant] = {
+            "accuracy": accuracy,
+            "terms": terms,
+            "identity_gap": identity_gap,
+            "passed": passed_variant,
+            "accuracy_k1": acc_1,
+            "accuracy_k16": acc_k,
+            "nll_k1": nll_1,
+            "nll_k16": nll_k,
+            "accuracy_gain_lower_95": acc_bound,
+            "nll_reduction_lower_95": nll_bound,
+        }
         print(
             f"  {variant:<17} test accuracy k=1 {100 * accuracy[0]:.1f}% → k=16 "
             f"{100 * accuracy[-1]:.1f}%; ensemble MSE {terms[0]['ensemble_mse']:.4f} → "
             f"{terms[-1]['ensemble_mse']:.4f}; identity gap {identity_gap:.1e}"
         )
-    passed = all(
-        r["identity_gap"] < 1e-5 and r["terms"][-1]["ensemble_mse"] < r["terms"][0]["ensemble_mse"]
-        for r in results.values()
-    )
+    passed = all(r["passed"] for r in results.values())
     evidence = {
         variant: {
             "accuracy_by_k": rounded(r["accuracy"]),
@@ -88,6 +118,12 @@ def main() -> int:
             "variance_k16": r["terms"][-1]["variance"],
             "covariance_k16": r["terms"][-1]["covariance"],
             "identity_max_abs_gap": r["identity_gap"],
+            "accuracy_k1_per_replicate": rounded(r["accuracy_k1"]),
+            "accuracy_k16_per_replicate": rounded(r["accuracy_k16"]),
+            "accuracy_gain_lower_95": r["accuracy_gain_lower_95"],
+            "nll_k1_per_replicate": rounded(r["nll_k1"]),
+            "nll_k16_per_replicate": rounded(r["nll_k16"]),
+            "nll_reduction_lower_95": r["nll_reduction_lower_95"],
         }
         for variant, r in results.items()
     }

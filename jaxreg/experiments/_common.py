@@ -65,13 +65,14 @@ def one_sided_lower_bound(differences, confidence: float = 0.95) -> float:
     import math
 
     import numpy as np
-    from scipy.stats import t
+
+    from jaxreg.study.report import _t_quantile
 
     d = np.asarray(differences, np.float64)
     if d.size < 2:
         return float("-inf")
     spread = float(np.std(d, ddof=1))
-    return float(np.mean(d) - t.ppf(confidence, d.size - 1) * spread / math.sqrt(d.size))
+    return float(np.mean(d) - _t_quantile(d.size - 1, confidence) * spread / math.sqrt(d.size))
 
 
 def train_mnist1d(

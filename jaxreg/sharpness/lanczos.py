@@ -109,15 +109,20 @@ def _lanczos_step(matvec):
 
 def _reorthogonalize(basis: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``w`` minus its projection on the rows of ``basis`` (rows not yet used are 0), and its
-    norm. Classical Gram–Schmidt, repeated only when the first pass cancelled more than
-    half of ``w``'s norm (Daniel–Gragg–Kaufman–Stewart: "twice is enough") — each pass
-    reads the whole basis, which dominates a step's cost after the HVP."""
+    norm, by :func:`_twice_is_enough` classical Gram–Schmidt."""
+    return _twice_is_enough(lambda w: w - basis.T @ (basis @ w), w)
+
+
+def _twice_is_enough(project_out: Callable, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``project_out(w)`` and its norm, projected a second time only when the first pass
+    cancelled more than 1/√2 of ``w``'s norm (Daniel–Gragg–Kaufman–Stewart: "twice is
+    enough") — each pass reads the basis, which dominates a step's cost after the HVP."""
     before = jnp.linalg.norm(w)
-    w = w - basis.T @ (basis @ w)
+    w = project_out(w)
     after = jnp.linalg.norm(w)
 
     def again(w):
-        w = w - basis.T @ (basis @ w)
+        w = project_out(w)
         return w, jnp.linalg.norm(w)
 
     return jax.lax.cond(after < 0.7071 * before, again, lambda w: (w, after), w)
@@ -146,14 +151,6 @@ def _default_iters(k: int, n: int, num_iters: int | None) -> int:
     if num_iters < k:
         raise ValueError(f"num_iters={num_iters} gives at most {num_iters} eigenvalues; k={k}")
     return min(num_iters, n)
-
-
-def _phase_sizes(num_iters: int, k: int) -> list[int]:
-    """Static basis sizes for :func:`_ritz`: doubling from 16 (or ``k``) up to ``num_iters``."""
-    sizes = [min(num_iters, max(16, k))]
-    while sizes[-1] < num_iters:
-        sizes.append(min(num_iters, 2 * sizes[-1]))
-    return sizes
 
 
 def _check_tol(tol: float, check_every: int) -> None:
@@ -220,20 +217,10 @@ def _ritz(
         blocks, v, previous, alphas, betas, m, _ = state
         w = matvec(v)
         alpha = jnp.vdot(w, v)
-        # The three-term recurrence removes the large components; one pass of classical
-        # Gram–Schmidt over the blocks in use then removes the rounding drift, and a second
-        # only when that pass cancelled more than 1/√2 of the norm (Daniel–Gragg–Kaufman–
-        # Stewart: "twice is enough").
+        # The three-term recurrence removes the large components; classical Gram–Schmidt
+        # over the blocks in use then removes the rounding drift (a second pass is rare).
         w = w - alpha * v - jnp.where(m > 0, betas[m - 1], 0) * previous
-        before = jnp.linalg.norm(w)
-        w = project_out(blocks, m, w)
-        after = jnp.linalg.norm(w)
-
-        def again(w):
-            w = project_out(blocks, m, w)
-            return w, jnp.linalg.norm(w)
-
-        w, beta = jax.lax.cond(after < 0.7071 * before, again, lambda w: (w, after), w)
+        w, beta = _twice_is_enough(lambda w: project_out(blocks, m, w), w)
         next_v = jnp.where(beta > tiny, w / jnp.where(beta > tiny, beta, 1.0), 0.0)
         blocks = tuple(
             _set_row(block, m + 1 - offset, next_v)

@@ -11,10 +11,10 @@ import numpy as np
 __all__ = ["confidence_interval", "format_table", "paired_difference", "sentences"]
 
 
-def _t_quantile(df: int) -> float:
+def _t_quantile(df: int, probability: float = 0.975) -> float:
     from scipy.stats import t
 
-    return float(t.ppf(0.975, df))
+    return float(t.ppf(probability, df))
 
 
 def confidence_interval(values: Sequence[float]) -> dict[str, float]:

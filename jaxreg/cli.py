@@ -65,15 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     one.add_argument("name", help=f"one of: {', '.join(_experiment_names())}")
     one.add_argument("--out", default="jaxreg-experiments", help="output folder")
-    one.add_argument(
-        "--full", action="store_true", help="the full configuration, where the script has one"
+    size = one.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", action="store_true", help="the reduced configuration the test suite runs"
+    )
+    size.add_argument(
+        "--full", action="store_true", help="extra parts beyond the report, where a script has them"
     )
     every = commands.add_parser(
         "experiments",
         help="run every experiment and print a table of verdicts",
         description="Run every experiment script and print a table of verdicts.",
     )
-    every.add_argument("--quick", action="store_true", help="skip the slowest experiments")
+    every.add_argument(
+        "--quick", action="store_true", help="every experiment in its reduced configuration"
+    )
     every.add_argument("--out", default="jaxreg-experiments", help="output folder")
     return parser
 
@@ -97,7 +103,7 @@ def _sklearn_missing(command: str) -> bool:
     return False
 
 
-def _run_experiment(name: str, out: str, full: bool = False) -> int:
+def _run_experiment(name: str, out: str, full: bool = False, quick: bool = False) -> int:
     import subprocess
 
     if name not in _experiment_names():
@@ -111,6 +117,7 @@ def _run_experiment(name: str, out: str, full: bool = False) -> int:
         return 2
     command = [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", out]
     command += ["--full"] if full else []
+    command += ["--quick"] if quick else []
     return subprocess.run(command, check=False).returncode
 
 
@@ -144,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = TourConfig() if args.seeds is None else TourConfig(seeds=args.seeds)
         run_tour(out, config)
     elif args.command == "experiment":
-        return _run_experiment(args.name, args.out, args.full)
+        return _run_experiment(args.name, args.out, args.full, args.quick)
     elif args.command == "experiments":
         if _sklearn_missing("experiments"):
             return 2

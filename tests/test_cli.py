@@ -143,4 +143,23 @@ def test_experiment_command_forwards_full(monkeypatch, tmp_path):
     assert main(["experiment", "early_stopping_vs_l2", "--full", "--out", str(tmp_path)]) == 0
     assert seen["command"][-1] == "--full" and str(tmp_path) in seen["command"]
     assert main(["experiment", "early_stopping_vs_l2", "--out", str(tmp_path)]) == 0
-    assert "--full" not in seen["command"]
+    assert "--full" not in seen["command"] and "--quick" not in seen["command"]
+    assert main(["experiment", "dropout", "--quick", "--out", str(tmp_path)]) == 0
+    assert seen["command"][-1] == "--quick"
+    with pytest.raises(SystemExit):  # one or the other
+        main(["experiment", "dropout", "--quick", "--full"])
+
+
+def test_experiments_quick_runs_every_script_reduced(monkeypatch, tmp_path):
+    from jaxreg.experiments import __main__ as runner
+
+    calls = []
+
+    def fake_run(name, out, *flags):
+        calls.append((name, flags))
+        return "PASS", 0.0, "claim"
+
+    monkeypatch.setattr(runner, "_run", fake_run)
+    assert runner.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert [name for name, _ in calls] == runner.EXPERIMENTS
+    assert all(flags == ("--quick",) for _, flags in calls)

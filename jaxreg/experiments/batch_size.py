@@ -11,7 +11,9 @@ Also reported: the per-example gradient variance ``tr(Σ)`` and the noise scale
 ``B_simple = tr(Σ)/|G|²`` at the end (undefined once the full gradient is below
 its own sampling noise, as at an interpolating minimum).
 
-Run: ``python -m jaxreg.experiments.batch_size [--out DIR]``.
+``--quick`` (the test suite): ~2,000 steps, same 5 seeds.
+
+Run: ``python -m jaxreg.experiments.batch_size [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ import numpy as np
 import optax
 
 from jaxreg import data, fit, metrics, plots
-from jaxreg.experiments._common import one_sided_lower_bound, parse_args, report, rounded
+from jaxreg.experiments._common import (
+    configuration,
+    one_sided_lower_bound,
+    parse_args,
+    report,
+    rounded,
+)
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, init_params
 
@@ -33,8 +41,8 @@ CLAIM = (
     "(5 seeds, one-sided paired 95% lower bound > 0)"
 )
 BATCH_SIZES = [16, 256]
-SEEDS = 5
-STEPS = 5000
+FULL = {"seeds": 5, "steps": 5000}
+QUICK = {"seeds": 5, "steps": 2000}
 
 
 def verdict(test_small, test_large) -> tuple[bool, float]:
@@ -45,16 +53,18 @@ def verdict(test_small, test_large) -> tuple[bool, float]:
 
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
+    config = configuration(args, FULL, QUICK)
+    seeds, steps = config["seeds"], config["steps"]
     dataset = data.mnist1d()
     apply, params = init_params(
-        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), SEEDS)
+        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), seeds)
     )
     loss_fn = classification_loss(apply)
     train_batches = data.batches(dataset.x_train, dataset.y_train, 100)
     rows = {}
     for batch_size in BATCH_SIZES:
         steps_per_epoch = -(-len(dataset.y_train) // batch_size)
-        epochs = max(1, round(STEPS / steps_per_epoch))
+        epochs = max(1, round(steps / steps_per_epoch))
 
         def run(p, k, batch_size=batch_size, epochs=epochs):
             result = fit(
@@ -71,7 +81,7 @@ def main() -> int:
                 loss_fn, result.params, train_batches
             )
 
-        history, scale = jax.jit(jax.vmap(run))(params, jax.random.split(jax.random.key(1), SEEDS))
+        history, scale = jax.jit(jax.vmap(run))(params, jax.random.split(jax.random.key(1), seeds))
         trace, signal = np.asarray(scale.trace_covariance), np.asarray(scale.gradient_sq_norm)
         test = np.asarray(history["eval_accuracy"][:, -1])
         train = np.asarray(history["train_accuracy"][:, -1])
@@ -106,9 +116,10 @@ def main() -> int:
         np.array([100 * np.std(rows[b]["test_accuracy"]) for b in BATCH_SIZES]),
         args.out / f"{NAME}.png",
         ylabel="test accuracy (%)",
-        title=f"SGD, ~{STEPS} steps at every batch size ({SEEDS} seeds)",
+        title=f"SGD, ~{steps} steps at every batch size ({seeds} seeds)",
     )
     evidence = {
+        **config,
         "by_batch_size": rows,
         "paired_gain_mean": float(gain.mean()),
         "paired_gain_lower_95": bound,

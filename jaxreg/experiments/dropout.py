@@ -1,6 +1,6 @@
 """Dropout regularizes, and MC dropout gives uncertainty: MNIST-1D MLP over dropout rates.
 
-Rates {0, 0.1, 0.2, 0.3, 0.5} × 5 seeds train in one vmapped, compiled run (the
+Rates {0, 0.1, 0.2, 0.3, 0.5} × 5 seeds (100 epochs) train in one vmapped, compiled run (the
 rate is a traced value inside the model) on MNIST-1D's training set less 500
 validation examples. The non-zero rate with the best mean validation accuracy
 is chosen; only then is test read, for that rate and rate 0 on the same seeds.
@@ -9,7 +9,9 @@ PASS needs the one-sided 95% lower bound of the paired test-accuracy gain
 passes, chosen rate) more uncertain (mutual information) on noise than on test.
 The same verdict on the rate-0 pipeline against itself FAILs (tested).
 
-Run: ``python -m jaxreg.experiments.dropout [--out DIR]``.
+``--quick`` (the test suite): rates {0, 0.1, 0.3}, 40 epochs, same 5 seeds.
+
+Run: ``python -m jaxreg.experiments.dropout [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from flax import nnx
 
 from jaxreg import plots
 from jaxreg.experiments._common import (
+    configuration,
     one_sided_lower_bound,
     parse_args,
     report,
@@ -37,8 +40,8 @@ CLAIM = (
     "Dropout shrinks the generalization gap and raises test accuracy over rate 0; "
     "MC dropout is more uncertain (mutual information) on noise than on test data"
 )
-RATES = [0.0, 0.1, 0.2, 0.3, 0.5]
-SEEDS = 5
+FULL = {"rates": [0.0, 0.1, 0.2, 0.3, 0.5], "seeds": 5, "epochs": 100}
+QUICK = {"rates": [0.0, 0.1, 0.3], "seeds": 5, "epochs": 40}
 
 
 def verdict(test_chosen, test_zero, gap_chosen, gap_zero, mi_test, mi_noise) -> tuple[bool, float]:
@@ -50,17 +53,20 @@ def verdict(test_chosen, test_zero, gap_chosen, gap_zero, mi_test, mi_noise) -> 
 
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
+    config = configuration(args, FULL, QUICK)
+    rates = config["rates"]
     history, params, dataset, _ = train_mnist1d(
-        RATES,
-        SEEDS,
+        rates,
+        config["seeds"],
         lambda rate: dict(optimizer=optax.adam(1e-3)),
         make_model=lambda rate, rngs: MLP((40, 100, 100, 10), dropout_rate=rate, rngs=rngs),
+        num_epochs=config["epochs"],
         validation=True,
     )
     val = np.asarray(history["eval_accuracy"][:, :, -1])
     train = np.asarray(history["train_accuracy"][:, :, -1])
     chosen = 1 + int(np.argmax(val[1:].mean(1)))  # selected on validation, never on test
-    rate = RATES[chosen]
+    rate = rates[chosen]
     apply, _ = functional(MLP((40, 100, 100, 10), dropout_rate=rate, rngs=nnx.Rngs(0)))
 
     def test_accuracy(index):
@@ -72,7 +78,7 @@ def main() -> int:
 
     test = {0: test_accuracy(0), chosen: test_accuracy(chosen)}
     gap = {i: train[i] - test[i] for i in test}
-    for i, r in enumerate(RATES):
+    for i, r in enumerate(rates):
         print(f"  rate {r:.1f}: train {100 * train[i].mean():.1f}%  val {100 * val[i].mean():.1f}%")
     trained = jax.tree.map(lambda a: a[chosen, 0], params)
     noise = 3.0 * jax.random.normal(jax.random.key(2), (1000, 40))
@@ -84,7 +90,7 @@ def main() -> int:
     mi_test, mi_noise = mutual_information(dataset.x_test), mutual_information(noise)
     passed, bound = verdict(test[chosen], test[0], gap[chosen], gap[0], mi_test, mi_noise)
     evidence = {
-        "rates": RATES,
+        **config,
         "validation_accuracy_mean": rounded(val.mean(1)),
         "chosen_rate_on_validation": rate,
         "test_accuracy_rate0": rounded(test[0]),
@@ -99,12 +105,12 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     plots.error_bars(
-        [f"p={r}" for r in RATES],
+        [f"p={r}" for r in rates],
         100 * val.mean(1),
         100 * val.std(1),
         args.out / f"{NAME}.png",
         ylabel="validation accuracy (%)",
-        title=f"Validation accuracy vs dropout rate ({SEEDS} seeds); chosen p={rate}",
+        title=f"Validation accuracy vs dropout rate ({config['seeds']} seeds); chosen p={rate}",
     )
     return report(NAME, CLAIM, evidence, passed, args.out)
 

@@ -11,35 +11,90 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "l1_vs_l2",
-        "noise_equals_l2",
-        pytest.param("label_smoothing", marks=pytest.mark.slow),
-        pytest.param("augmentation", marks=pytest.mark.slow),
-        pytest.param("dropout", marks=pytest.mark.slow),
-        pytest.param("parameter_sharing", marks=pytest.mark.slow),
-        "early_stopping_vs_l2",
-        pytest.param("batch_size", marks=pytest.mark.slow),
-        pytest.param("sharp_vs_flat", marks=pytest.mark.slow),
-        pytest.param("ensembles", marks=pytest.mark.slow),
-        pytest.param("bias_variance", marks=pytest.mark.slow),
-    ],
-)
-def test_experiment_passes(name, tmp_path):
+# Every experiment runs in the default suite in its reduced ``--quick``
+# configuration (a fair test of the same claim with fewer epochs/rates/members);
+# the full configuration that the report quotes runs with ``-m slow``.
+EXPERIMENTS = [
+    "l1_vs_l2",
+    "noise_equals_l2",
+    "label_smoothing",
+    "augmentation",
+    "dropout",
+    "parameter_sharing",
+    "early_stopping_vs_l2",
+    "batch_size",
+    "sharp_vs_flat",
+    "ensembles",
+    "bias_variance",
+]
+HAS_QUICK = set(EXPERIMENTS) - {"l1_vs_l2", "noise_equals_l2", "early_stopping_vs_l2"}
+
+
+def _run_experiment(name: str, out: Path, *flags: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", str(tmp_path)],
+        [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", str(out), *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"PASS: {name}" in result.stdout
-    written = json.loads((tmp_path / f"{name}.json").read_text())
+    written = json.loads((out / f"{name}.json").read_text())
     assert written["verdict"] == "PASS"
-    assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    assert (out / f"{name}.png").stat().st_size > 1000
+    return written
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n != "sharp_vs_flat"])
+def test_experiment_passes(name, tmp_path):
+    flags = ("--quick",) if name in HAS_QUICK else ()
+    written = _run_experiment(name, tmp_path, *flags)
+    if name in HAS_QUICK:
+        assert written["evidence"]["configuration"] == "quick"
+
+
+def test_sharp_vs_flat_runs_and_its_verdict_follows_its_rank_correlation(tmp_path):
+    """The sharpness–accuracy correlation is weak on this data (full run: rho -0.39,
+    p 0.046; quick run: rho -0.40, p 0.066), so the quick run may honestly FAIL. What
+    must hold: the script runs, and its verdict is the one its own numbers give,
+    recomputed here from the per-model values with scipy."""
+    from scipy import stats
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxreg.experiments.sharp_vs_flat",
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    written = json.loads((tmp_path / "sharp_vs_flat.json").read_text())
+    arms = written["evidence"]["arms"].values()
+    sharp = np.concatenate([arm["lambda_max"] for arm in arms])
+    accuracy = np.concatenate([arm["test_accuracy"] for arm in arms])
+    rho = stats.spearmanr(sharp, accuracy).statistic
+    p = written["evidence"]["spearman_p_one_sided"]
+    assert written["evidence"]["spearman_lambda_max_vs_test_accuracy"] == pytest.approx(
+        rho, abs=1e-3
+    )
+    assert written["verdict"] == ("PASS" if rho < 0 and p < 0.05 else "FAIL")
+    assert result.returncode == (0 if written["verdict"] == "PASS" else 1)
+    assert (tmp_path / "sharp_vs_flat.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(HAS_QUICK))
+def test_experiment_passes_in_full(name, tmp_path):
+    written = _run_experiment(name, tmp_path)
+    assert written["evidence"]["configuration"] == "full"
 
 
 FAKES = {
@@ -149,3 +204,106 @@ def test_ensembles_verdict_needs_accuracy_and_nll_gains():
     better_acc, better_nll = acc_1 + 0.05, nll_1 - 0.4
     assert verdict(acc_1, better_acc + np.array([0, 0.01, 0, 0.01, 0]), nll_1, better_nll)[0]
     assert not verdict(acc_1, better_acc, nll_1, nll_1 + np.array([0.1, -0.1, 0.1, -0.1, 0]))[0]
+
+
+def test_bias_variance_verdict_needs_both_trends_and_both_endpoint_changes():
+    from jaxreg.experiments.bias_variance import per_example_terms, verdict
+
+    rng = np.random.default_rng(0)
+    strengths = [0.0, 1e-3, 1e-2, 3e-2, 1e-1]
+    n = 2000
+    rising = np.array([0.2, 0.22, 0.25, 0.3, 0.4])
+    falling = np.array([0.3, 0.25, 0.2, 0.12, 0.05])
+    bias = (rng.random((5, n)) < rising[:, None]).astype(float)
+    variance = np.clip(falling[:, None] + 0.05 * rng.standard_normal((5, n)), 0, 1)
+    assert verdict(strengths, bias, variance)[0]
+    # Negative control: a strength that does nothing (every row the same pipeline).
+    assert not verdict(strengths, np.repeat(bias[:1], 5, 0), np.repeat(variance[:1], 5, 0))[0]
+    # Bias that falls, or variance that rises, each FAIL on their own.
+    assert not verdict(strengths, bias[::-1], variance)[0]
+    assert not verdict(strengths, bias, variance[::-1])[0]
+    # Per-example terms average to metrics.bias_variance's 0-1 bias and variance.
+    from jaxreg import metrics
+
+    preds = rng.integers(0, 10, (7, 300))
+    targets = rng.integers(0, 10, 300)
+    b, v = per_example_terms(preds, targets)
+    reference = metrics.bias_variance(preds, targets, "0-1", num_classes=10)
+    np.testing.assert_allclose([b.mean(), v.mean()], [reference.bias, reference.variance], 1e-6)
+
+
+def test_parameter_sharing_verdict_needs_a_significant_gain_over_every_mlp():
+    from jaxreg.experiments.parameter_sharing import verdict
+
+    cnn = np.array([0.90, 0.91, 0.89, 0.92, 0.90])
+    mlp = np.array([0.60, 0.62, 0.58, 0.61, 0.59])
+    passed, bounds = verdict(cnn, 5_000, {"big": (mlp, 20_000), "small": (mlp + 0.02, 6_000)})
+    assert passed and min(bounds.values()) > 0.2
+    assert not verdict(cnn, 5_000, {"itself": (cnn, 6_000)})[0]  # the CNN against itself
+    assert not verdict(cnn, 50_000, {"big": (mlp, 20_000)})[0]  # more parameters than the MLP
+    noisy = cnn[0] + np.array([0.05, -0.05, 0.04, -0.04, 0.0])
+    assert not verdict(noisy, 5_000, {"tied": (np.full(5, cnn[0]), 20_000)})[0]
+
+
+def test_sharp_vs_flat_verdict_needs_a_significant_negative_rank_correlation():
+    from jaxreg.experiments.sharp_vs_flat import verdict
+
+    rng = np.random.default_rng(0)
+    sharpness_values = rng.uniform(1, 50, (4, 5))
+    accuracy = 0.8 - 0.004 * sharpness_values + 0.01 * rng.standard_normal((4, 5))
+    passed, rho, p = verdict(sharpness_values, accuracy)
+    assert passed and rho < -0.5 and p < 0.01
+    # Negative controls: accuracy unrelated to sharpness, and the opposite relation.
+    assert not verdict(sharpness_values, rng.uniform(0.6, 0.7, (4, 5)))[0]
+    assert not verdict(sharpness_values, 0.5 + 0.004 * sharpness_values)[0]
+
+
+def test_rank_correlation_matches_scipy_rho_and_a_brute_force_permutation_p():
+    import itertools
+
+    from scipy import stats
+
+    from jaxreg.experiments._common import rank_correlation
+
+    rng = np.random.default_rng(3)
+    x = rng.random(6)
+    y = x + 0.5 * rng.random(6)
+    rho, p = rank_correlation(x, y, "greater")
+    assert rho == pytest.approx(stats.spearmanr(x, y).statistic)
+    rhos = [stats.spearmanr(x, np.asarray(perm)).statistic for perm in itertools.permutations(y)]
+    assert p == pytest.approx(np.mean(np.asarray(rhos) >= rho - 1e-12))
+    assert rank_correlation(x, y, "less")[1] == pytest.approx(
+        np.mean(np.asarray(rhos) <= rho + 1e-12)
+    )
+    assert np.isnan(rank_correlation(x, np.ones(6), "less")[1])  # constant: no evidence
+    with pytest.raises(ValueError, match="alternative"):
+        rank_correlation(x, y, "two-sided")
+
+
+def test_l1_vs_l2_verdict_needs_exact_zeros_in_the_reference_pattern():
+    from jaxreg.experiments.l1_vs_l2 import verdict
+
+    reference = np.array([[0.0, 0.0, 1.0], [0.0, 0.5, 2.0], [0.3, 1.0, 2.5]])
+    ridge = np.array([[0.1, 0.2, 0.9], [0.2, 0.6, 1.9], [0.3, 1.0, 2.4]])
+    assert verdict(reference + 1e-7 * (reference != 0), reference, ridge)
+    assert not verdict(ridge, reference, ridge)  # a "lasso" without exact zeros
+    assert not verdict(reference, reference, reference)  # a "ridge" with exact zeros
+    assert not verdict(reference + 1e-3 * (reference != 0), reference, ridge)  # values off
+
+
+def test_noise_equals_l2_verdict_fails_for_a_wrong_mapping():
+    from jaxreg.experiments.noise_equals_l2 import ridge_path, verdict
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.3 * rng.normal(size=200)
+    sigmas = np.array([0.0, 0.5, 1.0, 1.5])
+    # Independent reference: ridge by gradient descent on the penalized objective.
+    w = np.zeros((len(sigmas), 4))
+    for _ in range(5000):
+        residual = w @ x.T - y
+        w -= 0.1 * (residual @ x / len(y) + (sigmas**2)[:, None] * w)
+    np.testing.assert_allclose(w, ridge_path(x, y, sigmas**2), atol=1e-6)
+    assert verdict(w, x, y, sigmas)[0]
+    assert not verdict(w, x, y, sigmas, mapping=lambda s: s)[0]
+    assert not verdict(w, x, y, sigmas, mapping=lambda s: 2 * s**2)[0]

@@ -9,10 +9,10 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# Executing a notebook starts a kernel and compiles every tour row: ~2 minutes, so
-# these run with `pytest -m slow` to keep the default suite under 10 minutes on 2 cores.
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["tour", "sharpness"])
+# The sharpness notebook runs in the default suite. The tour notebook compiles every
+# tour row again (~2 minutes on 2 cores): the same run_tour path that
+# tests/test_cli.py::test_quick_tour_end_to_end runs by default, so it is `-m slow`.
+@pytest.mark.parametrize("name", [pytest.param("tour", marks=pytest.mark.slow), "sharpness"])
 def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXREG_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -122,12 +122,12 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     names = list(results)
     plots.error_bars(
-        [f"{n}\n({results[n]['params']:,} params)" for n in names],
+        [n.replace("MLP ", "MLP\n") + f"\n{results[n]['params']:,} params" for n in names],
         np.array([100 * tests[n].mean() for n in names]),
         np.array([100 * tests[n].std() for n in names]),
         args.out / f"{NAME}.png",
         ylabel="test accuracy (%)",
-        title=f"Parameter sharing on MNIST-1D, same budget ({config['seeds']} seeds)",
+        title=f"MNIST-1D, same training budget ({config['seeds']} seeds)",
     )
     return report(NAME, CLAIM, evidence, passed, args.out)
 

@@ -11,7 +11,9 @@ Also reported: the per-example gradient variance ``tr(Σ)`` and the noise scale
 ``B_simple = tr(Σ)/|G|²`` at the end (undefined once the full gradient is below
 its own sampling noise, as at an interpolating minimum).
 
-``--quick`` (the test suite): ~2,000 steps, same 5 seeds.
+``--quick`` (the test suite) is the full configuration: at 2,000 steps the gain
+was +0.8 pp with a lower bound of +0.0003, too thin to survive another CPU's
+rounding, and the full run is cheap.
 
 Run: ``python -m jaxreg.experiments.batch_size [--out DIR] [--quick]``.
 """
@@ -42,7 +44,7 @@ CLAIM = (
 )
 BATCH_SIZES = [16, 256]
 FULL = {"seeds": 5, "steps": 5000}
-QUICK = {"seeds": 5, "steps": 2000}
+QUICK = FULL
 
 
 def verdict(test_small, test_large) -> tuple[bool, float]:

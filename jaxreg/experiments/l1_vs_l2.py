@@ -39,7 +39,7 @@ def verdict(l1_path, reference_l1_path, l2_path, rtol: float = 1e-5) -> bool:
     return bool(
         np.any(l1_path == 0.0)
         and np.array_equal(l1_path == 0.0, reference == 0.0)
-        and np.abs(l1_path - reference).max() <= rtol * scale
+        and np.abs(l1_path - reference).max() < rtol * scale
         and not np.any(np.asarray(l2_path) == 0.0)
     )
 

@@ -42,6 +42,9 @@ TourConfig = StudyConfig
 format_table = report_lib.format_table
 COMBINATION = "best combination"
 WIDE = "wide MLP + combination"
+#: What the wide MLP re-tunes for itself (a wider net wants its own step size); the
+#: regularization strengths are the small MLP's combination, transferred.
+WIDE_RETUNE = {"learning_rate": (1e-3, 2e-3, 4e-3), "lr_decay": (0.0, 1.0)}
 
 
 def _log(message: str) -> None:
@@ -201,8 +204,8 @@ def run_tour(
     bar.set_postfix_str(COMBINATION)
     combo = combination_row(
         COMBINATION,
-        "random search over the combinable strengths (plus the single rows' choices), cosine "
-        "learning-rate schedule",
+        "random search over the combinable strengths, learning rate and cosine decay (plus "
+        "the single rows' choices)",
     )
     anchors = {
         name: value
@@ -222,11 +225,18 @@ def run_tour(
     bar.set_postfix_str(WIDE)
     wide = combination_row(
         WIDE,
-        "MLP 40-512-512-512-10 with the combination's strengths (transferred, not re-tuned)",
+        "MLP 40-512-512-512-10 with the combination's strengths; its learning rate and "
+        "schedule re-tuned on validation",
         model="wide_mlp",
     )
     outcomes[WIDE] = transfer(
-        wide, outcomes[COMBINATION]["chosen"], data, config, final_key=final_key
+        wide,
+        outcomes[COMBINATION]["chosen"],
+        data,
+        config,
+        final_key=final_key,
+        retune=WIDE_RETUNE,
+        key=jax.random.fold_in(key, 2000),
     )
     bar.update()
     bar.close()
@@ -343,10 +353,11 @@ def run_tour(
         table,
         "",
         *report_lib.sentences(measured),
-        f"- **Regularization lets the model grow**: the wide MLP with the combination reaches "
+        f"- **Regularization lets the model grow**: the wide MLP with the combination's "
+        f"strengths (its learning rate and schedule re-tuned on validation) reaches "
         f"{100 * wide_row['test_accuracy']['mean']:.1f}% "
-        f"({_target(wide_row['test_accuracy']['mean'], 0.90)}); the small MLP with the same "
-        f"recipe {100 * combo_row['test_accuracy']['mean']:.1f}%.",
+        f"({_target(wide_row['test_accuracy']['mean'], 0.90)}); the small MLP with the "
+        f"combination {100 * combo_row['test_accuracy']['mean']:.1f}%.",
         f"- **Parameter sharing**: CNN1D reaches {100 * cnn_row['test_accuracy']['mean']:.1f}% "
         f"({_target(cnn_row['test_accuracy']['mean'], 0.97)}); "
         "the MNIST-1D paper reports 94% for its CNN and 96% for humans.",

@@ -3,7 +3,9 @@ choices on validation, intervals against scipy, rows wired to their hyperparamet
 
 import dataclasses
 
+import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
@@ -22,6 +24,7 @@ from jaxreg.study import (
     run_row,
 )
 from jaxreg.study.runner import Trained
+from jaxreg.study.spec import LEARNING_RATE
 
 TINY = StudyConfig(seeds=2, tune_seeds=1, epochs=2, wide_epochs=1, cnn_epochs=1, search_configs=2)
 
@@ -195,13 +198,109 @@ def test_combination_search_includes_the_single_rows_choices():
     assert TINY.search_seeds == 2
     assert np.all(np.bincount(tuning.config_index) == TINY.search_seeds)
     configs = {k: v[first] for k, v in tuning.configs.items()}
-    assert len(configs["dropout_rate"]) == TINY.search_configs + 1 + len(anchors)
+    # The random candidates, both anchors together, each alone, together under cosine decay.
+    assert len(configs["dropout_rate"]) == TINY.search_configs + 1 + len(anchors) + 1
+    single_schedule = (configs["learning_rate"] == LEARNING_RATE) & (configs["lr_decay"] == 0.0)
     together = (configs["dropout_rate"] == 0.2) & (configs["augment_strength"] == 1.0)
-    assert together.sum() == 1 and configs["weight_decay"][together][0] == 0.0
+    assert (together & single_schedule).sum() == 1
+    assert (together & (configs["lr_decay"] == 1.0)).sum() == 1
+    assert np.all(configs["weight_decay"][together] == 0.0)
     alone = (configs["dropout_rate"] == 0.2) & (configs["augment_strength"] == 0.0)
-    assert alone.sum() == 1
+    assert (alone & single_schedule).sum() == 1
     assert data.test.reads == 0
     # The choice is the best validation accuracy averaged over each candidate's seeds.
     means = [tuning.val_accuracy[tuning.config_index == c].mean() for c in labels]
     best = int(np.argmax(means))
     assert outcome["chosen"] == {k: float(v[best]) for k, v in configs.items()}
+
+
+def test_search_refuses_anchors_that_are_not_combinable_strengths():
+    from jaxreg.study.runner import combination_row, search
+
+    data = prepare_data(data_lib.mnist1d(), TINY)
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        search(
+            combination_row("combo", "test"),
+            data,
+            TINY,
+            key=jax.random.key(0),
+            final_key=jax.random.key(1),
+            anchors={"mixup_alpha": 0.2},
+        )
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.5, 1.0])
+def test_combined_optimizer_schedule_matches_optax(decay):
+    """Adam under ``peak·(1 - decay·(1 - cos(π·t/T))/2)``: optax's constant Adam at 0,
+    optax's cosine decay schedule at 1, Adam with the closed-form rate in between (past
+    ``T`` the rate stays at its end value)."""
+    import optax
+
+    from jaxreg.study.spec import combined_optimizer
+
+    steps, peak = 10, 3e-3
+    params = {"w": jnp.array([[1.0, -2.0], [0.5, 0.0]])}
+    grads = [{"w": jnp.full((2, 2), 0.1 * (i + 1)) * jnp.array([1.0, -1.0])} for i in range(12)]
+    ours = combined_optimizer(
+        {"learning_rate": peak, "lr_decay": decay, "weight_decay": 0.0}, steps
+    )
+
+    def reference_rate(count):
+        return peak * (1 - decay * (1 - np.cos(np.pi * min(count / steps, 1.0))) / 2)
+
+    if decay == 0.0:
+        reference = optax.adam(peak)
+    elif decay == 1.0:
+        reference = optax.adam(optax.cosine_decay_schedule(peak, steps))
+    else:
+        reference = optax.adam(reference_rate)
+    state, ref_state = ours.init(params), reference.init(params)
+    for count, g in enumerate(grads):
+        update, state = ours.update(g, state, params)
+        ref_update, ref_state = reference.update(g, ref_state, params)
+        chex.assert_trees_all_close(
+            update, ref_update, rtol=1e-5, atol=1e-8, custom_message=f"{count}"
+        )
+
+
+def test_transfer_retunes_only_the_named_values_on_validation():
+    from jaxreg.study.runner import combination_row, transfer
+
+    data = prepare_data(data_lib.mnist1d(), TINY)
+    chosen = {
+        "weight_decay": 1e-4,
+        "dropout_rate": 0.1,
+        "augment_strength": 0.5,
+        "noise_std": 0.05,
+        "label_smoothing": 0.02,
+        "learning_rate": 1e-3,
+        "lr_decay": 0.0,
+    }
+    outcome = transfer(
+        combination_row("wide", "test"),
+        chosen,
+        data,
+        TINY,
+        final_key=jax.random.key(1),
+        retune={"learning_rate": (1e-3, 4e-3), "lr_decay": (0.0, 1.0)},
+        key=jax.random.key(0),
+    )
+    assert data.test.reads == 0
+    tuning = outcome["tuning"]
+    assert set(tuning.configs) == {"learning_rate", "lr_decay"}
+    assert len(np.unique(tuning.config_index)) == 4
+    picked = outcome["chosen"]
+    assert list(picked) == list(chosen)
+    assert {k: picked[k] for k in list(chosen)[:5]} == {k: chosen[k] for k in list(chosen)[:5]}
+    best = choose(tuning)[1]
+    assert picked["learning_rate"] == best["learning_rate"]
+    assert picked["lr_decay"] == best["lr_decay"]
+    with pytest.raises(ValueError, match="key"):
+        transfer(
+            combination_row("wide", "test"),
+            chosen,
+            data,
+            TINY,
+            final_key=jax.random.key(1),
+            retune={"learning_rate": (1e-3,)},
+        )

@@ -39,6 +39,9 @@ from jaxreg.study.spec import (
 )
 from jaxreg.training import EarlyStopping, fit
 
+#: The learning rate and schedule of every single-regularizer row, as combination values.
+SINGLE_ROW_SCHEDULE = {"learning_rate": LEARNING_RATE, "lr_decay": 0.0}
+
 __all__ = ["HeldOut", "StudyConfig", "StudyData", "Trained", "prepare_data", "run_row", "search"]
 
 
@@ -317,14 +320,21 @@ def search(
 
     ``anchors`` (strengths the single-regularizer rows chose on validation) add
     candidates to the random ones: each anchor alone (the others at 0) and all of
-    them together, so the search can never do worse on validation than stacking
-    what worked alone.
+    them together, at the single rows' constant learning rate, plus all of them
+    under a full cosine decay. The single rows' own settings are thus among the
+    candidates, so the search can do worse on validation than a single row only by
+    seed noise.
     """
-    space = {k: sweeps.LogUniform(*bounds) for k, bounds in combination_space().items()}
+    space = combination_space()
     configs = sweeps.random(jax.random.fold_in(key, 1), config.search_configs, **space)
     if anchors:
-        extra = [{name: anchors.get(name, 0.0) for name in space}]
-        extra += [{n: (v if n == name else 0.0) for n, v in extra[0].items()} for name in anchors]
+        strengths = [name for name in space if name not in SINGLE_ROW_SCHEDULE]
+        unknown = sorted(set(anchors) - set(strengths))
+        if unknown:
+            raise ValueError(f"anchors {unknown} are not combinable strengths {strengths}")
+        together = {**{n: anchors.get(n, 0.0) for n in strengths}, **SINGLE_ROW_SCHEDULE}
+        alone = [{**together, **{n: 0.0 for n in strengths if n != name}} for name in anchors]
+        extra = [together, *alone, {**together, "lr_decay": 1.0}]
         configs = {
             name: np.concatenate([values, [candidate[name] for candidate in extra]])
             for name, values in configs.items()
@@ -336,17 +346,47 @@ def search(
 
 
 def transfer(
-    row: Row, chosen: Mapping[str, float], data: StudyData, config: StudyConfig, *, final_key
+    row: Row,
+    chosen: Mapping[str, float],
+    data: StudyData,
+    config: StudyConfig,
+    *,
+    final_key: jax.Array,
+    retune: Mapping[str, tuple[float, ...]] | None = None,
+    key: jax.Array | None = None,
 ) -> dict[str, Any]:
-    """Train ``row`` with strengths chosen elsewhere (no tuning of its own)."""
-    fixed = replace(row, fixed={**row.fixed, **chosen})
-    final = _train_choice(fixed, data, config, {}, final_key=final_key)
-    return {"row": row, "chosen": dict(chosen), "tuning": None, "final": final}
+    """Train ``row`` with strengths chosen elsewhere.
+
+    ``retune`` (name → grid) re-chooses those values for ``row`` on validation (one
+    sweep over the grid × ``tune_seeds``, keyed by ``key``); every other value is
+    transferred as chosen. Without it nothing is tuned.
+    """
+    if not retune:
+        fixed = replace(row, fixed={**row.fixed, **chosen})
+        final = _train_choice(fixed, data, config, {}, final_key=final_key)
+        return {"row": row, "chosen": dict(chosen), "tuning": None, "final": final}
+    if key is None:
+        raise ValueError("transfer with retune needs a key for its tuning sweep")
+    kept = {name: value for name, value in chosen.items() if name not in retune}
+    tuned = run_row(
+        replace(row, fixed={**row.fixed, **kept}, search=dict(retune)),
+        data,
+        config,
+        key=key,
+        final_key=final_key,
+    )
+    values = {name: tuned["chosen"].get(name, value) for name, value in chosen.items()}
+    return {
+        "row": row,
+        "chosen": {**values, **tuned["chosen"]},
+        "tuning": tuned["tuning"],
+        "final": tuned["final"],
+    }
 
 
 def combination_row(name: str, description: str, model: str = "mlp") -> Row:
     """A row stacking weight decay, dropout, augmentation, input noise and label smoothing
-    under a cosine learning-rate schedule."""
+    under :func:`~jaxreg.study.spec.combined_optimizer`'s learning rate and cosine decay."""
     return Row(
         name,
         description,

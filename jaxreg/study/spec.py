@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
-from jaxreg import masks, penalties
+from jaxreg import masks, penalties, sweeps
 from jaxreg import transforms as tx
 from jaxreg.augment import signal
 from jaxreg.training import batch_transforms as bt
@@ -122,8 +123,20 @@ def _mixup():
 
 
 def combined_optimizer(hparams: Hparams, steps: int) -> optax.GradientTransformation:
-    """Adam with a cosine schedule over the run and decoupled weight decay (combination rows)."""
-    schedule = optax.cosine_decay_schedule(LEARNING_RATE, steps)
+    """Adam with decoupled weight decay under a cosine-shaped learning rate (combination rows).
+
+    The rate starts at ``hparams["learning_rate"]`` (default :data:`LEARNING_RATE`)
+    and falls along a half cosine by the fraction ``hparams["lr_decay"]`` (default
+    1: to zero) over ``steps``; ``lr_decay`` 0 is the single rows' constant rate, so
+    a search over it contains them.
+    """
+    peak = hparams.get("learning_rate", LEARNING_RATE)
+    decay = hparams.get("lr_decay", 1.0)
+
+    def schedule(count):
+        progress = jnp.minimum(count / steps, 1.0)
+        return peak * (1.0 - decay * 0.5 * (1.0 - jnp.cos(jnp.pi * progress)))
+
     return optax.chain(
         optax.adam(schedule),
         tx.decoupled_weight_decay(hparams["weight_decay"], mask=masks.weights_only),
@@ -135,14 +148,21 @@ def combined_transform():
     return bt.chain(_augment(), bt.input_noise(), bt.label_smoothing(10))
 
 
-def combination_space() -> dict[str, tuple[float, float]]:
-    """Log-uniform ranges of the random search over combinable strengths."""
+def combination_space() -> dict[str, sweeps.Uniform | sweeps.LogUniform]:
+    """Distributions of the random search over the combinable strengths and the schedule.
+
+    Example:
+      >>> sorted(combination_space())[:3]
+      ['augment_strength', 'dropout_rate', 'label_smoothing']
+    """
     return {
-        "weight_decay": (1e-6, 1e-3),
-        "dropout_rate": (0.02, 0.5),
-        "augment_strength": (0.1, 2.0),
-        "noise_std": (0.01, 0.5),
-        "label_smoothing": (0.005, 0.2),
+        "weight_decay": sweeps.LogUniform(1e-6, 1e-3),
+        "dropout_rate": sweeps.LogUniform(0.02, 0.5),
+        "augment_strength": sweeps.LogUniform(0.1, 2.0),
+        "noise_std": sweeps.LogUniform(0.01, 0.5),
+        "label_smoothing": sweeps.LogUniform(0.005, 0.2),
+        "learning_rate": sweeps.LogUniform(5e-4, 5e-3),
+        "lr_decay": sweeps.Uniform(0.0, 1.0),
     }
 
 

@@ -481,3 +481,81 @@ def test_blocked_basis_writes_only_inside_its_block():
         np.testing.assert_array_equal(lanczos._set_row(block, jnp.int32(row), jnp.ones(3)), 0.0)
     out = jax.jit(lanczos._set_row)(block, jnp.int32(2), jnp.ones(3))
     np.testing.assert_array_equal(out, np.eye(4)[2][:, None] * np.ones(3))
+
+
+def _diagonal_quadratic(n=30):
+    eigenvalues = jnp.linspace(-1.0, 6.0, n) ** 2 - 2.0  # indefinite, a spread spectrum
+
+    def loss_fn(w, batch):
+        return 0.5 * jnp.sum(batch * w**2)
+
+    return loss_fn, jnp.ones(n), eigenvalues[None], np.asarray(eigenvalues, np.float64)
+
+
+def _first_adequate_run(estimates, tol, min_runs):
+    for count in range(min_runs, len(estimates) + 1):
+        used = estimates[:count]
+        if used.std(ddof=1) / np.sqrt(count) <= tol * abs(used.mean()):
+            return count
+    return len(estimates)
+
+
+@pytest.mark.parametrize(("tol", "min_runs"), [(0.05, 2), (0.1, 3)])
+def test_adaptive_slq_stops_where_the_trace_estimate_first_reaches_tol(tol, min_runs):
+    loss_fn, params, data, eigenvalues = _diagonal_quadratic()
+    key, num_runs, n = jax.random.key(4), 40, len(eigenvalues)
+    full = sharpness.spectral_density(loss_fn, params, data, key=key, num_iters=8, num_runs=40)
+    out = sharpness.spectral_density(
+        loss_fn, params, data, key=key, num_iters=8, num_runs=num_runs, tol=tol, min_runs=min_runs
+    )
+    # The independent reference: each run's trace estimate n·vᵀHv/‖v‖² from its start vector.
+    starts = [np.asarray(jax.random.normal(k, (n,))) for k in jax.random.split(key, num_runs)]
+    estimates = np.array([n * np.sum(eigenvalues * v**2) / np.sum(v**2) for v in starts])
+    runs = _first_adequate_run(estimates, tol, min_runs)
+    assert 2 < runs < num_runs  # the rule decided, not a bound
+    assert int(out.runs) == runs and int(full.runs) == num_runs
+    np.testing.assert_allclose(out.nodes[:runs], full.nodes[:runs], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.weights[:runs], full.weights[:runs], rtol=1e-5, atol=1e-6)
+    assert not np.any(out.nodes[runs:]) and not np.any(out.weights[runs:])
+    np.testing.assert_allclose(
+        n * np.sum(np.asarray(out.weights) * np.asarray(out.nodes), axis=1)[:runs],
+        estimates[:runs],
+        rtol=1e-4,
+    )
+    # The density of the used runs, by hand on the returned grid.
+    nodes, weights = np.asarray(full.nodes[:runs]), np.asarray(full.weights[:runs])
+    width = 0.01 * (nodes.max() - nodes.min())
+    grid = np.asarray(out.grid)
+    gauss = np.exp(-0.5 * ((grid[:, None, None] - nodes[None]) / width) ** 2)
+    by_hand = np.sum(gauss * weights[None], axis=(1, 2)) / (width * np.sqrt(2 * np.pi) * runs)
+    np.testing.assert_allclose(out.density, by_hand, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(
+        grid[0], nodes.min() - 0.05 * (nodes.max() - nodes.min()) - 3 * width, rtol=1e-5
+    )
+
+
+def test_adaptive_slq_with_zero_tol_is_the_fixed_run_and_is_per_member_under_jit_vmap():
+    loss_fn, params, data, _ = _diagonal_quadratic()
+    key = jax.random.key(5)
+    fixed = sharpness.spectral_density(loss_fn, params, data, key=key, num_iters=8, num_runs=6)
+    zero = sharpness.spectral_density(
+        loss_fn, params, data, key=key, num_iters=8, num_runs=6, tol=0.0
+    )
+    chex.assert_trees_all_close(zero, fixed, rtol=1e-5, atol=1e-6)
+
+    def measure(k):
+        return sharpness.spectral_density(
+            loss_fn, params, data, key=k, num_iters=8, num_runs=30, tol=0.05
+        )
+
+    keys = jax.random.split(jax.random.key(6), 3)
+    batched = jax.jit(jax.vmap(measure))(keys)
+    singles = [measure(k) for k in keys]
+    assert len({int(s.runs) for s in singles}) > 1  # members stop at different runs
+    for index, single in enumerate(singles):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, i=index: a[i], batched), single, rtol=1e-4, atol=1e-5
+        )
+    for bad in ({"tol": -1.0}, {"tol": 0.1, "min_runs": 1}, {"num_runs": 0}):
+        with pytest.raises(ValueError, match=r"tol|min_runs|num_runs"):
+            sharpness.spectral_density(loss_fn, params, data, key=key, **bad)

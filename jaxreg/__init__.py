@@ -3,6 +3,7 @@
 from jaxreg import augment as augment
 from jaxreg import data as data
 from jaxreg import ensembles as ensembles
+from jaxreg import jacobian as jacobian
 from jaxreg import labels as labels
 from jaxreg import landscape as landscape
 from jaxreg import losses as losses

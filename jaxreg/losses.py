@@ -18,7 +18,9 @@ from jaxreg._checks import float_dtype
 __all__ = [
     "accuracy_per_example",
     "classification_loss",
+    "r_drop",
     "softmax_cross_entropy",
+    "symmetric_kl",
     "weighted_mean",
 ]
 
@@ -78,3 +80,44 @@ def classification_loss(
         return weighted_mean(loss(logits, batch["y"]), batch.get("weight"))
 
     return loss_fn
+
+
+def symmetric_kl(logits_a: jax.Array, logits_b: jax.Array) -> jax.Array:
+    """Per-example ``½(KL(p_a‖p_b) + KL(p_b‖p_a))`` of two softmax distributions.
+
+    Example:
+      >>> a, b = jnp.log(jnp.array([[0.5, 0.5]])), jnp.log(jnp.array([[0.9, 0.1]]))
+      >>> round(float(symmetric_kl(a, b)[0]), 4)  # ½(0.5108 + 0.3681)
+      0.4394
+    """
+    log_a = jax.nn.log_softmax(logits_a, axis=-1)
+    log_b = jax.nn.log_softmax(logits_b, axis=-1)
+    difference = log_a - log_b
+    return 0.5 * jnp.sum((jnp.exp(log_a) - jnp.exp(log_b)) * difference, axis=-1)
+
+
+def r_drop(
+    apply: Apply,
+    params: chex.ArrayTree,
+    x: jax.Array,
+    *,
+    key: jax.Array,
+    weight: jax.Array | None = None,
+    **apply_kwargs,
+) -> jax.Array:
+    """R-Drop's consistency term (Liang et al., 2021): the weighted mean over examples of
+    :func:`symmetric_kl` between two training-mode passes with independent dropout keys.
+
+    Add ``α·r_drop(...)`` to the loss; it is 0 for a model without stochastic layers.
+    ``apply_kwargs`` (e.g. ``hparams``) go to both passes.
+
+    Example:
+      >>> import jax
+      >>> apply = lambda w, x, *, key, train: x @ w  # no dropout: both passes agree
+      >>> float(r_drop(apply, jnp.eye(2), jnp.ones((3, 2)), key=jax.random.key(0)))
+      0.0
+    """
+    key_a, key_b = jax.random.split(key)
+    logits_a = apply(params, x, key=key_a, train=True, **apply_kwargs)
+    logits_b = apply(params, x, key=key_b, train=True, **apply_kwargs)
+    return weighted_mean(symmetric_kl(logits_a, logits_b), weight)

@@ -19,7 +19,15 @@ from jax.typing import ArrayLike
 from jaxreg._checks import check_interval, check_non_negative
 from jaxreg.masks import MaskLike, resolve
 
-__all__ = ["elastic_net", "group_lasso", "group_norms", "l1", "l2", "penalized"]
+__all__ = [
+    "elastic_net",
+    "group_lasso",
+    "group_norms",
+    "l1",
+    "l2",
+    "orthogonality",
+    "penalized",
+]
 
 LossFn = Callable[[chex.ArrayTree, Any], jax.Array]
 
@@ -116,6 +124,38 @@ def group_lasso(
             else 1.0
         )
         return scale * jnp.sum(group_norms(leaf, group_axis))
+
+    return _masked_sum(penalty, params, mask)
+
+
+def orthogonality(
+    params: chex.ArrayTree, mask: MaskLike | None = None, *, double: bool = False
+) -> jax.Array:
+    """Soft orthogonality ``Σ ‖WᵀW − I‖²_F`` over the selected leaves of ≥ 2 dimensions.
+
+    Each kernel is read as ``W`` of shape ``(fan_in, units)``: a dense kernel
+    ``(in, out)`` as is, a conv kernel ``(..., in, out)`` reshaped to
+    ``(prod(...)·in, out)``, so ``WᵀW`` compares the units' incoming weight vectors
+    (Xie et al., 2017). ``double=True`` adds ``‖WWᵀ − I‖²_F`` (double soft
+    orthogonality, Bansal et al., 2018), which also constrains kernels with more
+    units than inputs, where ``WᵀW = I`` is impossible. Leaves with fewer than two
+    dimensions (biases, scales) contribute nothing.
+
+    Example:
+      >>> float(orthogonality({"w": jnp.eye(3), "b": jnp.ones(3)}))
+      0.0
+      >>> float(orthogonality({"w": 2 * jnp.eye(2)}))  # ‖4I − I‖² = 2·9
+      18.0
+    """
+
+    def penalty(leaf: jax.Array) -> jax.Array:
+        if leaf.ndim < 2:
+            return jnp.zeros((), leaf.dtype)
+        w = leaf.reshape(-1, leaf.shape[-1])
+        total = jnp.sum(jnp.square(w.T @ w - jnp.eye(w.shape[1], dtype=w.dtype)))
+        if double:
+            total = total + jnp.sum(jnp.square(w @ w.T - jnp.eye(w.shape[0], dtype=w.dtype)))
+        return total
 
     return _masked_sum(penalty, params, mask)
 

@@ -25,6 +25,7 @@ __all__ = [
     "ScheduleCountState",
     "decoupled_weight_decay",
     "masked_gradient_noise",
+    "max_norm",
     "proximal_elastic_net",
     "proximal_group_lasso",
     "proximal_l1",
@@ -215,3 +216,50 @@ def masked_gradient_noise(
     """
     check_non_negative(eta, "eta")
     return _with_mask(optax.add_noise(eta, gamma, key), mask)
+
+
+def max_norm(radius: ArrayLike, *, mask: MaskLike | None = None) -> optax.GradientTransformation:
+    """Project each unit's incoming weights onto the ball of radius ``radius`` after the step.
+
+    The max-norm constraint of Srebro et al. (2005), used with dropout by
+    Srivastava et al. (2014): with ``p' = params + updates``, every unit's weight
+    vector (a slice along the last axis: a column of a dense kernel ``(in, out)``,
+    one output channel of a conv kernel ``(..., in, out)``) is scaled by
+    ``min(1, c/‖w‖₂)``; the returned update is ``project(p') − params``. Put it
+    *last* in ``optax.chain`` (after the learning rate), since it acts on the new
+    parameters, not on a gradient. 1-D leaves would be clipped entry by entry;
+    select the kernels with ``mask=masks.weights_only``.
+
+    Args:
+      radius: the largest norm ``c`` a unit's weight vector may have (may be traced).
+      mask: leaves to constrain (optax semantics).
+
+    Example:
+      >>> import optax, jax.numpy as jnp
+      >>> opt = optax.chain(optax.sgd(1.0), max_norm(1.0))
+      >>> params = {"w": jnp.array([[3.0, 0.1], [4.0, 0.1]])}
+      >>> updates, _ = opt.update({"w": jnp.zeros((2, 2))}, opt.init(params), params)
+      >>> new = optax.apply_updates(params, updates)["w"]  # column 0 had norm 5
+      >>> [[round(float(v), 4) for v in row] for row in new]
+      [[0.6, 0.1], [0.8, 0.1]]
+    """
+    check_non_negative(radius, "radius")
+
+    def init_fn(params: chex.ArrayTree) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def constrain(update: jax.Array, param: jax.Array) -> jax.Array:
+        new = param + update
+        axes = tuple(range(new.ndim - 1))
+        norms = jnp.sqrt(jnp.sum(jnp.square(new), axis=axes, keepdims=True))
+        scale = radius / jnp.maximum(norms, jnp.finfo(new.dtype).tiny)
+        # Units inside the ball keep their update bit for bit.
+        return jnp.where(norms > radius, new * scale.astype(new.dtype) - param, update)
+
+    def update_fn(updates, state, params=None):
+        params = _require_params(params, "max_norm")
+        updates = jax.tree.map(constrain, updates, params)
+        return updates, state
+
+    return _with_mask(optax.GradientTransformation(init_fn, update_fn), mask)

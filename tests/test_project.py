@@ -28,6 +28,7 @@ def test_public_api_is_reexported():
         "training",
         "fit",
         "losses",
+        "jacobian",
         "penalties",
         "prox",
         "transforms",

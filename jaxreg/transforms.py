@@ -29,6 +29,7 @@ __all__ = [
     "proximal_elastic_net",
     "proximal_group_lasso",
     "proximal_l1",
+    "sam",
 ]
 
 ScalarOrSchedule = ArrayLike | optax.Schedule
@@ -263,3 +264,63 @@ def max_norm(radius: ArrayLike, *, mask: MaskLike | None = None) -> optax.Gradie
         return updates, state
 
     return _with_mask(optax.GradientTransformation(init_fn, update_fn), mask)
+
+
+def _sam_ascent(rho: ArrayLike, adaptive: bool, eta: float) -> optax.GradientTransformation:
+    """Minus SAM's ascent step ``ε = ρ·T²g/‖Tg‖`` (``T = I``, or ``|w| + η`` for ASAM);
+    optax's ``sam`` negates it back."""
+
+    def update_fn(updates, state, params=None):
+        if adaptive:
+            params = _require_params(params, "sam(adaptive=True)")
+            scale = jax.tree.map(lambda p: jnp.abs(p) + eta, params)
+        else:
+            scale = jax.tree.map(jnp.ones_like, updates)
+        scaled = jax.tree.map(lambda t, g: t * g, scale, updates)
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(scaled)))
+        factor = rho / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny)
+        return jax.tree.map(lambda t, tg: -factor * t * tg, scale, scaled), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def sam(
+    optimizer: optax.GradientTransformation,
+    rho: ArrayLike,
+    *,
+    adaptive: bool = False,
+    eta: float = 0.01,
+) -> optax.GradientTransformationExtraArgs:
+    """Sharpness-aware minimization with one descent step per minibatch.
+
+    Each update moves to the ascent point ``w + ε``, ``ε = ρ·g/‖g‖`` (Foret et al.,
+    2021), or for ASAM ``ε = ρ·T²g/‖Tg‖`` with ``T = |w| + η`` (Kwon et al., 2021),
+    takes the gradient there, and hands it to ``optimizer`` at ``w``. The gradient at
+    the ascent point comes from the ``grad_fn(params, i)`` keyword that
+    :func:`jaxreg.fit`'s loop passes to every update (optax's opaque SAM mode), so
+    the number of descent steps equals the number of minibatches, unlike
+    ``optax.contrib.sam``'s default mode, which alternates ascent and descent steps.
+
+    Args:
+      optimizer: the descent optimizer (e.g. ``optax.adam(1e-3)``).
+      rho: the neighbourhood radius ``ρ`` (may be traced).
+      adaptive: ASAM's scale-invariant neighbourhood.
+      eta: ASAM's offset ``η`` (keeps zero weights perturbable).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> loss = lambda w: jnp.sum(w**4)
+      >>> opt = sam(optax.sgd(0.1), rho=0.5)
+      >>> w = jnp.array([1.0, 0.0])
+      >>> grad_fn = lambda p, _: jax.grad(loss)(p)
+      >>> updates, _ = opt.update(jax.grad(loss)(w), opt.init(w), w, grad_fn=grad_fn)
+      >>> round(float(updates[0]), 3)  # -0.1·4·(1 + 0.5)³ at the ascent point
+      -1.35
+    """
+    check_non_negative(rho, "rho")
+    return optax.contrib.sam(
+        optimizer,
+        _sam_ascent(rho, adaptive, eta),
+        sync_period=2,
+        opaque_mode=True,
+    )

@@ -202,3 +202,76 @@ def test_symmetric_kl_matches_scipy_and_r_drop_is_two_dropout_passes():
         jnp.mean(losses.symmetric_kl(first, second)[:5]),
         rtol=1e-6,
     )
+
+
+def _quartic_loss(params, batch=None):
+    return jnp.sum(params["a"] ** 4) + jnp.sum(jnp.sin(params["b"]) * params["b"] ** 2)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_update_is_the_hand_written_sam_and_asam_step(adaptive, x64):
+    params = {"a": jnp.array([1.0, -0.5, 0.0]), "b": jnp.array([[0.3, 2.0]])}
+    grad = jax.grad(_quartic_loss)
+    rho, eta = 0.2, 0.01
+    opt = transforms.sam(optax.adam(0.1), rho, adaptive=adaptive, eta=eta)
+    state = opt.init(params)
+    reference = optax.adam(0.1)
+    ref_state = reference.init(params)
+    for _ in range(3):
+        g = np.concatenate([np.ravel(grad(params)["a"]), np.ravel(grad(params)["b"])])
+        w = np.concatenate([np.ravel(params["a"]), np.ravel(params["b"])])
+        t = np.abs(w) + eta if adaptive else np.ones_like(w)
+        epsilon = rho * t**2 * g / np.linalg.norm(t * g)
+        ascent = {"a": params["a"] + epsilon[:3], "b": params["b"] + epsilon[3:].reshape(1, 2)}
+        ref_updates, ref_state = reference.update(grad(ascent), ref_state, params)
+        updates, state = opt.update(grad(params), state, params, grad_fn=lambda p, _: grad(p))
+        chex.assert_trees_all_close(updates, ref_updates, rtol=1e-10, atol=1e-12)
+        params = optax.apply_updates(params, updates)
+
+
+def test_fit_with_sam_takes_one_descent_step_per_minibatch_like_a_plain_loop():
+    from jaxreg import fit
+
+    x = jax.random.normal(jax.random.key(0), (32, 3))
+    y = (x[:, 0] + x[:, 1] > 0).astype(jnp.int32)
+    apply, params = functional(MLP((3, 8, 2), activation="tanh", rngs=nnx.Rngs(0)))
+    rho, lr = 0.05, 0.1
+    result = fit(
+        apply,
+        params,
+        lambda h: transforms.sam(optax.sgd(lr), h["sam_rho"]),
+        (x, y),
+        key=jax.random.key(1),
+        num_epochs=4,
+        batch_size=32,  # one minibatch per epoch: the order inside it does not matter
+        hparams={"sam_rho": rho},
+    )
+    loss_fn = losses.classification_loss(apply)
+    batch = {"x": x, "y": y}
+    manual = params
+    for _ in range(4):
+        g = jax.grad(loss_fn)(manual, batch)
+        norm = np.sqrt(sum(float(jnp.sum(gi**2)) for gi in jax.tree.leaves(g)))
+        ascent = jax.tree.map(lambda p, gi, n=norm: p + rho * gi / n, manual, g)
+        manual = jax.tree.map(lambda p, gi: p - lr * gi, manual, jax.grad(loss_fn)(ascent, batch))
+    chex.assert_trees_all_close(result.params, manual, rtol=2e-5, atol=2e-6)
+    assert not np.allclose(
+        ravel(result.params),
+        ravel(
+            fit(
+                apply,
+                params,
+                optax.sgd(lr),
+                (x, y),
+                key=jax.random.key(1),
+                num_epochs=4,
+                batch_size=32,
+            ).params
+        ),
+    )
+    with pytest.raises(ValueError, match="rho"):
+        transforms.sam(optax.sgd(0.1), -0.1)
+
+
+def ravel(tree):
+    return np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(tree)])

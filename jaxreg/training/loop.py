@@ -313,7 +313,7 @@ class TrainLoop:
         frozen (its epochs are computed and discarded).
         """
         hparams = {} if hparams is None else hparams
-        optimizer = optimizer_for(self.optimizer, hparams)
+        optimizer = optax.with_extra_args_support(optimizer_for(self.optimizer, hparams))
 
         def step(carry, inputs):
             params, opt_state, model_state = carry
@@ -321,7 +321,15 @@ class TrainLoop:
             (value, new_model_state), grads = jax.value_and_grad(self.objective, has_aux=True)(
                 params, model_state, batch, step_key, hparams
             )
-            updates, opt_state = optimizer.update(grads, opt_state, params)
+
+            def grad_fn(point, _):
+                # Gradient of this minibatch's objective elsewhere (same batch, key and
+                # state): what transforms.sam's descent step needs. Untraced otherwise.
+                return jax.grad(
+                    lambda p: self.objective(p, model_state, batch, step_key, hparams)[0]
+                )(point)
+
+            updates, opt_state = optimizer.update(grads, opt_state, params, grad_fn=grad_fn)
             new_params = optax.apply_updates(params, updates)
             return (new_params, opt_state, new_model_state), (value, batch_weight(batch))
 

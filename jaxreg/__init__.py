@@ -1,6 +1,7 @@
 """jaxreg: regularization research in JAX."""
 
 from jaxreg import augment as augment
+from jaxreg import averaging as averaging
 from jaxreg import data as data
 from jaxreg import ensembles as ensembles
 from jaxreg import jacobian as jacobian

@@ -28,6 +28,7 @@ def test_public_api_is_reexported():
         "training",
         "fit",
         "losses",
+        "averaging",
         "jacobian",
         "penalties",
         "prox",

@@ -61,6 +61,29 @@ def test_sweep_equals_a_loop_of_single_runs_and_traces_once():
     assert len(summary) == 16 and "accuracy_sd" in summary
 
 
+def test_compiler_options_reach_the_compile_and_keep_the_results():
+    chex.clear_trace_counter()
+    plain = sweeps.run(train_fn, CONFIGS, key=jax.random.key(1), progress=False)
+    counted = chex.assert_max_traces(train_fn, n=1)
+    fast = sweeps.run(
+        counted,
+        CONFIGS,
+        key=jax.random.key(1),
+        progress=False,
+        compiler_options={"xla_backend_optimization_level": 0},
+    )
+    chex.assert_trees_all_close(fast.metrics, plain.metrics, rtol=1e-5, atol=1e-6)
+    # The options are the compiler's: a misspelt one fails instead of being ignored.
+    with pytest.raises(Exception, match="xla_backend_optimisation_level"):
+        sweeps.run(
+            train_fn,
+            CONFIGS,
+            key=jax.random.key(1),
+            progress=False,
+            compiler_options={"xla_backend_optimisation_level": 0},
+        )
+
+
 def test_a_diverging_member_is_flagged_and_does_not_touch_the_others():
     configs = {"lr": np.array([0.01, 0.1, 1e12, 0.3]), "wd": np.zeros(4)}
     with_bad = sweeps.run(train_fn, configs, key=jax.random.key(1), progress=False)

@@ -381,8 +381,8 @@ def run(
         would silently be duplicates of each other.
       compiler_options: XLA compile options for the sweep's program (``jax.jit``'s
         ``compiler_options``), e.g. ``{"xla_backend_optimization_level": 0}``:
-        on CPU it compiles a training loop about twice as fast and runs it about
-        twice as slowly, a gain for short smoke runs where compiling dominates.
+        on CPU it compiles a training loop faster and runs it about twice as slowly
+        (measured on the study's rows: a gain only where compiling dominates).
 
     Returns:
       :class:`SweepResult`.

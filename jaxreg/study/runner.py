@@ -42,17 +42,12 @@ from jaxreg.training import EarlyStopping, fit
 #: The learning rate and schedule of every single-regularizer row, as combination values.
 SINGLE_ROW_SCHEDULE = {"learning_rate": LEARNING_RATE, "lr_decay": 0.0}
 
-#: XLA options of :attr:`StudyConfig.fast_compile` (the quick study compiles far longer than
-#: it trains, so a less optimized program is faster overall).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
 __all__ = ["HeldOut", "StudyConfig", "StudyData", "Trained", "prepare_data", "run_row", "search"]
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Sizes of a study run; :meth:`quick` keeps every row and section but trains briefly
-    (and sets ``fast_compile``: its sweeps compile with :data:`FAST_COMPILE`)."""
+    """Sizes of a study run; :meth:`quick` keeps every row and section but trains briefly."""
 
     seeds: int = 5
     tune_seeds: int = 2
@@ -65,7 +60,6 @@ class StudyConfig:
     search_configs: int = 32
     search_seeds: int = 2
     sharpness_iters: int = 20
-    fast_compile: bool = False
 
     @classmethod
     def quick(cls, seeds: int = 2) -> StudyConfig:
@@ -77,7 +71,6 @@ class StudyConfig:
             cnn_epochs=6,
             search_configs=8,
             sharpness_iters=8,
-            fast_compile=True,
         )
 
 
@@ -252,7 +245,6 @@ def _sweep(row: Row, data: StudyData, config: StudyConfig, configs, *, key, seed
         chunk_size=config.seeds,
         progress=False,
         allow_unused=True,
-        compiler_options=FAST_COMPILE if config.fast_compile else None,
     )
     metrics = result.metrics
     params = jax.tree.map(

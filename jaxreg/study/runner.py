@@ -243,7 +243,7 @@ def _sweep(row: Row, data: StudyData, config: StudyConfig, configs, *, key, seed
         key=key,
         seeds=seeds,
         chunk_size=config.seeds,
-        progress=False,
+        progress=True,  # a bar over the sweep's chunks, with ETA, under the tour's row bar
         allow_unused=True,
     )
     metrics = result.metrics

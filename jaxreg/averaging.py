@@ -38,6 +38,7 @@ import optax
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_interval
+from jaxreg.transforms import _require_params
 
 __all__ = ["EmaState", "SwaState", "averaged_params", "ema", "swa"]
 
@@ -57,12 +58,6 @@ class EmaState(NamedTuple):
     average: chex.ArrayTree
     decay: jax.Array
     debias: jax.Array
-
-
-def _require_params(params: chex.ArrayTree | None, name: str) -> chex.ArrayTree:
-    if params is None:
-        raise ValueError(f"{name} needs params: call update(updates, state, params)")
-    return params
 
 
 def swa(start: int = 0, every: int = 1) -> optax.GradientTransformation:

@@ -1,11 +1,14 @@
-"""Atomic file writes shared by the data cache and resumable sweeps."""
+"""File writes shared by the data cache, resumable sweeps and reports: atomic, strict JSON."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,3 +28,32 @@ def atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``.
+
+    Python's ``json`` writes bare ``NaN``/``Infinity``, which is not JSON: other
+    readers (``jq``, JavaScript, pandas' strict mode) reject the file. Mappings,
+    lists, tuples, NumPy scalars and arrays are converted recursively.
+
+    Example:
+      >>> json_safe({"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2)})
+      {'a': None, 'b': [1.0, None], 'c': 2.0}
+    """
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` to ``path`` as strict JSON (non-finite floats as ``null``), indented."""
+    Path(path).write_text(json.dumps(json_safe(value), indent=2, allow_nan=False, default=float))

@@ -10,7 +10,6 @@ sentences. ``report.md``, ``results.json`` and figures go to one folder.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from jaxreg import data as data_lib
 from jaxreg import landscape, masks, metrics, sharpness
+from jaxreg._io import write_json
 from jaxreg.losses import classification_loss
 from jaxreg.nn import count_params
 from jaxreg.study import report as report_lib
@@ -331,7 +331,7 @@ def run_tour(
         "rows": public,
         "paths": paths,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(out / "results.json", results)
     table = report_lib.format_table(ordered)
     combo_row, wide_row = measured[COMBINATION], measured[WIDE]
     cnn_row = measured["CNN1D (parameter sharing)"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from jaxreg._io import write_json
 
 DEFAULT_OUT = Path("jaxreg-experiments")  # relative to where the command runs
 
@@ -40,7 +41,7 @@ def report(name: str, claim: str, evidence: dict[str, Any], passed: bool, out: P
         print(f"  {key}: {value}")
     print(f"{verdict}: {name}")
     result = {"name": name, "claim": claim, "evidence": evidence, "verdict": verdict}
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+    write_json(out / f"{name}.json", result)
     return 0 if passed else 1
 
 

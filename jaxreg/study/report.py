@@ -17,6 +17,11 @@ def _t_quantile(df: int, probability: float = 0.975) -> float:
     return float(t.ppf(probability, df))
 
 
+def _finite(value: float | None) -> bool:
+    """A number that is not NaN/inf; ``None`` is how ``results.json`` stores NaN."""
+    return value is not None and bool(np.isfinite(value))
+
+
 def confidence_interval(values: Sequence[float]) -> dict[str, float]:
     """Mean, sd and the 95% t-interval half-width of ``values`` (one per seed).
 
@@ -40,14 +45,14 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dic
     diff = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
     ci = confidence_interval(diff)
     low, high = ci["mean"] - ci["half_width"], ci["mean"] + ci["half_width"]
-    significant = bool(np.isfinite(ci["half_width"]) and (low > 0 or high < 0))
+    significant = bool(_finite(ci["half_width"]) and (low > 0 or high < 0))
     return {**ci, "low": low, "high": high, "significant": significant}
 
 
 def _pct(ci: Mapping[str, float], digits: int = 1) -> str:
-    if not np.isfinite(ci["mean"]):
+    if not _finite(ci["mean"]):
         return "—"
-    if not np.isfinite(ci.get("half_width", float("nan"))):
+    if not _finite(ci.get("half_width")):
         return f"{100 * ci['mean']:.{digits}f}"
     return f"{100 * ci['mean']:.{digits}f} ± {100 * ci['half_width']:.{digits}f}"
 
@@ -76,7 +81,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             )
             delta += " *" if diff["significant"] else ""
         lam = row["lambda_max"]
-        lam_text = "—" if not np.isfinite(lam["mean"]) else f"{lam['mean']:.2f}"
+        lam_text = "—" if not _finite(lam["mean"]) else f"{lam['mean']:.2f}"
         lines.append(
             f"| {row['name']} | {_chosen(row['chosen'])} | {_pct(row['train_accuracy'])} | "
             f"{_pct(row['val_accuracy'])} | {_pct(row['test_accuracy'])} | {delta} | "
@@ -102,7 +107,7 @@ def sentences(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
         direction = "raises" if diff["mean"] > 0 else "lowers"
         if diff["significant"]:
             verdict = f"{direction} test accuracy by {100 * abs(diff['mean']):.1f} points"
-        elif np.isfinite(diff["half_width"]):
+        elif _finite(diff["half_width"]):
             verdict = (
                 f"changes test accuracy by {100 * diff['mean']:+.1f} points, not distinguishable "
                 f"from 0 over {diff['n']} seeds"

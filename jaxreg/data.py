@@ -36,6 +36,7 @@ __all__ = [
     "digits",
     "mean_over_batches",
     "mnist1d",
+    "mnist1d_cache_path",
     "shuffled_batches",
     "train_val_split",
 ]
@@ -60,6 +61,18 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "jaxreg"
+
+
+def mnist1d_cache_path(seed: int = 42, num_samples: int = 5000, train_split: float = 0.8) -> Path:
+    """Where :func:`mnist1d` caches the dataset made with these arguments (it may not exist).
+
+    Example:
+      >>> mnist1d_cache_path().name.startswith("mnist1d-seed42-n5000-")
+      True
+    """
+    key = {"seed": int(seed), "num_samples": num_samples, "train_split": float(train_split)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / f"mnist1d-seed{int(seed)}-n{num_samples}-{digest}.npz"
 
 
 def mnist1d(
@@ -96,9 +109,7 @@ def mnist1d(
         raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
     if not 0.0 < train_split < 1.0:
         raise ValueError(f"train_split must lie in (0, 1), got {train_split!r}")
-    key = {"seed": int(seed), "num_samples": num_samples, "train_split": float(train_split)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / f"mnist1d-seed{seed}-n{num_samples}-{digest}.npz"
+    path = mnist1d_cache_path(seed, num_samples, train_split)
     if cache and path.exists():
         with np.load(path, allow_pickle=False) as f:
             return Dataset(*(f[name] for name in Dataset._fields))

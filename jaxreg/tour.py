@@ -187,7 +187,10 @@ def run_tour(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    _log("[tour] generating MNIST-1D (cached after the first run)")
+    if data_lib.mnist1d_cache_path().exists():
+        _log(f"[tour] loading MNIST-1D from {data_lib.mnist1d_cache_path()}")
+    else:
+        _log("[tour] generating MNIST-1D (cached after the first run)")
     data = prepare_data(data_lib.mnist1d(), config)
     key = jax.random.key(seed)
     final_key = jax.random.fold_in(key, 10_000)  # shared by every row: paired seeds

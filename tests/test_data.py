@@ -31,7 +31,8 @@ def test_mnist1d_matches_the_generator_and_caches(tmp_path, monkeypatch):
     # The generator reseeds the global RNGs; ours restores them.
     assert np.random.random() == expected_np and random.random() == expected_py
     files = list(tmp_path.glob("mnist1d-seed3-n200-*.npz"))
-    assert len(files) == 1
+    assert files == [data.mnist1d_cache_path(seed=3, num_samples=200)]
+    assert not data.mnist1d_cache_path(seed=3, num_samples=201).exists()
     cached = data.mnist1d(seed=3, num_samples=200)
     for a, b in zip(generated, cached, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -120,3 +121,26 @@ def test_shuffled_batches_are_a_permutation_inside_jit():
 def test_batches_bad_input(x, y, batch_size, error, match):
     with pytest.raises(error, match=match):
         data.batches(x, y, batch_size)
+
+
+def test_tour_says_loading_when_the_cache_is_used(tmp_path, monkeypatch, capsys):
+    """The tour's first message tells a cached read from a fresh generation."""
+    import jaxreg.tour as tour
+
+    monkeypatch.setenv("JAXREG_CACHE_DIR", str(tmp_path))
+    stop = RuntimeError("stop after the data message")
+
+    def prepare(*args):
+        raise stop
+
+    monkeypatch.setattr(tour, "prepare_data", prepare)
+    monkeypatch.setattr(tour.data_lib, "mnist1d", lambda: None)
+    with pytest.raises(RuntimeError, match="stop after"):
+        tour.run_tour(tmp_path / "out", tour.TourConfig.quick())
+    assert "generating MNIST-1D" in capsys.readouterr().err
+    data.mnist1d_cache_path().parent.mkdir(parents=True, exist_ok=True)
+    data.mnist1d_cache_path().write_bytes(b"")
+    with pytest.raises(RuntimeError, match="stop after"):
+        tour.run_tour(tmp_path / "out", tour.TourConfig.quick())
+    err = capsys.readouterr().err
+    assert "loading MNIST-1D" in err and "generating" not in err

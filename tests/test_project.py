@@ -71,3 +71,25 @@ def test_readme_table_is_the_recorded_full_tour():
     assert results["config"]["seeds"] >= 5 and results["config"]["epochs"] >= 100
     assert results["protocol"]["test_reads"] >= len(results["rows"])
     assert format_table(results["rows"]) in (ROOT / "README.md").read_text()
+
+
+def test_a_script_beside_a_clone_named_jaxreg_imports_the_package(tmp_path):
+    """From the folder that holds a clone called ``jaxreg`` (no ``__init__.py`` at its top),
+    Python must still import the installed package, not the clone folder as an empty
+    namespace package. The README's editable install (``editable_mode=compat``) and a
+    regular ``pip install .`` both ensure it."""
+    import subprocess
+    import sys
+
+    clone = tmp_path / "jaxreg"
+    clone.mkdir()
+    (clone / "README.md").write_text("a clone's top folder\n")
+    result = subprocess.run(
+        [sys.executable, "-c", "import jaxreg; print(jaxreg.data.mnist1d.__name__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "mnist1d"

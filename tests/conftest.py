@@ -35,3 +35,42 @@ def diabetes():
     x, y = load_diabetes(return_X_y=True)
     x = (x - x.mean(0)) / x.std(0)
     return x.astype(np.float64), (y - y.mean()).astype(np.float64)
+
+
+@pytest.fixture
+def execute_notebook(monkeypatch):
+    """``execute_notebook(name, workdir, **env)`` runs ``notebooks/{name}.ipynb`` in
+    ``workdir`` (quick settings, Agg backend, ``env`` set) and returns its executed cells,
+    asserting that no cell raised."""
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parents[1]
+
+    def execute(name: str, workdir: Path, **env: str) -> list:
+        monkeypatch.setenv("JAXREG_NOTEBOOK_QUICK", "1")
+        monkeypatch.setenv("MPLBACKEND", "Agg")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        notebook = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
+        client = NotebookClient(
+            notebook,
+            timeout=600,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(workdir)}},
+        )
+        client.execute()
+        errors = [
+            o
+            for cell in notebook.cells
+            if cell.cell_type == "code"
+            for o in cell.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
+        assert not errors, errors
+        return notebook.cells
+
+    return execute

@@ -64,8 +64,9 @@ def _check_report(out, results):
     return rows
 
 
-def test_quick_tour_end_to_end(tmp_path):
-    """`jaxreg tour --quick` as a user runs it: the overfitting baseline and every row."""
+def test_quick_tour_end_to_end(tmp_path, execute_notebook):
+    """`jaxreg tour --quick` as a user runs it: the overfitting baseline and every row; then
+    the tour notebook renders that run (its table, DataFrame and every figure)."""
     result = subprocess.run(
         [
             sys.executable,
@@ -88,6 +89,14 @@ def test_quick_tour_end_to_end(tmp_path):
     assert rows["CNN1D (parameter sharing)"]["test_accuracy"]["mean"] > 0.5
     assert rows["L1 (proximal)"]["zero_fraction"] >= 0.0
     assert "tour" in result.stderr and "row" in result.stderr  # the progress bar
+
+    cells = execute_notebook("tour", tmp_path / "notebook", JAXREG_TOUR_DIR=str(tmp_path))
+    outputs = [o for cell in cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 7  # every figure of the report
+    text = "".join(o.get("text", "") + str(o.get("data", {})) for o in outputs)
+    assert f"{len(rows)} rows" in text and "best combination" in text
+    assert not (tmp_path / "notebook" / "tour_out").exists()  # read, not re-run
 
 
 def test_main_runs_the_tour(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ for each MLP, the one-sided 95% lower bound of the paired test-accuracy gain
 (CNN − MLP, same seed index, Student t) above 0 and fewer CNN parameters; the
 CNN against itself FAILs (tested). Also reported: the classic arithmetic on a
 224×224 image (a dense unit needs 50,176 weights, a 3×3 filter 9).
-``--quick`` (the test suite): 20 epochs, rates {3e-3, 1e-2}.
+``--quick`` (the test suite): 10 epochs, rates {3e-3, 1e-2} (measured: +24.6 and +28.7 pp,
+lower bounds +23.1 and +27.7 pp).
 
 Run: ``python -m jaxreg.experiments.parameter_sharing [--out DIR] [--quick]``.
 """
@@ -42,7 +43,7 @@ CLAIM = (
     "95% lower bounds > 0)"
 )
 FULL = {"seeds": 5, "epochs": 60, "learning_rates": [1e-3, 3e-3, 1e-2]}
-QUICK = {"seeds": 5, "epochs": 20, "learning_rates": [3e-3, 1e-2]}
+QUICK = {"seeds": 5, "epochs": 10, "learning_rates": [3e-3, 1e-2]}
 ARMS = {
     "MLP 40-100-100-10": lambda h, rngs: MLP((40, 100, 100, 10), rngs=rngs),
     "MLP 40-120-10": lambda h, rngs: MLP((40, 120, 10), rngs=rngs),

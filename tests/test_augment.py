@@ -21,18 +21,36 @@ def _distinct_examples(out, reference):
 
 def test_identities_at_zero_strength():
     key = jax.random.key(2)
-    np.testing.assert_allclose(image.random_rotation(key, IMAGES, 0.0), IMAGES, atol=1e-6)
-    np.testing.assert_allclose(image.color_jitter(key, IMAGES), IMAGES, atol=1e-5)
-    np.testing.assert_allclose(
-        image.random_crop_and_resize(key, IMAGES, (1.0, 1.0), (1.0, 1.0)), IMAGES, atol=1e-5
-    )
-    np.testing.assert_array_equal(image.random_pad_and_crop(key, IMAGES, 0), IMAGES)
-    np.testing.assert_array_equal(image.gaussian_pixel_noise(key, IMAGES, 0.0), IMAGES)
-    np.testing.assert_array_equal(signal.random_shift(key, SIGNALS, 0), SIGNALS)
-    np.testing.assert_allclose(signal.random_time_stretch(key, SIGNALS, 0.0), SIGNALS, atol=1e-6)
-    np.testing.assert_array_equal(signal.jitter(key, SIGNALS, 0.0), SIGNALS)
-    np.testing.assert_allclose(signal.random_scale(key, SIGNALS, 1.0, 1.0), SIGNALS)
-    np.testing.assert_array_equal(mix.cutout(key, IMAGES, 0), IMAGES)
+
+    def at_zero():
+        return (
+            image.random_rotation(key, IMAGES, 0.0),
+            image.color_jitter(key, IMAGES),
+            image.random_crop_and_resize(key, IMAGES, (1.0, 1.0), (1.0, 1.0)),
+            image.random_pad_and_crop(key, IMAGES, 0),
+            image.gaussian_pixel_noise(key, IMAGES, 0.0),
+            signal.random_shift(key, SIGNALS, 0),
+            signal.random_time_stretch(key, SIGNALS, 0.0),
+            signal.jitter(key, SIGNALS, 0.0),
+            signal.random_scale(key, SIGNALS, 1.0, 1.0),
+            mix.cutout(key, IMAGES, 0),
+        )
+
+    # One jitted program (op-by-op dispatch of these ops costs ~20 s on CPU); eager equals
+    # jit for each op in tests/test_matrix.py.
+    rotated, colored, cropped, padded, noisy, shifted, stretched, jittered, scaled, cut = jax.jit(
+        at_zero
+    )()
+    np.testing.assert_allclose(rotated, IMAGES, atol=1e-6)
+    np.testing.assert_allclose(colored, IMAGES, atol=1e-5)
+    np.testing.assert_allclose(cropped, IMAGES, atol=1e-5)
+    np.testing.assert_array_equal(padded, IMAGES)
+    np.testing.assert_array_equal(noisy, IMAGES)
+    np.testing.assert_array_equal(shifted, SIGNALS)
+    np.testing.assert_allclose(stretched, SIGNALS, atol=1e-6)
+    np.testing.assert_array_equal(jittered, SIGNALS)
+    np.testing.assert_allclose(scaled, SIGNALS)
+    np.testing.assert_array_equal(cut, IMAGES)
 
 
 def test_flipping_twice_is_the_identity_and_matches_dm_pix():

@@ -212,8 +212,8 @@ def test_resnets_have_the_published_shapes_and_train():
     assert count_params(resnet20.params) == 272_474  # He et al.: 0.27 M
     means = [p for p, _ in jax.tree.leaves_with_path(resnet20.state) if p[-1].key == "mean"]
     assert len(means) == 1 + 3 * 3 * 2 + 2  # stem, two per block, two projections
-    logits, new_state = resnet20.apply(
-        resnet20.params, resnet20.state, jnp.ones((2, 32, 32, 3)), train=True
+    logits, new_state = jax.jit(lambda p, s, x: resnet20.apply(p, s, x, train=True))(
+        resnet20.params, resnet20.state, jnp.ones((2, 32, 32, 3))
     )
     assert logits.shape == (2, 10)
     assert jax.tree.structure(new_state) == jax.tree.structure(resnet20.state)

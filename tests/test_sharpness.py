@@ -341,8 +341,9 @@ def test_adaptive_stopping_is_per_member_under_vmap(x64):
         return values, info["num_iters"]
 
     values, iters = jax.jit(jax.vmap(top))(scales)
+    single = jax.jit(top)  # one compile for the unbatched references
     for i, scale in enumerate(scales.tolist()):
-        single_values, single_iters = top(scale)
+        single_values, single_iters = single(scale)
         np.testing.assert_allclose(values[i], single_values, rtol=1e-8)
         assert int(iters[i]) == int(single_iters)
 
@@ -371,9 +372,10 @@ def test_trace_at_a_requested_standard_error(x64, method, relative):
 
     keys = jax.random.split(jax.random.key(6), 2)
     swept = jax.jit(jax.vmap(traced))(keys)
+    single = jax.jit(traced)  # one compile for the unbatched references
     for i in range(2):
         chex.assert_trees_all_close(
-            jax.tree.map(lambda a, i=i: a[i], swept), traced(keys[i]), rtol=1e-8
+            jax.tree.map(lambda a, i=i: a[i], swept), single(keys[i]), rtol=1e-8
         )
 
 
@@ -456,8 +458,9 @@ def test_thick_restart_min_eigenvalue_and_vmap(x64):
 
     scales = jnp.array([1.0, 2.0])
     values, hvps = jax.jit(jax.vmap(top))(scales)
+    single = jax.jit(top)  # one compile for the unbatched references
     for i, scale in enumerate(scales.tolist()):
-        single_values, single_hvps = top(scale)
+        single_values, single_hvps = single(scale)
         np.testing.assert_allclose(values[i], single_values, rtol=1e-8)
         assert int(hvps[i]) == int(single_hvps)
 

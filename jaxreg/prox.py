@@ -26,7 +26,7 @@ from jaxreg._checks import check_interval, check_non_negative
 from jaxreg.masks import MaskLike, resolve
 from jaxreg.penalties import group_norms
 
-__all__ = ["elastic_net", "group_lasso", "l1", "l2", "soft_threshold"]
+__all__ = ["elastic_net", "elastic_net_leaf", "group_lasso", "l1", "l2", "soft_threshold"]
 
 
 def soft_threshold(x: jax.Array, threshold: ArrayLike) -> jax.Array:
@@ -83,11 +83,18 @@ def elastic_net(
     check_non_negative(threshold, "threshold")
     check_interval(l1_ratio, "l1_ratio", 0.0, 1.0, closed_high=True)
 
-    def prox(w):
-        shrunk = soft_threshold(w, threshold * l1_ratio)
-        return (shrunk / (1 + threshold * (1 - l1_ratio))).astype(w.dtype)
+    return _map_selected(lambda w: elastic_net_leaf(w, threshold, l1_ratio), params, mask)
 
-    return _map_selected(prox, params, mask)
+
+def elastic_net_leaf(w: jax.Array, threshold: ArrayLike, l1_ratio: ArrayLike) -> jax.Array:
+    """:func:`elastic_net` of one array; ``threshold`` may be an array (one per coordinate).
+
+    Example:
+      >>> elastic_net_leaf(jnp.array([3.0, 3.0]), jnp.array([1.0, 4.0]), 1.0).tolist()
+      [2.0, 0.0]
+    """
+    shrunk = soft_threshold(w, threshold * l1_ratio)
+    return (shrunk / (1 + threshold * (1 - l1_ratio))).astype(w.dtype)
 
 
 def group_lasso(

@@ -21,6 +21,7 @@ from jaxreg._checks import check_interval, check_non_negative
 from jaxreg.masks import MaskLike, resolve
 
 __all__ = [
+    "PreconditionedProximalState",
     "ProximalState",
     "ScheduleCountState",
     "SpectralNormState",
@@ -114,6 +115,68 @@ def decoupled_weight_decay(
     return _with_mask(optax.GradientTransformation(init_fn, update_fn), mask)
 
 
+class PreconditionedProximalState(NamedTuple):
+    """State of a proximal step that wraps its optimizer: the optimizer's state and a count."""
+
+    inner: optax.OptState
+    count: jax.Array
+
+
+def _adam_state(opt_state: optax.OptState):
+    """The single Adam-family state (a NamedTuple with ``nu`` and ``count``) in ``opt_state``,
+    or ``None`` when there is none (SGD, momentum)."""
+
+    def is_adam(node) -> bool:
+        fields = getattr(node, "_fields", ())
+        return "nu" in fields and "count" in fields
+
+    found = [node for node in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(node)]
+    if len(found) > 1:
+        raise ValueError(f"optimizer holds {len(found)} Adam-family states; expected at most one")
+    return found[0] if found else None
+
+
+def _preconditioned_proximal(
+    leaf_prox: Callable[[jax.Array, jax.Array], jax.Array],
+    optimizer: optax.GradientTransformation,
+    strength: ArrayLike,
+    learning_rate: ScalarOrSchedule,
+    mask: MaskLike | None,
+    b2: float,
+    eps: float,
+) -> optax.GradientTransformation:
+    """``optimizer``, then the proximal step in its diagonal metric ``D = sqrt(ν̂) + eps``."""
+
+    def init_fn(params):
+        return PreconditionedProximalState(optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        params = _require_params(params, "proximal step")
+        inner_updates, inner = optimizer.update(updates, state.inner, params, **extra_args)
+        threshold = _value_at(learning_rate, state.count) * strength
+        adam = _adam_state(inner)
+        if adam is None:
+            scale = jax.tree.map(jnp.ones_like, params)
+        else:
+            correction = 1 - jnp.asarray(b2, jnp.float32) ** adam.count.astype(jnp.float32)
+            scale = jax.tree.map(lambda v: 1 / (jnp.sqrt(v / correction) + eps), adam.nu)
+        selected = (
+            resolve(mask, params) if mask is not None else jax.tree.map(lambda _: True, params)
+        )
+
+        def step(p, u, s, keep):
+            moved = optax.apply_updates(p, u)
+            if not keep:
+                return u
+            target = leaf_prox(moved, (threshold * s).astype(p.dtype))
+            return (target - p).astype(p.dtype)
+
+        new_updates = jax.tree.map(step, params, inner_updates, scale, selected)
+        return new_updates, PreconditionedProximalState(inner, optax.safe_increment(state.count))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def _proximal(
     prox_fn: Callable[[chex.ArrayTree, jax.Array], chex.ArrayTree],
     strength: ArrayLike,
@@ -141,7 +204,13 @@ def _proximal(
 
 
 def proximal_l1(
-    strength: ArrayLike, learning_rate: ScalarOrSchedule, mask: MaskLike | None = None
+    strength: ArrayLike,
+    learning_rate: ScalarOrSchedule,
+    mask: MaskLike | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    b2: float = 0.999,
+    eps: float = 1e-8,
 ) -> optax.GradientTransformation:
     """Proximal L1 step: the parameters land on ``prox.l1(p + u, lr_t · strength)``.
 
@@ -152,13 +221,34 @@ def proximal_l1(
     threshold ``lr_t·α``. ``learning_rate`` is a float or the same optax
     schedule given to the optimizer.
 
+    **Under Adam** the plain step is the prox in the wrong metric: its fixed
+    points solve ``0 ∈ g + α·D·∂|w|`` with Adam's ``D = sqrt(ν̂) + ε``, a
+    reweighted lasso whose strength depends on gradient scale. Pass the
+    optimizer instead (``proximal_l1(α, lr, optimizer=optax.adam(lr))``, not in
+    a chain): the returned transform runs it and takes the prox in its metric,
+    threshold ``lr_t·α / D_i`` per coordinate (Yun et al. 2021, ProxGen), whose
+    fixed points solve the lasso ``0 ∈ g + α·∂|w|`` for any ``D``, so ``α``
+    means what it means under SGD. ``b2`` and ``eps`` must be the optimizer's
+    (the defaults are optax.adam's). An optimizer without an Adam state (SGD,
+    momentum) has ``D = 1``: the result equals ``optax.chain(optimizer,
+    proximal_l1(α, lr))``. ``mask`` restricts the prox, not the optimizer.
+
     Example:
       >>> tx = optax.chain(optax.sgd(0.1), proximal_l1(strength=1.0, learning_rate=0.1))
       >>> params = {"w": jnp.array([0.05, 1.0])}
       >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
       >>> [round(v, 6) for v in optax.apply_updates(params, updates)["w"].tolist()]
       [0.0, 0.9]
+      >>> adam_l1 = proximal_l1(0.5, 0.1, optimizer=optax.adam(0.1))
+      >>> updates, _ = adam_l1.update({"w": jnp.array([1.0, -2.0])}, adam_l1.init(params), params)
+      >>> [round(v, 4) for v in optax.apply_updates(params, updates)["w"].tolist()]
+      [0.0, 1.075]
     """
+    if optimizer is not None:
+        check_non_negative(strength, "strength")
+        return _preconditioned_proximal(
+            prox.soft_threshold, optimizer, strength, learning_rate, mask, b2, eps
+        )
     return _proximal(lambda p, t: prox.l1(p, t), strength, learning_rate, mask, "proximal_l1")
 
 
@@ -167,13 +257,37 @@ def proximal_elastic_net(
     l1_ratio: ArrayLike,
     learning_rate: ScalarOrSchedule,
     mask: MaskLike | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    b2: float = 0.999,
+    eps: float = 1e-8,
 ) -> optax.GradientTransformation:
     """Proximal elastic-net step onto ``prox.elastic_net(p + u, lr_t · strength, l1_ratio)``.
 
     With SGD this minimizes ``loss + strength·elastic_net(w, l1_ratio)``
     (scikit-learn's ``ElasticNet(alpha=strength, l1_ratio=...)`` for least squares).
+    ``optimizer=`` (e.g. ``optax.adam(lr)``) runs that optimizer and takes the
+    prox in its diagonal metric, as in :func:`proximal_l1`.
+
+    Example:
+      >>> tx = proximal_elastic_net(1.0, 0.5, 0.1, optimizer=optax.sgd(0.1))
+      >>> params = {"w": jnp.array([0.05, 1.0])}
+      >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+      >>> [round(v, 4) for v in optax.apply_updates(params, updates)["w"].tolist()]
+      [0.0, 0.9048]
     """
     check_interval(l1_ratio, "l1_ratio", 0.0, 1.0, closed_high=True)
+    if optimizer is not None:
+        check_non_negative(strength, "strength")
+        return _preconditioned_proximal(
+            lambda w, t: prox.elastic_net_leaf(w, t, l1_ratio),
+            optimizer,
+            strength,
+            learning_rate,
+            mask,
+            b2,
+            eps,
+        )
     return _proximal(
         lambda p, t: prox.elastic_net(p, t, l1_ratio),
         strength,

@@ -280,3 +280,161 @@ def test_masked_gradient_noise_follows_its_variance_schedule_and_mask():
     # Variance eta / (1 + t)**gamma at steps t = 0, 1, ... (the docstring's schedule).
     expected = [np.sqrt(eta / (1 + t) ** gamma) for t in range(10)]
     np.testing.assert_allclose(stds, expected, rtol=0.01)
+
+
+# --- proximal steps in the optimizer's metric (optimizer=...) -------------------------------
+
+
+def _random_steps(tx, params, grads_list):
+    state = tx.init(params)
+    for grads in grads_list:
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def _tree_and_grads(seed=0, steps=5):
+    rng = np.random.default_rng(seed)
+    params = {
+        "dense": {"kernel": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)},
+        "bias": jnp.asarray(rng.normal(size=3), jnp.float32),
+    }
+    grads = [jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)]
+    for _ in range(steps - 1):
+        grads.append(jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params))
+    return params, grads
+
+
+@pytest.mark.parametrize(
+    "inner", [lambda: optax.sgd(0.1), lambda: optax.sgd(0.1, momentum=0.9)], ids=["sgd", "momentum"]
+)
+def test_prox_given_an_optimizer_without_adam_state_is_the_plain_chain(inner):
+    params, grads = _tree_and_grads()
+    mask = masks.weights_only
+    for ours, plain in (
+        (
+            transforms.proximal_l1(0.7, 0.1, mask, optimizer=inner()),
+            optax.chain(inner(), transforms.proximal_l1(0.7, 0.1, mask)),
+        ),
+        (
+            transforms.proximal_elastic_net(0.7, 0.4, 0.1, mask, optimizer=inner()),
+            optax.chain(inner(), transforms.proximal_elastic_net(0.7, 0.4, 0.1, mask)),
+        ),
+    ):
+        chex.assert_trees_all_close(
+            _random_steps(ours, params, grads), _random_steps(plain, params, grads), atol=1e-7
+        )
+
+
+def _numpy_adam_prox(params, grads, lr, alpha, l1_ratio, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam by hand, then the prox of ``lr·α·(ρ|w| + (1-ρ)/2·w²)`` in the metric
+    ``D = sqrt(v̂) + eps``: per coordinate, threshold ``lr·α/D``."""
+    p = np.asarray(params, np.float64)
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, np.float64)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        metric = np.sqrt(v_hat) + eps
+        z = p - lr * m_hat / metric
+        threshold = lr * alpha / metric
+        p = np.sign(z) * np.maximum(np.abs(z) - threshold * l1_ratio, 0)
+        p = p / (1 + threshold * (1 - l1_ratio))
+    return p
+
+
+@pytest.mark.parametrize("l1_ratio", [1.0, 0.3])
+def test_adam_prox_matches_adam_and_the_scaled_prox_by_hand(l1_ratio):
+    rng = np.random.default_rng(3)
+    params = jnp.asarray(rng.normal(size=12) * 0.05, jnp.float32)
+    grads = [jnp.asarray(rng.normal(size=12) * s, jnp.float32) for s in (1, 0.1, 3, 0.5, 1)]
+    lr, alpha = 0.01, 0.8 / l1_ratio  # the same L1 part, so both cases produce zeros
+    if l1_ratio == 1.0:
+        tx = transforms.proximal_l1(alpha, lr, optimizer=optax.adam(lr))
+    else:
+        tx = transforms.proximal_elastic_net(alpha, l1_ratio, lr, optimizer=optax.adam(lr))
+    ours = _random_steps(tx, params, grads)
+    expected = _numpy_adam_prox(params, grads, lr, alpha, l1_ratio)
+    np.testing.assert_allclose(ours, expected, rtol=2e-5, atol=1e-7)
+    assert np.sum(np.asarray(ours) == 0) == np.sum(expected == 0) > 0  # exact zeros
+
+
+def test_adam_prox_step_is_the_argmin_in_adams_metric():
+    """One step, checked against a brute-force minimization of each coordinate's
+    ``D/(2·lr)·(w − z)² + α|w|`` on a fine grid (z: Adam's step, D: its metric)."""
+    params = jnp.array([0.3, -0.02, 0.001, -1.0])
+    grads = jnp.array([0.5, -4.0, 0.01, 2.0])
+    lr, alpha = 0.1, 0.3
+    tx = transforms.proximal_l1(alpha, lr, optimizer=optax.adam(lr))
+    moved = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
+    adam_only = optax.adam(lr)
+    z = optax.apply_updates(params, adam_only.update(grads, adam_only.init(params), params)[0])
+    metric = np.abs(np.asarray(grads, np.float64)) + 1e-8  # step 1: sqrt(v̂) = |g|
+    grid = np.linspace(-2, 2, 400_001)
+    for i in range(4):
+        objective = metric[i] / (2 * lr) * (grid - float(z[i])) ** 2 + alpha * np.abs(grid)
+        assert abs(float(moved[i]) - grid[np.argmin(objective)]) <= 2e-5, i
+
+
+def test_adam_prox_solves_the_lasso_of_the_same_strength_and_the_plain_chain_does_not():
+    """Full-batch least squares: Adam with the prox in its metric converges to
+    scikit-learn's Lasso at the same α (as ISTA does); the plain prox after Adam
+    solves a reweighted problem instead."""
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)) * np.array([0.2, 0.5, 1, 2, 4, 1, 0.3, 3])
+    y = x @ np.array([1.5, 0, -2, 0.5, 0, 0.3, 0, -0.2]) + 0.3 * rng.normal(size=200)
+    alpha, lr = 0.1, 3e-3
+    lasso = Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(x, y).coef_
+    xj, yj = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+
+    def train(tx, steps=5000):
+        def body(carry, _):
+            w, state = carry
+            grads = jax.grad(lambda w: 0.5 * jnp.mean((xj @ w - yj) ** 2))(w)
+            updates, state = tx.update(grads, state, w)
+            return (optax.apply_updates(w, updates), state), None
+
+        w = jnp.zeros(8)
+        return np.asarray(
+            jax.jit(lambda: jax.lax.scan(body, (w, tx.init(w)), length=steps)[0][0])()
+        )
+
+    adaptive = train(transforms.proximal_l1(alpha, lr, optimizer=optax.adam(lr)))
+    np.testing.assert_allclose(adaptive, lasso, atol=1e-4)
+    np.testing.assert_array_equal(adaptive == 0, lasso == 0)  # the same support, exact zeros
+    plain = train(optax.chain(optax.adam(lr), transforms.proximal_l1(alpha, lr)))
+    assert np.abs(plain - lasso).max() > 0.5
+
+
+def test_adam_prox_strength_is_traced_and_masks_only_the_prox():
+    params, grads = _tree_and_grads(seed=1, steps=3)
+
+    def run(alpha):
+        tx = transforms.proximal_l1(alpha, 0.05, masks.weights_only, optimizer=optax.adam(0.05))
+        return _random_steps(tx, params, grads)
+
+    alphas = jnp.array([0.0, 2.0])
+    swept = jax.jit(jax.vmap(run))(alphas)
+    for i in range(2):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, i=i: a[i], swept), run(float(alphas[i])), rtol=1e-6
+        )
+    adam_alone = _random_steps(optax.adam(0.05), params, grads)
+    # Strength 0 is plain Adam; at strength 2 the bias (masked out) is still plain Adam.
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], swept), adam_alone, rtol=1e-6)
+    chex.assert_trees_all_close(swept["bias"][1], adam_alone["bias"], rtol=1e-6)
+    assert np.mean(np.asarray(swept["dense"]["kernel"][1]) == 0) > 0.5
+
+
+def test_adam_prox_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="strength"):
+        transforms.proximal_l1(-1.0, 0.1, optimizer=optax.adam(0.1))
+    with pytest.raises(ValueError, match="l1_ratio"):
+        transforms.proximal_elastic_net(1.0, 1.5, 0.1, optimizer=optax.adam(0.1))
+    twice = optax.chain(optax.adam(0.1), optax.adam(0.1))
+    tx = transforms.proximal_l1(1.0, 0.1, optimizer=twice)
+    with pytest.raises(ValueError, match="Adam-family states"):
+        tx.update(jnp.ones(2), tx.init(jnp.ones(2)), jnp.ones(2))

@@ -13,7 +13,7 @@ finds the averaging state anywhere inside a chained optimizer state.
   ``a / (1 − decayᵗ)`` when ``debias`` is set.
 
 Models with BatchNorm need their statistics recomputed for the averaged weights
-(SWA's ``bn_update``); that is not done here.
+(SWA's ``bn_update``): :func:`recompute_batch_stats`.
 
 Example:
   >>> import jax.numpy as jnp, optax
@@ -40,7 +40,7 @@ from jax.typing import ArrayLike
 from jaxreg._checks import check_interval
 from jaxreg.transforms import _require_params
 
-__all__ = ["EmaState", "SwaState", "averaged_params", "ema", "swa"]
+__all__ = ["EmaState", "SwaState", "averaged_params", "ema", "recompute_batch_stats", "swa"]
 
 
 class SwaState(NamedTuple):
@@ -148,3 +148,88 @@ def averaged_params(opt_state: chex.ArrayTree) -> chex.ArrayTree:
     correction = 1 - state.decay ** state.count.astype(state.decay.dtype)
     divisor = jnp.where(state.debias & (correction > 0), correction, 1)
     return jax.tree.map(lambda a: a / divisor.astype(a.dtype), state.average)
+
+
+def recompute_batch_stats(
+    model,
+    params: chex.ArrayTree,
+    x: jax.Array,
+    *,
+    batch_size: int,
+    state: chex.ArrayTree | None = None,
+    key: jax.Array | None = None,
+    hparams: dict | None = None,
+) -> chex.ArrayTree:
+    """BatchNorm statistics for ``params`` (e.g. SWA's average): the mean of the per-batch
+    statistics over ``x`` (SWA's ``bn_update``; PyTorch's ``update_bn``).
+
+    Averaged weights were never run forward, so the running statistics that
+    came with the last iterate do not match them. This runs ``model`` in train
+    mode over ``x`` in batches of ``batch_size`` and returns, for every floating
+    state leaf, the example-weighted mean of the per-batch statistics. Each
+    such leaf must be an exponential moving average ``m·old + (1 − m)·batch``
+    (NNX and Linen BatchNorm, any momentum): two train-mode passes per batch,
+    from all-zero and all-one state, give ``m`` and the batch statistic
+    without knowing the momentum. Other leaves are returned unchanged.
+
+    Args:
+      model: a :class:`jaxreg.nn.Model` with state (``from_nnx``, ``from_linen``).
+      params: the parameters the statistics are for.
+      x: inputs, examples along axis 0.
+      batch_size: examples per forward pass (the statistics are per batch, as in
+        training).
+      state: the state to replace (default ``model.state``); gives the structure.
+      key: dropout key for the train-mode passes (needed only with dropout > 0).
+      hparams: hyperparameters ``model.apply`` reads (e.g. ``{"dropout_rate": 0.0}``).
+
+    Returns:
+      The new state, to pair with ``params`` for evaluation.
+
+    Example:
+      >>> from flax import nnx
+      >>> from jaxreg.nn import ResNet1D, from_nnx
+      >>> model = from_nnx(ResNet1D(widths=(4,), rngs=nnx.Rngs(0)))
+      >>> x = jnp.ones((8, 40))
+      >>> state = recompute_batch_stats(model, model.params, x, batch_size=4)
+      >>> jax.tree.structure(state) == jax.tree.structure(model.state)
+      True
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    state = model.state if state is None else state
+    if not jax.tree.leaves(state):
+        raise ValueError("model has no state to recompute (no BatchNorm statistics)")
+    n = len(x)
+    if n == 0:
+        raise ValueError("x must hold at least one example")
+
+    def floating(a) -> bool:
+        return jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
+
+    zeros = jax.tree.map(lambda a: jnp.zeros_like(a) if floating(a) else a, state)
+    ones = jax.tree.map(lambda a: jnp.ones_like(a) if floating(a) else a, state)
+
+    @jax.jit
+    def batch_statistics(xb):
+        _, low = model.apply(params, zeros, xb, key=key, train=True, hparams=hparams)
+        _, high = model.apply(params, ones, xb, key=key, train=True, hparams=hparams)
+        # low = (1 − m)·s and high = m + (1 − m)·s, so m = high − low and s = low / (1 − m).
+        return jax.tree.map(
+            lambda lo, hi, a: lo / (1 - (hi - lo)) if floating(a) else a, low, high, state
+        )
+
+    total = None
+    for start in range(0, n, batch_size):
+        xb = jnp.asarray(x[start : start + batch_size])
+        count = len(xb)
+        weighted = jax.tree.map(
+            lambda s, a: s * count if floating(a) else a,  # noqa: B023 (used at once)
+            batch_statistics(xb),
+            state,
+        )
+        total = (
+            weighted
+            if total is None
+            else jax.tree.map(lambda t, s, a: t + s if floating(a) else a, total, weighted, state)
+        )
+    return jax.tree.map(lambda t, a: (t / n).astype(a.dtype) if floating(a) else a, total, state)

@@ -107,3 +107,70 @@ def test_averaging_checks_its_arguments():
         averaging.averaged_params(optax.sgd(0.1).init({"w": jnp.zeros(2)}))
     with pytest.raises(ValueError, match="params"):
         averaging.swa().update({"w": jnp.zeros(2)}, averaging.swa().init({"w": jnp.zeros(2)}))
+
+
+class _InputNorm(nnx.Module):
+    """BatchNorm on the inputs, then a linear layer: its statistics are those of ``x``."""
+
+    def __init__(self, momentum: float, *, rngs: nnx.Rngs):
+        self.norm = nnx.BatchNorm(3, momentum=momentum, rngs=rngs)
+        self.linear = nnx.Linear(3, 2, rngs=rngs)
+
+    def __call__(self, x, *, train: bool = False, rngs=None):
+        return self.linear(self.norm(x, use_running_average=not train))
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.99])
+def test_recomputed_batch_stats_are_the_mean_of_per_batch_statistics(momentum):
+    """Input BatchNorm: the recomputed mean/var are the example-weighted means of each
+    batch's mean and (biased) variance of ``x``, whatever the momentum; a ragged last
+    batch counts by its size."""
+    from jaxreg.averaging import recompute_batch_stats
+    from jaxreg.nn import from_nnx
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(90, 3)) * [1.0, 2.0, 0.5] + [3.0, -1.0, 0.2]).astype(np.float32)
+    model = from_nnx(_InputNorm(momentum, rngs=nnx.Rngs(0)))
+    state = recompute_batch_stats(model, model.params, x, batch_size=40)
+    sizes = [40, 40, 10]
+    batches = np.split(x, [40, 80])
+    mean = sum(len(b) * b.mean(0) for b in batches) / 90
+    var = sum(len(b) * b.var(0) for b in batches) / 90
+    assert [len(b) for b in batches] == sizes
+    np.testing.assert_allclose(state["norm"]["mean"], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state["norm"]["var"], var, rtol=1e-5, atol=1e-6)
+    # In eval mode the recomputed statistics normalize x: per-feature mean ≈ 0.
+    normalized = (x - np.asarray(state["norm"]["mean"])) / np.sqrt(
+        np.asarray(state["norm"]["var"]) + 1e-5
+    )
+    np.testing.assert_allclose(normalized.mean(0), 0, atol=1e-5)
+
+
+def test_recomputed_batch_stats_of_a_resnet_match_its_known_momentum():
+    """A deep model (every BatchNorm of ResNet1D, PyTorch momentum 0.1 on the batch):
+    each leaf equals the mean over batches of ``(train-mode state from zeros) / 0.1``."""
+    from jaxreg.averaging import recompute_batch_stats
+    from jaxreg.nn import ResNet1D, from_nnx
+
+    model = from_nnx(ResNet1D(widths=(4, 8), rngs=nnx.Rngs(1)))
+    x = jax.random.normal(jax.random.key(0), (48, 40)) + 0.5
+    params = jax.tree.map(lambda a: a * 1.3, model.params)  # e.g. an average of iterates
+    state = recompute_batch_stats(model, params, x, batch_size=16)
+    zeros = jax.tree.map(jnp.zeros_like, model.state)
+    step = jax.jit(lambda xb: model.apply(params, zeros, xb, train=True)[1])
+    per_batch = [step(x[i : i + 16]) for i in (0, 16, 32)]
+    expected = jax.tree.map(lambda *s: sum(s) / (3 * (1 - 0.9)), *per_batch)
+    chex.assert_trees_all_close(state, expected, rtol=2e-4, atol=1e-5)
+    assert not jax.tree.all(jax.tree.map(jnp.allclose, state, model.state))
+
+
+def test_recompute_batch_stats_rejects_bad_input():
+    from jaxreg.averaging import recompute_batch_stats
+    from jaxreg.nn import MLP, from_nnx
+
+    stateless = from_nnx(MLP((3, 4, 2), rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="no state"):
+        recompute_batch_stats(stateless, stateless.params, np.ones((4, 3)), batch_size=2)
+    model = from_nnx(_InputNorm(0.9, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="batch_size"):
+        recompute_batch_stats(model, model.params, np.ones((4, 3)), batch_size=0)

@@ -11,7 +11,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 from scipy import stats
 
-from jaxreg import jacobian, losses, masks, penalties, transforms
+from jaxreg import fit, jacobian, losses, masks, penalties, transforms
 from jaxreg.nn import MLP, functional
 
 
@@ -322,3 +322,85 @@ def test_spectral_norm_penalty_strength_is_traceable_and_checked():
         transforms.spectral_norm_penalty(-1.0, key=jax.random.key(0))
     with pytest.raises(ValueError, match="num_iterations"):
         transforms.spectral_norm_penalty(1.0, key=jax.random.key(0), num_iterations=0)
+
+
+# --- spectral normalization as a model option ------------------------------------------------
+
+
+def _converged_state(model, x, calls=60):
+    """Train-mode calls carry the power iteration forward (its vector is model state)."""
+    step = jax.jit(lambda s: model.apply(model.params, s, x, train=True)[1])
+    state = model.state
+    for _ in range(calls):
+        state = step(state)
+    return state
+
+
+def test_spectral_normalized_mlp_is_the_forward_pass_with_w_over_its_top_singular_value():
+    from jaxreg.nn import from_nnx
+
+    model = from_nnx(MLP((5, 8, 6, 3), spectral_norm=True, rngs=nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(1), (4, 5))
+    state = _converged_state(model, x)
+    out, same = model.apply(model.params, state, x, train=False)
+    chex.assert_trees_all_equal(same, state)  # eval mode leaves the power iteration alone
+    h = np.asarray(x, np.float64)
+    layers = model.params["layers"]
+    for i in range(3):
+        kernel = np.asarray(layers[i]["inner"]["layer_instance"]["kernel"], np.float64)
+        bias = np.asarray(layers[i]["inner"]["layer_instance"]["bias"], np.float64)
+        h = h @ (kernel / np.linalg.norm(kernel, 2)) + bias
+        if i < 2:
+            h = np.maximum(h, 0)
+    np.testing.assert_allclose(out, h, rtol=2e-4, atol=1e-5)
+
+
+def test_spectral_normalized_models_are_invariant_to_weight_scale():
+    """W/σ(W) does not change when W is scaled (σ scales with it, u is normalized)."""
+    from jaxreg.nn import CNN1D, from_nnx
+
+    for module in (
+        MLP((5, 8, 3), spectral_norm=True, rngs=nnx.Rngs(0)),
+        CNN1D(channels=4, spectral_norm=True, rngs=nnx.Rngs(0)),
+    ):
+        model = from_nnx(module)
+        x = jax.random.normal(jax.random.key(2), (3, 40 if isinstance(module, CNN1D) else 5))
+        scaled = jax.tree_util.tree_map_with_path(
+            lambda path, a: a * 3.0 if path[-1].key == "kernel" else a, model.params
+        )
+        base, _ = model.apply(model.params, model.state, x, train=True)
+        moved, _ = model.apply(scaled, model.state, x, train=True)
+        np.testing.assert_allclose(moved, base, rtol=1e-4, atol=1e-5)
+
+
+def test_spectral_normalized_conv_uses_the_documented_reshape():
+    from jaxreg.nn import CNN1D, from_nnx
+
+    model = from_nnx(CNN1D(channels=4, spectral_norm=True, rngs=nnx.Rngs(0)))
+    state = _converged_state(model, jax.random.normal(jax.random.key(3), (2, 40)), calls=100)
+    for i in range(3):
+        kernel = np.asarray(model.params["convs"][i]["inner"]["layer_instance"]["kernel"])
+        sigma = state["convs"][i]["inner"]["batch_stats"][("kernel", "sigma")]
+        expected = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), 2)
+        np.testing.assert_allclose(sigma, expected, rtol=1e-3)
+
+
+def test_spectral_norm_trains_in_fit_and_rejects_dropconnect():
+    from jaxreg.nn import from_nnx
+
+    x = jax.random.normal(jax.random.key(0), (64, 5))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    model = from_nnx(MLP((5, 16, 2), spectral_norm=True, rngs=nnx.Rngs(0)))
+    result = fit(
+        model,
+        model.params,
+        optax.adam(0.05),
+        (x, y),
+        key=jax.random.key(1),
+        num_epochs=20,
+        batch_size=16,
+    )
+    assert float(result.history["train_accuracy"][-1]) > 0.9
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, result.model_state, model.state))
+    with pytest.raises(ValueError, match="dropconnect"):
+        MLP((5, 4, 2), dropconnect_rate=0.3, spectral_norm=True, rngs=nnx.Rngs(0))

@@ -24,6 +24,7 @@ from jaxreg.nn.models import ACTIVATIONS as ACTIVATIONS
 from jaxreg.nn.models import CNN1D as CNN1D
 from jaxreg.nn.models import CNN2D as CNN2D
 from jaxreg.nn.models import MLP as MLP
+from jaxreg.nn.models import SpectralNormalized as SpectralNormalized
 from jaxreg.nn.models import get_activation as get_activation
 from jaxreg.nn.params import LayerCost as LayerCost
 from jaxreg.nn.params import count_params as count_params

@@ -12,7 +12,7 @@ from flax import nnx
 from jaxreg.nn.conv import patch_conv
 from jaxreg.nn.dropout import ChannelDropout, DropConnect, Dropout, DropPath
 
-__all__ = ["ACTIVATIONS", "CNN1D", "CNN2D", "MLP", "get_activation"]
+__all__ = ["ACTIVATIONS", "CNN1D", "CNN2D", "MLP", "SpectralNormalized", "get_activation"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -38,6 +38,50 @@ def get_activation(activation: str | Callable[[jax.Array], jax.Array]) -> Callab
     return ACTIVATIONS[activation]
 
 
+class SpectralNormalized(nnx.Module):
+    """A layer whose weight matrix is divided by its largest singular value (Miyato et al. 2018).
+
+    Wraps ``nnx.SpectralNorm``: σ comes from power iteration whose vector ``u``
+    is model state (updated only in train mode, like BatchNorm statistics;
+    ``jaxreg.nn.from_nnx`` carries it), and the gradient flows through the
+    division. Kernels with more than two axes (convolutions) are reshaped to
+    ``(-1, out_features)``, as :func:`jaxreg.transforms.spectral_norm_penalty`
+    does.
+
+    Args:
+      layer: the layer to normalize (``nnx.Linear``, ``nnx.Conv``); it is called
+        as ``layer(x)``.
+      num_iterations: power-iteration steps per call.
+      rngs: random streams for ``u``'s initialization.
+
+    Example:
+      >>> layer = SpectralNormalized(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
+      >>> layer(jnp.ones((2, 3)), train=True).shape
+      (2, 4)
+    """
+
+    def __init__(self, layer: nnx.Module, num_iterations: int = 1, *, rngs: nnx.Rngs):
+        if not isinstance(num_iterations, int) or num_iterations < 1:
+            raise ValueError(f"num_iterations must be a positive int, got {num_iterations!r}")
+        self.inner = nnx.SpectralNorm(layer, n_steps=num_iterations, rngs=rngs)
+
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
+        del rngs
+        return self.inner(x, update_stats=train)
+
+
+def _plain_or_normalized(layer: nnx.Module, spectral_norm: bool, rngs: nnx.Rngs) -> nnx.Module:
+    return SpectralNormalized(layer, rngs=rngs) if spectral_norm else layer
+
+
+def _call(layer: nnx.Module, x: jax.Array, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
+    if isinstance(layer, SpectralNormalized | DropConnect):
+        return layer(x, train=train, rngs=rngs)
+    return layer(x)
+
+
 class MLP(nnx.Module):
     """Fully connected ``sizes[0] -> ... -> sizes[-1]``, with optional regularizing layers.
 
@@ -51,6 +95,10 @@ class MLP(nnx.Module):
         residual blocks ``x + f(x)``.
       drop_path_rate: stochastic depth on those residual branches
         (:class:`~jaxreg.nn.DropPath`); needs ``residual=True``.
+      spectral_norm: every layer's weight divided by its largest singular value
+        (:class:`SpectralNormalized`; Miyato et al. 2018); the power-iteration
+        vectors are model state. Hidden layers are then plain linear layers, so
+        it excludes ``dropconnect_rate``.
       rngs: NNX random streams for initialisation.
 
     The parameter tree depends only on ``sizes`` and ``residual``, never on a
@@ -73,6 +121,7 @@ class MLP(nnx.Module):
         dropconnect_rate: float = 0.0,
         residual: bool = False,
         drop_path_rate: float = 0.0,
+        spectral_norm: bool = False,
         rngs: nnx.Rngs,
     ):
         sizes = tuple(sizes)
@@ -82,8 +131,14 @@ class MLP(nnx.Module):
             raise ValueError("drop_path_rate needs residual=True (it drops residual branches)")
         self.activation = get_activation(activation)
         pairs = list(itertools.pairwise(sizes))
-        hidden = [DropConnect(a, b, dropconnect_rate, rngs=rngs) for a, b in pairs[:-1]]
-        self.layers = nnx.List([*hidden, nnx.Linear(*pairs[-1], rngs=rngs)])
+        if spectral_norm:
+            if not (isinstance(dropconnect_rate, float | int) and dropconnect_rate == 0):
+                raise ValueError("spectral_norm excludes dropconnect_rate (plain hidden layers)")
+            layers = [SpectralNormalized(nnx.Linear(a, b, rngs=rngs), rngs=rngs) for a, b in pairs]
+        else:
+            hidden = [DropConnect(a, b, dropconnect_rate, rngs=rngs) for a, b in pairs[:-1]]
+            layers = [*hidden, nnx.Linear(*pairs[-1], rngs=rngs)]
+        self.layers = nnx.List(layers)
         self.residual = tuple(residual and a == b for a, b in pairs[:-1])
         self.dropout = Dropout(dropout_rate)
         self.drop_path = DropPath(drop_path_rate) if residual else None
@@ -93,14 +148,14 @@ class MLP(nnx.Module):
     ) -> jax.Array:
         x = x.reshape((x.shape[0], -1))
         for layer, is_residual in zip(self.layers[:-1], self.residual, strict=True):
-            h = layer(x, train=train, rngs=rngs)
+            h = _call(layer, x, train, rngs)
             h = self.dropout(self.activation(h), train=train, rngs=rngs)
             if is_residual:
                 if self.drop_path is not None:
                     h = self.drop_path(h, train=train, rngs=rngs)
                 h = x + h
             x = h
-        return self.layers[-1](x)
+        return _call(self.layers[-1], x, train, rngs)
 
 
 def _conv_out(length: int, kernel: int, stride: int, pad: int) -> int:
@@ -113,7 +168,8 @@ class CNN1D(nnx.Module):
     ``Conv(k5,s2) -> Conv(k3,s2) -> Conv(k3,s2) -> Linear``, each conv with
     ``channels`` filters and padding 1; ~94% test accuracy on MNIST-1D. Input
     is ``(n, length)`` or ``(n, length, 1)``. Options: ``dropout_rate`` before
-    the head, ``channel_dropout_rate`` (spatial dropout) after every conv.
+    the head, ``channel_dropout_rate`` (spatial dropout) after every conv,
+    ``spectral_norm`` on every conv and the head (:class:`SpectralNormalized`).
 
     Example:
       >>> CNN1D(rngs=nnx.Rngs(0))(jnp.ones((2, 40))).shape
@@ -129,6 +185,7 @@ class CNN1D(nnx.Module):
         dropout_rate: float = 0.0,
         *,
         channel_dropout_rate: float = 0.0,
+        spectral_norm: bool = False,
         rngs: nnx.Rngs,
     ):
         self.activation = get_activation(activation)
@@ -136,14 +193,18 @@ class CNN1D(nnx.Module):
         spec = ((5, 2), (3, 2), (3, 2))
         self.convs = nnx.List(
             [
-                nnx.Conv(
-                    1 if i == 0 else channels,
-                    channels,
-                    k,
-                    s,
-                    padding=[(1, 1)],
-                    conv_general_dilated=patch_conv,
-                    rngs=rngs,
+                _plain_or_normalized(
+                    nnx.Conv(
+                        1 if i == 0 else channels,
+                        channels,
+                        k,
+                        s,
+                        padding=[(1, 1)],
+                        conv_general_dilated=patch_conv,
+                        rngs=rngs,
+                    ),
+                    spectral_norm,
+                    rngs,
                 )
                 for i, (k, s) in enumerate(spec)
             ]
@@ -153,7 +214,9 @@ class CNN1D(nnx.Module):
             length = _conv_out(length, k, s, 1)
         if length <= 0:
             raise ValueError(f"input_length={input_length} is too short for CNN1D")
-        self.head = nnx.Linear(channels * length, num_classes, rngs=rngs)
+        self.head = _plain_or_normalized(
+            nnx.Linear(channels * length, num_classes, rngs=rngs), spectral_norm, rngs
+        )
         self.dropout = Dropout(dropout_rate)
 
     def __call__(
@@ -162,9 +225,10 @@ class CNN1D(nnx.Module):
         if x.ndim == 2:
             x = x[..., None]
         for conv in self.convs:
-            x = self.channel_dropout(self.activation(conv(x)), train=train, rngs=rngs)
+            h = self.activation(_call(conv, x, train, rngs))
+            x = self.channel_dropout(h, train=train, rngs=rngs)
         x = self.dropout(x.reshape((x.shape[0], -1)), train=train, rngs=rngs)
-        return self.head(x)
+        return _call(self.head, x, train, rngs)
 
 
 class CNN2D(nnx.Module):

@@ -34,6 +34,7 @@ EXPERIMENTS = [
     "sharp_vs_flat",
     "ensembles",
     "bias_variance",
+    "swa_flatness",
 ]
 PACKAGE = "jaxreg.experiments"
 

@@ -11,8 +11,12 @@ from jaxreg._io import write_json
 DEFAULT_OUT = Path("jaxreg-experiments")  # relative to where the command runs
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, *, control: str | None = None) -> argparse.Namespace:
+    """The experiments' command line: ``--out``, ``--quick``/``--full`` and, where the
+    script has one, ``--control`` (its negative control, described by ``control``)."""
     parser = argparse.ArgumentParser(description=description)
+    if control is not None:
+        parser.add_argument("--control", action="store_true", help=control)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for JSON and figure")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(

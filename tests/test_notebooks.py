@@ -1,6 +1,7 @@
 """The notebooks execute without error (quick settings).
 
-The sharpness notebook runs here. The tour notebook's study is the same
+The sharpness notebook is a docs tutorial, executed by the docs build in ``.ci/run``
+(here under ``-m slow``). The tour notebook's study is the same
 ``run_tour`` path that ``tests/test_cli.py::test_quick_tour_end_to_end`` runs, so
 that test renders the notebook on its own ``jaxreg tour --quick`` folder
 (``JAXREG_TOUR_DIR``) instead of compiling every row a second time; the notebook
@@ -10,6 +11,9 @@ running its own quick study is ``-m slow``.
 import pytest
 
 
+# CI executes the sharpness notebook in the docs build (a tutorial there; myst-nb fails the
+# build on any error), so the default suite does not run it a second time.
+@pytest.mark.slow
 def test_sharpness_notebook_executes(tmp_path, execute_notebook):
     execute_notebook("sharpness", tmp_path)
 

@@ -93,3 +93,33 @@ def test_a_script_beside_a_clone_named_jaxreg_imports_the_package(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "mnist1d"
+
+
+def test_every_public_module_is_in_the_api_reference():
+    """docs/conf.py renders one page per public name of the modules it lists; a new public
+    module must be listed too (or be a package whose names it re-exports)."""
+    import importlib
+    import pkgutil
+    import runpy
+
+    import jaxreg
+
+    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"), run_name="conf_check")
+    listed = set(conf["API_MODULES"])
+    internal = ("jaxreg.experiments", "jaxreg.cli")
+    missing = []
+    for info in pkgutil.walk_packages(jaxreg.__path__, "jaxreg."):
+        name = info.name
+        if any(p.startswith("_") for p in name.split(".")) or name.startswith(internal):
+            continue
+        module = importlib.import_module(name)
+        if not getattr(module, "__all__", None):
+            continue
+        parent = name.rsplit(".", 1)[0]
+        covered = name in listed or (
+            parent in listed and set(module.__all__) <= set(conf["public_names"](parent))
+        )
+        if not covered:
+            missing.append(name)
+    assert not missing, missing
+    assert (ROOT / "docs" / "api.md").exists()  # written by conf.py

@@ -83,7 +83,7 @@ def _call(layer: nnx.Module, x: jax.Array, train: bool, rngs: nnx.Rngs | None) -
 
 
 class MLP(nnx.Module):
-    """Fully connected ``sizes[0] -> ... -> sizes[-1]``, with optional regularizing layers.
+    """Fully connected ``sizes[0] -> … -> sizes[-1]``, with optional regularizing layers.
 
     Args:
       sizes: layer widths including input and output, e.g. ``(40, 100, 100, 10)``.

@@ -69,6 +69,16 @@ def swa(start: int = 0, every: int = 1) -> optax.GradientTransformation:
       start: first step whose result is averaged.
       every: steps between averaged iterates (e.g. the steps per epoch, to average
         at the end of each epoch or each learning-rate cycle).
+
+    Example:
+      >>> opt = optax.chain(optax.sgd(1.0), swa(start=1, every=2))
+      >>> params = {"w": jnp.array(0.0)}
+      >>> state = opt.init(params)
+      >>> for _ in range(4):  # w after steps 0..3: 1, 2, 3, 4; averaged at steps 1 and 3
+      ...     updates, state = opt.update({"w": jnp.array(-1.0)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> float(averaged_params(state)["w"])
+      3.0
     """
     if start < 0:
         raise ValueError(f"start must be non-negative, got {start}")
@@ -110,6 +120,16 @@ def ema(decay: ArrayLike, *, debias: bool = True) -> optax.GradientTransformatio
       decay: the weight of the old average, in ``[0, 1)`` (may be traced).
       debias: read the average divided by ``1 − decayᵗ`` (the average then starts
         at the first iterate rather than at zero).
+
+    Example:
+      >>> opt = optax.chain(optax.sgd(1.0), ema(0.5))
+      >>> params = {"w": jnp.array(0.0)}
+      >>> state = opt.init(params)
+      >>> for _ in range(2):  # w: 1, 2; average 0.5, then 1.25; debiased 1.25 / (1 - 0.5²)
+      ...     updates, state = opt.update({"w": jnp.array(-1.0)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> float(averaged_params(state)["w"])
+      1.6666666269302368
     """
     check_interval(decay, "decay", 0.0, 1.0)
 
@@ -138,7 +158,14 @@ def _is_average(node) -> bool:
 
 def averaged_params(opt_state: chex.ArrayTree) -> chex.ArrayTree:
     """The averaged parameters held by the (single) :func:`swa` or :func:`ema` state found
-    inside ``opt_state`` (e.g. ``FitResult.opt_state`` of a chained optimizer)."""
+    inside ``opt_state`` (e.g. ``FitResult.opt_state`` of a chained optimizer).
+
+    Example:
+      >>> opt = optax.chain(optax.adam(0.1), ema(0.9))
+      >>> state = opt.init({"w": jnp.ones(2)})
+      >>> averaged_params(state)["w"].shape
+      (2,)
+    """
     found = [node for node in jax.tree.leaves(opt_state, is_leaf=_is_average) if _is_average(node)]
     if len(found) != 1:
         raise ValueError(f"opt_state must hold exactly one swa or ema state, found {len(found)}")

@@ -100,6 +100,16 @@ def slice_1d(
 
     Returns:
       ``(alphas, losses)``.
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> data = batches(jnp.zeros((4, 1)), jnp.zeros(4), 2)
+      >>> loss_fn = lambda w, batch: 0.5 * jnp.sum(w**2)  # curvature 1 in every direction
+      >>> alphas, losses = slice_1d(
+      ...     loss_fn, jnp.zeros(3), data, key=jax.random.key(0), resolution=3,
+      ...     normalization="none", direction=jnp.array([1.0, 0.0, 0.0]))
+      >>> alphas.tolist(), losses.tolist()
+      ([-1.0, 0.0, 1.0], [0.5, 0.0, 0.5])
     """
     d = random_direction(key, params, normalization) if direction is None else direction
     alphas = jnp.linspace(-span, span, resolution)

@@ -59,6 +59,19 @@ class EarlyStopping(NamedTuple):
 
     ``monitor`` is a history key such as ``"eval_loss"`` or ``"eval_accuracy"``
     (``"eval_*"`` needs ``eval_data``). ``patience`` and ``min_delta`` may be traced.
+
+    Example:
+      >>> import optax
+      >>> from jaxreg import fit
+      >>> x = jnp.linspace(-1, 1, 32)[:, None]
+      >>> y = (x[:, 0] > 0).astype(jnp.int32)
+      >>> result = fit(lambda p, x, **kw: x @ p["w"], {"w": jnp.zeros((1, 2))},
+      ...              optax.sgd(1.0), (x, y), key=jax.random.key(0), num_epochs=200,
+      ...              batch_size=32, eval_data=(x, y),
+      ...              early_stopping=EarlyStopping(patience=5, min_delta=1e-3))
+      >>> s = result.early_stopping  # stops 5 epochs after the best; best params restored
+      >>> bool(s.stopped), int(s.stop_step) - int(s.best_step)
+      (True, 5)
     """
 
     patience: ArrayLike

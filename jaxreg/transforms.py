@@ -146,6 +146,8 @@ def _preconditioned_proximal(
     eps: float,
 ) -> optax.GradientTransformation:
     """``optimizer``, then the proximal step in its diagonal metric ``D = sqrt(ν̂) + eps``."""
+    # fit passes extra arguments (grad_fn) to every update; a custom plain transform takes none.
+    optimizer = optax.with_extra_args_support(optimizer)
 
     def init_fn(params):
         return PreconditionedProximalState(optimizer.init(params), jnp.zeros((), jnp.int32))

@@ -438,3 +438,23 @@ def test_adam_prox_rejects_bad_arguments():
     tx = transforms.proximal_l1(1.0, 0.1, optimizer=twice)
     with pytest.raises(ValueError, match="Adam-family states"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)), jnp.ones(2))
+
+
+def test_adam_prox_runs_inside_fit():
+    """fit hands every update extra arguments (grad_fn); the wrapped optax.adam takes none."""
+    x = jax.random.normal(jax.random.key(0), (64, 6))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    params = {"w": jnp.zeros((6, 2)), "b": jnp.zeros(2)}
+    tx = transforms.proximal_l1(0.05, 0.05, masks.weights_only, optimizer=optax.adam(0.05))
+    result = fit(
+        lambda p, x, **kw: x @ p["w"] + p["b"],
+        params,
+        tx,
+        (x, y),
+        key=jax.random.key(1),
+        num_epochs=30,
+        batch_size=16,
+    )
+    assert float(result.history["train_accuracy"][-1]) > 0.9
+    w = np.asarray(result.params["w"])
+    assert np.all(w[1:] == 0) and np.all(w[0] != 0)  # only the informative input survives

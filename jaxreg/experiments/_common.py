@@ -204,6 +204,36 @@ def train_mnist1d(
     return history, trained, dataset, apply
 
 
+def vmapped_curvature(loss_fn, batches, *, keys: tuple[int, int] = (1, 2), iterations: int = 30):
+    """``(top_eigenvalue, trace)``: jitted functions of stacked params (leading member axis)
+    giving each member's λmax (Lanczos, ``iterations`` steps) and Hutch++ trace
+    (``iterations`` probes) of ``loss_fn`` over ``batches``, keyed by ``keys``.
+
+    Each is a vmapped jit of its own: several loops in one vmapped program over 3+ models
+    deadlock XLA:CPU (jaxlib 0.10.2; docs/conventions.md).
+    """
+    import jax
+
+    from jaxreg import sharpness
+
+    top_key, trace_key = keys
+    top = jax.jit(
+        jax.vmap(
+            lambda p: sharpness.top_eigenvalues(
+                loss_fn, p, batches, key=jax.random.key(top_key), num_iters=iterations
+            )[0][0]
+        )
+    )
+    trace = jax.jit(
+        jax.vmap(
+            lambda p: sharpness.hessian_trace(
+                loss_fn, p, batches, key=jax.random.key(trace_key), num_samples=iterations
+            )[0]
+        )
+    )
+    return top, trace
+
+
 def rounded(values, digits: int = 4) -> list:
     """A JSON-friendly list of Python floats rounded to ``digits``."""
     import numpy as np

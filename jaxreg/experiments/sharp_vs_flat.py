@@ -35,6 +35,7 @@ from jaxreg.experiments._common import (
     rank_correlation,
     report,
     rounded,
+    vmapped_curvature,
 )
 from jaxreg.losses import classification_loss
 from jaxreg.masks import weights_only
@@ -84,22 +85,8 @@ def main() -> int:
     loss_fn = classification_loss(apply)
     train_batches = data.batches(dataset.x_train, dataset.y_train, 500)
 
-    # Each measurement in a vmapped jit of its own: fit, Lanczos, Hutch++ and SAM in one
-    # vmapped program over 3+ models deadlocks XLA:CPU (jaxlib 0.10.2; docs/conventions.md).
-    top_eigenvalue = jax.jit(
-        jax.vmap(
-            lambda p: sharpness.top_eigenvalues(
-                loss_fn, p, train_batches, key=jax.random.key(1), num_iters=30
-            )[0][0]
-        )
-    )
-    trace_of = jax.jit(
-        jax.vmap(
-            lambda p: sharpness.hessian_trace(
-                loss_fn, p, train_batches, key=jax.random.key(2), num_samples=30
-            )[0]
-        )
-    )
+    # Each measurement in a vmapped jit of its own (docs/conventions.md).
+    top_eigenvalue, trace_of = vmapped_curvature(loss_fn, train_batches, keys=(1, 2))
     sam_of = jax.jit(jax.vmap(lambda p: sharpness.sam_sharpness(loss_fn, p, train_batches, 0.05)))
 
     rows, trained = {}, {}

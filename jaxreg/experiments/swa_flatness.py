@@ -43,6 +43,7 @@ from jaxreg.experiments._common import (
     parse_args,
     report,
     rounded,
+    vmapped_curvature,
 )
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, init_params
@@ -116,22 +117,8 @@ def main() -> int:
     loss_fn = classification_loss(apply)
     n = CURVATURE_EXAMPLES
     batches = data.batches(dataset.x_train[:n], dataset.y_train[:n], 500)
-    # One vmapped jit per measurement (several loops in one vmapped program can deadlock
-    # XLA:CPU; docs/conventions.md).
-    top = jax.jit(
-        jax.vmap(
-            lambda p: sharpness.top_eigenvalues(
-                loss_fn, p, batches, key=jax.random.key(2), num_iters=30
-            )[0][0]
-        )
-    )
-    trace = jax.jit(
-        jax.vmap(
-            lambda p: sharpness.hessian_trace(
-                loss_fn, p, batches, key=jax.random.key(3), num_samples=30
-            )[0]
-        )
-    )
+    # One vmapped jit per measurement (docs/conventions.md).
+    top, trace = vmapped_curvature(loss_fn, batches, keys=(2, 3))
     average = jax.jit(
         jax.vmap(
             lambda p: sharpness.average_sharpness(

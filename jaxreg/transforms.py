@@ -146,6 +146,9 @@ def _preconditioned_proximal(
     eps: float,
 ) -> optax.GradientTransformation:
     """``optimizer``, then the proximal step in its diagonal metric ``D = sqrt(ν̂) + eps``."""
+    check_non_negative(strength, "strength")
+    if not callable(learning_rate):
+        check_non_negative(learning_rate, "learning_rate")
     # fit passes extra arguments (grad_fn) to every update; a custom plain transform takes none.
     optimizer = optax.with_extra_args_support(optimizer)
 
@@ -162,9 +165,7 @@ def _preconditioned_proximal(
         else:
             correction = 1 - jnp.asarray(b2, jnp.float32) ** adam.count.astype(jnp.float32)
             scale = jax.tree.map(lambda v: 1 / (jnp.sqrt(v / correction) + eps), adam.nu)
-        selected = (
-            resolve(mask, params) if mask is not None else jax.tree.map(lambda _: True, params)
-        )
+        selected = resolve(mask, params)
 
         def step(p, u, s, keep):
             moved = optax.apply_updates(p, u)
@@ -247,7 +248,6 @@ def proximal_l1(
       [0.0, 1.075]
     """
     if optimizer is not None:
-        check_non_negative(strength, "strength")
         return _preconditioned_proximal(
             prox.soft_threshold, optimizer, strength, learning_rate, mask, b2, eps
         )
@@ -280,7 +280,6 @@ def proximal_elastic_net(
     """
     check_interval(l1_ratio, "l1_ratio", 0.0, 1.0, closed_high=True)
     if optimizer is not None:
-        check_non_negative(strength, "strength")
         return _preconditioned_proximal(
             lambda w, t: prox.elastic_net_leaf(w, t, l1_ratio),
             optimizer,

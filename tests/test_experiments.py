@@ -30,7 +30,8 @@ EXPERIMENTS = [
 HAS_QUICK = set(EXPERIMENTS) - {"l1_vs_l2", "noise_equals_l2", "early_stopping_vs_l2"}
 
 
-def _run_experiment(name: str, out: Path, *flags: str) -> dict:
+def _run_script(name: str, out: Path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run an experiment as a user does; it must end with a verdict (exit 0 PASS, 1 FAIL)."""
     result = subprocess.run(
         [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", str(out), *flags],
         cwd=ROOT,
@@ -38,9 +39,14 @@ def _run_experiment(name: str, out: Path, *flags: str) -> dict:
         text=True,
         timeout=900,
     )
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    return result, json.loads((out / f"{name}.json").read_text())
+
+
+def _run_experiment(name: str, out: Path, *flags: str) -> dict:
+    result, written = _run_script(name, out, *flags)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"PASS: {name}" in result.stdout
-    written = json.loads((out / f"{name}.json").read_text())
     assert written["verdict"] == "PASS"
     assert (out / f"{name}.png").stat().st_size > 1000
     return written
@@ -61,22 +67,7 @@ def test_sharp_vs_flat_runs_and_its_verdict_follows_its_rank_correlation(tmp_pat
     recomputed here from the per-model values with scipy."""
     from scipy import stats
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jaxreg.experiments.sharp_vs_flat",
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode in (0, 1), result.stdout + result.stderr
-    written = json.loads((tmp_path / "sharp_vs_flat.json").read_text())
+    result, written = _run_script("sharp_vs_flat", tmp_path, "--quick")
     arms = written["evidence"]["arms"].values()
     sharp = np.concatenate([arm["lambda_max"] for arm in arms])
     accuracy = np.concatenate([arm["test_accuracy"] for arm in arms])
@@ -98,22 +89,8 @@ def test_swa_flatness_runs_and_its_verdict_follows_its_paired_bounds(tmp_path):
     the bounds recomputed here from scipy's t quantile."""
     from scipy import stats
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jaxreg.experiments.swa_flatness",
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode in (0, 1), result.stdout + result.stderr
-    evidence = json.loads((tmp_path / "swa_flatness.json").read_text())["evidence"]
+    result, written = _run_script("swa_flatness", tmp_path, "--quick")
+    evidence = written["evidence"]
     final, swa = evidence["arms"]["final iterate"], evidence["arms"]["SWA"]
     assert final["lambda_max"] != swa["lambda_max"]
 

@@ -98,6 +98,28 @@ def public_names(module_name: str) -> list[str]:
     return sorted(names)
 
 
+def defining_module(module_name: str, name: str) -> str:
+    """The module whose source assigns ``name`` (its ``#:`` comment is the documentation):
+    ``module_name`` itself, or for a package the submodule that exports the name."""
+    import importlib
+    import pkgutil
+
+    module = importlib.import_module(module_name)
+    if name in getattr(module, "__all__", ()) or not hasattr(module, "__path__"):
+        return module_name
+    for info in pkgutil.iter_modules(module.__path__, module_name + "."):
+        if name in getattr(importlib.import_module(info.name), "__all__", ()):
+            return info.name
+    return module_name
+
+
+def is_documented_object(obj) -> bool:
+    """Functions and classes defined in jaxreg carry their own docstring (an autosummary
+    page); anything else (a dict, a number, a typing alias) is documented by the ``#:``
+    comment above its assignment."""
+    return callable(obj) and getattr(obj, "__module__", "").startswith("jaxreg")
+
+
 def _write_api_page() -> None:
     import importlib
     from pathlib import Path
@@ -106,6 +128,7 @@ def _write_api_page() -> None:
         "# API reference",
         "",
         "Every public name, one page each, rendered from its docstring (with its example).",
+        "Constants and type aliases are documented where their module is.",
         "",
     ]
     for module_name in API_MODULES:
@@ -114,29 +137,29 @@ def _write_api_page() -> None:
         public = [
             n for n in public_names(module_name) if not isinstance(getattr(module, n), type(module))
         ]
-        names = [n for n in public if callable(getattr(module, n))]
-        # Constants (dicts, numbers) carry their type's docstring, not ours: listed by name.
-        constants = [n for n in public if n not in names]
-        if not names:
+        names = [n for n in public if is_documented_object(getattr(module, n))]
+        data = [n for n in public if n not in names]
+        if not public:
             continue
-        lines += [
-            f"## `{module_name}`",
-            "",
-            summary,
-            "",
-            "```{eval-rst}",
-            f".. currentmodule:: {module_name}",
-            "",
-            ".. autosummary::",
-            "   :toctree: generated",
-            "",
-            *[f"   {n}" for n in names],
-            "```",
-            "",
-        ]
-        if constants:
+        lines += [f"## `{module_name}`", "", summary, ""]
+        if names:
             lines += [
-                "Constants: " + ", ".join(f"`{module_name}.{n}`" for n in constants) + ".",
+                "```{eval-rst}",
+                f".. currentmodule:: {module_name}",
+                "",
+                ".. autosummary::",
+                "   :toctree: generated",
+                "",
+                *[f"   {n}" for n in names],
+                "```",
+                "",
+            ]
+        for n in data:
+            lines += [
+                "```{eval-rst}",
+                f".. autodata:: {defining_module(module_name, n)}.{n}",
+                "   :no-value:",
+                "```",
                 "",
             ]
     Path(__file__).with_name("api.md").write_text("\n".join(lines))

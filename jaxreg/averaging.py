@@ -44,7 +44,20 @@ __all__ = ["EmaState", "SwaState", "averaged_params", "ema", "recompute_batch_st
 
 
 class SwaState(NamedTuple):
-    """State of :func:`swa`: steps taken, iterates averaged, their mean."""
+    """State of :func:`swa`: steps taken, iterates averaged, their mean.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> opt = optax.chain(optax.sgd(1.0), swa(start=0))
+      >>> params = {"w": jnp.array(0.0)}
+      >>> state = opt.init(params)
+      >>> for _ in range(3):  # w: 1, 2, 3
+      ...     updates, state = opt.update({"w": jnp.array(-1.0)}, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> swa_state = state[1]
+      >>> int(swa_state.count), int(swa_state.num_averaged), float(swa_state.average["w"])
+      (3, 3, 2.0)
+    """
 
     count: jax.Array
     num_averaged: jax.Array
@@ -52,7 +65,18 @@ class SwaState(NamedTuple):
 
 
 class EmaState(NamedTuple):
-    """State of :func:`ema`: steps taken, the (biased) average, and the decay used."""
+    """State of :func:`ema`: steps taken, the (biased) average, and the decay used.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> opt = optax.chain(optax.sgd(1.0), ema(0.5, debias=False))
+      >>> params = {"w": jnp.array(0.0)}
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update({"w": jnp.array(-2.0)}, state, params)  # w: 0 -> 2
+      >>> ema_state = state[1]
+      >>> int(ema_state.count), float(ema_state.average["w"])  # 0.5·0 + 0.5·2
+      (1, 1.0)
+    """
 
     count: jax.Array
     average: chex.ArrayTree

@@ -43,7 +43,14 @@ __all__ = [
 
 
 class Dataset(NamedTuple):
-    """Train and test arrays of one dataset (unpacks as a 4-tuple)."""
+    """Train and test arrays of one dataset (unpacks as a 4-tuple).
+
+    Example:
+      >>> d = Dataset(np.zeros((4, 2)), np.zeros(4), np.ones((2, 2)), np.ones(2))
+      >>> x_train, y_train, x_test, y_test = d
+      >>> d.x_test.shape
+      (2, 2)
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -55,6 +62,13 @@ def cache_dir() -> Path:
     """Directory for generated data: ``$JAXREG_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxreg``.
 
     Falls back to ``~/.cache/jaxreg``.
+
+    Example:
+      >>> import os
+      >>> os.environ["JAXREG_CACHE_DIR"] = "/tmp/jaxreg-cache"
+      >>> str(cache_dir())
+      '/tmp/jaxreg-cache'
+      >>> del os.environ["JAXREG_CACHE_DIR"]
     """
     explicit = os.environ.get("JAXREG_CACHE_DIR")
     if explicit:
@@ -311,7 +325,14 @@ def shuffled_batches(
 
 
 def batch_weight(batch: chex.ArrayTree) -> jax.Array:
-    """Total weight of one batch: the sum of ``batch["weight"]``, else its size."""
+    """Total weight of one batch: the sum of ``batch["weight"]``, else its size.
+
+    Example:
+      >>> float(batch_weight({"x": jnp.ones((3, 2)), "weight": jnp.array([1.0, 1.0, 0.0])}))
+      2.0
+      >>> float(batch_weight({"x": jnp.ones((3, 2))}))
+      3.0
+    """
     if isinstance(batch, dict) and "weight" in batch:
         return jnp.sum(batch["weight"])
     leaves = jax.tree.leaves(batch)

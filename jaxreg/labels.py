@@ -25,7 +25,14 @@ def _check_num_classes(num_classes: int) -> None:
 
 
 def one_hot(labels: ArrayLike, num_classes: int) -> jax.Array:
-    """Integer labels ``(...)`` → one-hot ``(..., K)``; float ``(..., K)`` passes through."""
+    """Integer labels ``(...)`` → one-hot ``(..., K)``; float ``(..., K)`` passes through.
+
+    Example:
+      >>> one_hot(jnp.array([2, 0]), 3).tolist()
+      [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+      >>> one_hot(jnp.array([[0.2, 0.8]]), 2).tolist()  # soft labels pass through
+      [[0.20000000298023224, 0.800000011920929]]
+    """
     _check_num_classes(num_classes)
     labels = jnp.asarray(labels)
     if jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
@@ -98,6 +105,11 @@ def asymmetric_label_noise(key: jax.Array, labels: ArrayLike, transition: ArrayL
 
     ``transition[i, j]`` is ``P(noisy = j | clean = i)``; e.g. a pair-flip
     matrix models systematic confusions.
+
+    Example:
+      >>> flip = jnp.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # 0 -> 1 always
+      >>> asymmetric_label_noise(jax.random.key(0), jnp.array([0, 1, 2, 0]), flip).tolist()
+      [1, 1, 2, 1]
     """
     transition = jnp.asarray(transition)
     if transition.ndim != 2 or transition.shape[0] != transition.shape[1]:

@@ -39,6 +39,14 @@ def normalize_direction(
     leaf. ``"none"``: unchanged. With ``ignore_bias``, leaves with ``ndim <= 1``
     (biases, norm scales) get a zero direction, as in Li et al.; otherwise they
     are normalized as one filter.
+
+    Example:
+      >>> params = {"kernel": jnp.array([[3.0, 0.0], [4.0, 1.0]]), "bias": jnp.ones(2)}
+      >>> direction = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+      >>> d = normalize_direction(direction, params)
+      >>> norms = jnp.linalg.norm(d["kernel"], axis=0)  # each filter gets its params' norm
+      >>> [round(v, 4) for v in norms.tolist()], d["bias"].tolist()
+      ([5.0, 1.0], [0.0, 0.0])
     """
     if normalization not in ("filter", "layer", "none"):
         raise ValueError(
@@ -67,7 +75,14 @@ def random_direction(
     *,
     ignore_bias: bool = True,
 ) -> chex.ArrayTree:
-    """A Gaussian direction in parameter space, normalized by :func:`normalize_direction`."""
+    """A Gaussian direction in parameter space, normalized by :func:`normalize_direction`.
+
+    Example:
+      >>> params = {"kernel": 2.0 * jnp.ones((4, 3)), "bias": jnp.ones(3)}
+      >>> d = random_direction(jax.random.key(0), params)
+      >>> [round(v, 4) for v in jnp.linalg.norm(d["kernel"], axis=0).tolist()]  # ‖filter‖ = 4
+      [4.0, 4.0, 4.0]
+    """
     direction = optax.tree.random_like(key, params)
     return normalize_direction(direction, params, normalization, ignore_bias=ignore_bias)
 
@@ -141,6 +156,16 @@ def slice_2d(
     Returns:
       ``(alphas, betas, losses[resolution, resolution])`` with ``losses[i, j]``
       at ``(alphas[i], betas[j])``.
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> data = batches(jnp.zeros((4, 1)), jnp.zeros(4), 2)
+      >>> loss_fn = lambda w, batch: 0.5 * (w[0] ** 2 + 4 * w[1] ** 2)
+      >>> alphas, betas, losses = slice_2d(
+      ...     loss_fn, jnp.zeros(2), data, key=jax.random.key(0), resolution=3,
+      ...     directions=(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])))
+      >>> losses.tolist()  # rows α, columns β
+      [[2.5, 0.5, 2.5], [2.0, 0.0, 2.0], [2.5, 0.5, 2.5]]
     """
     if directions is None:
         k1, k2 = jax.random.split(key)

@@ -42,14 +42,25 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def accuracy_per_example(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """1.0 where ``argmax(logits)`` equals the (argmax of the) label, else 0.0."""
+    """1.0 where ``argmax(logits)`` equals the (argmax of the) label, else 0.0.
+
+    Example:
+      >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+      >>> accuracy_per_example(logits, jnp.array([0, 1, 1])).tolist()
+      [1.0, 1.0, 0.0]
+    """
     if labels.ndim == logits.ndim:
         labels = jnp.argmax(labels, axis=-1)
     return (jnp.argmax(logits, axis=-1) == labels).astype(float_dtype(logits))
 
 
 def weighted_mean(values: jax.Array, weight: jax.Array | None = None) -> jax.Array:
-    """Mean of ``values`` over examples, counting each with ``weight`` (padding has 0)."""
+    """Mean of ``values`` over examples, counting each with ``weight`` (padding has 0).
+
+    Example:
+      >>> float(weighted_mean(jnp.array([1.0, 2.0, 9.0]), jnp.array([1.0, 1.0, 0.0])))  # padding
+      1.5
+    """
     if weight is None:
         return jnp.mean(values)
     # A batch whose weights are all zero (e.g. bootstrap left every example out) contributes 0.

@@ -18,7 +18,19 @@ import numpy as np
 
 __all__ = ["MaskLike", "by_path", "leaf_path", "resolve", "weights_only"]
 
-MaskLike = Any  # a pytree (prefix) of bools, or a callable params -> such a pytree
+#: What every ``mask=`` argument accepts: a pytree of bools with the structure of
+#: ``params`` (or a prefix of it: one bool covers a whole subtree), or a callable
+#: ``params -> such a pytree``. ``True`` means "regularize this leaf" (optax semantics).
+#:
+#: Example:
+#:   >>> import jax.numpy as jnp
+#:   >>> from jaxreg.masks import resolve, weights_only
+#:   >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}, "head": jnp.ones(2)}
+#:   >>> resolve({"dense": True, "head": False}, params)  # a prefix
+#:   {'dense': {'bias': True, 'kernel': True}, 'head': False}
+#:   >>> resolve(weights_only, params)  # a callable
+#:   {'dense': {'bias': False, 'kernel': True}, 'head': False}
+MaskLike = Any
 
 
 def weights_only(params: chex.ArrayTree) -> chex.ArrayTree:
@@ -32,7 +44,14 @@ def weights_only(params: chex.ArrayTree) -> chex.ArrayTree:
 
 
 def leaf_path(path: tuple) -> str:
-    """``"layers/0/kernel"`` for a pytree key path; NNX's trailing ``.value`` is dropped."""
+    """``"layers/0/kernel"`` for a pytree key path; NNX's trailing ``.value`` is dropped.
+
+    Example:
+      >>> paths = [leaf_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(
+      ...     {"layers": [{"kernel": 1, "bias": 2}]})]
+      >>> paths
+      ['layers/0/bias', 'layers/0/kernel']
+    """
     parts = []
     for entry in path:
         if isinstance(entry, jax.tree_util.DictKey):
@@ -104,6 +123,14 @@ def resolve(mask: MaskLike | None, params: chex.ArrayTree) -> chex.ArrayTree:
     Raises:
       ValueError: the mask's tree does not match (a prefix of) ``params``.
       TypeError: a mask leaf is not a bool.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> params = {"a": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}, "b": jnp.ones(3)}
+      >>> resolve({"a": True, "b": False}, params)
+      {'a': {'bias': True, 'kernel': True}, 'b': False}
+      >>> resolve(None, params)["b"]
+      True
     """
     if mask is None:
         return jax.tree.map(lambda _: True, params)

@@ -72,7 +72,13 @@ def accuracy(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
 
 
 def nll(probs: ArrayLike, labels: ArrayLike, *, eps: float = 1e-12) -> jax.Array:
-    """Mean negative log-likelihood ``-log p[label]`` (probabilities clipped at ``eps``)."""
+    """Mean negative log-likelihood ``-log p[label]`` (probabilities clipped at ``eps``).
+
+    Example:
+      >>> probs = jnp.array([[0.5, 0.5], [0.25, 0.75]])
+      >>> round(float(nll(probs, jnp.array([0, 1]))), 4)  # -(log 0.5 + log 0.75) / 2
+      0.4904
+    """
     probs = _check_probs(probs)
     ids = _label_ids(labels, probs)
     picked = jnp.take_along_axis(probs, ids[:, None], axis=1)[:, 0]
@@ -80,7 +86,13 @@ def nll(probs: ArrayLike, labels: ArrayLike, *, eps: float = 1e-12) -> jax.Array
 
 
 def brier(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
-    """Mean multi-class Brier score ``Σ_k (p_k - y_k)²`` (between 0 and 2)."""
+    """Mean multi-class Brier score ``Σ_k (p_k - y_k)²`` (between 0 and 2).
+
+    Example:
+      >>> probs = jnp.array([[1.0, 0.0], [0.5, 0.5]])
+      >>> float(brier(probs, jnp.array([0, 1])))  # (0 + 0.25 + 0.25) / 2
+      0.25
+    """
     probs = _check_probs(probs)
     targets = jax.nn.one_hot(_label_ids(labels, probs), probs.shape[1], dtype=probs.dtype)
     return jnp.mean(jnp.sum((probs - targets) ** 2, axis=1))
@@ -112,6 +124,12 @@ def reliability_bins(
 
     Returns:
       ``{"confidence", "accuracy", "count"}``, each shaped ``(num_bins,)``.
+
+    Example:
+      >>> probs = jnp.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+      >>> bins = reliability_bins(probs, jnp.array([0, 1, 1, 1]), num_bins=2)
+      >>> bins["count"].tolist(), bins["accuracy"].tolist()  # all confidences in [0.5, 1]
+      ([0.0, 4.0], [0.0, 0.75])
     """
     if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
         raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
@@ -164,6 +182,15 @@ class NoiseScale(NamedTuple):
         the batch size at which gradient noise and signal are of equal size.
       trace_covariance: ``tr(Σ)``, Σ the per-example gradient covariance.
       gradient_sq_norm: ``|G|²`` of the full-data gradient (bias-corrected).
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> x = jax.random.normal(jax.random.key(0), (256, 2)); y = x @ jnp.ones(2)
+      >>> def loss_fn(w, b):
+      ...     return jnp.sum(b["weight"] * (b["x"] @ w - b["y"]) ** 2) / (2 * jnp.sum(b["weight"]))
+      >>> s = gradient_noise_scale(loss_fn, jnp.zeros(2), batches(x, y, 32))
+      >>> bool(jnp.isclose(s.simple_noise_scale, s.trace_covariance / s.gradient_sq_norm))
+      True
     """
 
     simple_noise_scale: jax.Array
@@ -257,7 +284,14 @@ def gradient_noise_scale(
 
 
 class BiasVariance(NamedTuple):
-    """mlxtend's ``bias_variance_decomp`` quantities (averaged over test points)."""
+    """mlxtend's ``bias_variance_decomp`` quantities (averaged over test points).
+
+    Example:
+      >>> preds = jnp.array([[1.0, 2.0], [3.0, 2.0]])  # 2 training sets × 2 test points
+      >>> bv = bias_variance(preds, jnp.array([2.0, 0.0]))
+      >>> [float(v) for v in bv], float(bv.bias + bv.variance)  # expected_loss = bias + variance
+      ([2.5, 2.0, 0.5], 2.5)
+    """
 
     expected_loss: jax.Array
     bias: jax.Array
@@ -282,6 +316,12 @@ def bias_variance(
       ``loss = bias + variance`` exactly.
     * ``"0-1"``: loss ``P(ŷ≠y)``, bias ``[ŷ_main ≠ y]``, variance ``P(ŷ ≠ ŷ_main)``.
       Give ``num_classes`` to use it under ``jit``.
+
+    Example:
+      >>> labels = jnp.array([[0, 1, 1], [0, 1, 2], [1, 1, 2]])  # 3 models × 3 test points
+      >>> bv = bias_variance(labels, jnp.array([0, 2, 2]), loss="0-1", num_classes=3)
+      >>> [round(float(v), 4) for v in bv]  # main prediction (mode): [0, 1, 2]
+      [0.5556, 0.3333, 0.2222]
     """
     preds = jnp.asarray(preds)
     targets = jnp.asarray(targets)

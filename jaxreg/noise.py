@@ -40,7 +40,16 @@ def gaussian_input_noise(key: jax.Array, x: ArrayLike, sigma: ArrayLike) -> jax.
 
 
 def multiplicative_input_noise(key: jax.Array, x: ArrayLike, sigma: ArrayLike) -> jax.Array:
-    """``x · (1 + σ·ε)`` with ``ε ~ N(0, I)`` (Gaussian-dropout-style noise on the inputs)."""
+    """``x · (1 + σ·ε)`` with ``ε ~ N(0, I)`` (Gaussian-dropout-style noise on the inputs).
+
+    Example:
+      >>> x = jnp.array([[0.0, 1.0, 10.0]])
+      >>> noisy = multiplicative_input_noise(jax.random.key(0), x, 0.1)
+      >>> float(noisy[0, 0])  # zero stays zero: the noise scales with the input
+      0.0
+      >>> bool(jnp.all(multiplicative_input_noise(jax.random.key(0), x, 0.0) == x))
+      True
+    """
     check_non_negative(sigma, "sigma")
     x = jnp.asarray(x)
     return x * (1 + sigma * jax.random.normal(key, x.shape, x.dtype)).astype(x.dtype)

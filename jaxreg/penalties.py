@@ -88,6 +88,11 @@ def group_norms(leaf: jax.Array, group_axis: int = -1) -> jax.Array:
     ``-1`` groups output filters. A 0-d leaf is one group. The norm is safe:
     an all-zero group (what the proximal group step produces) has gradient 0,
     a valid subgradient, never NaN.
+
+    Example:
+      >>> kernel = jnp.array([[3.0, 0.0], [4.0, 0.0]])  # (in, out): unit 0 has norm 5, unit 1 is 0
+      >>> group_norms(kernel).tolist(), group_norms(kernel, group_axis=0).tolist()
+      ([5.0, 0.0], [3.0, 4.0])
     """
     if leaf.ndim == 0:
         return jnp.abs(leaf)[None]

@@ -30,7 +30,12 @@ __all__ = ["elastic_net", "elastic_net_leaf", "group_lasso", "l1", "l2", "soft_t
 
 
 def soft_threshold(x: jax.Array, threshold: ArrayLike) -> jax.Array:
-    """``sign(x)·max(|x| - threshold, 0)``: exact zeros wherever ``|x| <= threshold``."""
+    """``sign(x)·max(|x| - threshold, 0)``: exact zeros wherever ``|x| <= threshold``.
+
+    Example:
+      >>> soft_threshold(jnp.array([-2.0, -0.5, 0.3, 1.5]), 1.0).tolist()
+      [-1.0, -0.0, 0.0, 0.5]
+    """
     return jnp.sign(x) * jnp.maximum(jnp.abs(x) - threshold, 0).astype(x.dtype)
 
 

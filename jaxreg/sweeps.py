@@ -63,7 +63,13 @@ def grid(**axes: Sequence[Any]) -> Configs:
 
 @dataclass(frozen=True)
 class Uniform:
-    """Uniform on ``[low, high)``."""
+    """Uniform on ``[low, high)``.
+
+    Example:
+      >>> configs = random(jax.random.key(0), 100, dropout_rate=Uniform(0.0, 0.5))
+      >>> bool((configs["dropout_rate"] >= 0).all() and (configs["dropout_rate"] < 0.5).all())
+      True
+    """
 
     low: float
     high: float
@@ -71,7 +77,13 @@ class Uniform:
 
 @dataclass(frozen=True)
 class LogUniform:
-    """Log-uniform on ``[low, high)`` (``low > 0``)."""
+    """Log-uniform on ``[low, high)`` (``low > 0``).
+
+    Example:
+      >>> lr = random(jax.random.key(0), 1000, lr=LogUniform(1e-4, 1e-2))["lr"]
+      >>> bool((lr >= 1e-4).all() and (lr < 1e-2).all()), round(float(np.median(np.log10(lr))))
+      (True, -3)
+    """
 
     low: float
     high: float
@@ -79,7 +91,13 @@ class LogUniform:
 
 @dataclass(frozen=True)
 class Choice:
-    """Uniform choice among ``values``."""
+    """Uniform choice among ``values``.
+
+    Example:
+      >>> configs = random(jax.random.key(0), 50, batch_norm=Choice([0.0, 1.0]))
+      >>> sorted(set(configs["batch_norm"].tolist()))
+      [0.0, 1.0]
+    """
 
     values: Sequence[Any]
 
@@ -186,6 +204,15 @@ class SweepResult:
       config_index: which config each member ran, ``(N·S,)``.
       seed: which seed each member ran, ``(N·S,)``.
       failed: members with any non-finite metric, ``(N·S,)``.
+
+    Example:
+      >>> def train_fn(config, key):
+      ...     return {"loss": (config["x"] - 1.0) ** 2 + 0.01 * jax.random.normal(key)}
+      >>> result = run(train_fn, grid(x=[0.0, 1.0]), key=jax.random.key(0), seeds=3, progress=False)
+      >>> result.config_index.tolist(), result.seed.tolist()  # config-major
+      ([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2])
+      >>> list(result.to_dataframe().columns), len(result.summary())
+      (['x', 'seed', 'failed', 'loss'], 2)
     """
 
     metrics: chex.ArrayTree

@@ -43,6 +43,15 @@ class Task(NamedTuple):
         metrics; identity when None.
       check_targets: host-side check of concrete targets given the output
         shape, raising ``ValueError`` naming the argument.
+
+    Example:
+      >>> task = classification()
+      >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+      >>> per_example = task.metrics(logits, jnp.array([0, 0]))
+      >>> task.name, {k: v.tolist() for k, v in per_example.items()}
+      ('classification', {'accuracy': [1.0, 0.0]})
+      >>> task.summarize({"loss": jnp.array(0.7), "accuracy": jnp.array(0.5)})["accuracy"].tolist()
+      0.5
     """
 
     name: str

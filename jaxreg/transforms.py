@@ -40,7 +40,15 @@ ScalarOrSchedule = ArrayLike | optax.Schedule
 
 class ScheduleCountState(NamedTuple):
     """Step counter of :func:`decoupled_weight_decay` and the proximal transforms
-    (it drives their schedules)."""
+    (it drives their schedules).
+
+    Example:
+      >>> tx = decoupled_weight_decay(1e-2)
+      >>> state = tx.init({"w": jnp.ones(2)})
+      >>> _, state = tx.update({"w": jnp.zeros(2)}, state, {"w": jnp.ones(2)})
+      >>> isinstance(state, ScheduleCountState), int(state.count)
+      (True, 1)
+    """
 
     count: jax.Array
 
@@ -116,7 +124,14 @@ def decoupled_weight_decay(
 
 
 class PreconditionedProximalState(NamedTuple):
-    """State of a proximal step that wraps its optimizer: the optimizer's state and a count."""
+    """State of a proximal step that wraps its optimizer: the optimizer's state and a count.
+
+    Example:
+      >>> tx = proximal_l1(0.5, 0.1, optimizer=optax.adam(0.1))
+      >>> state = tx.init({"w": jnp.ones(2)})
+      >>> isinstance(state, PreconditionedProximalState), int(state.count)  # Adam's state is inner
+      (True, 0)
+    """
 
     inner: optax.OptState
     count: jax.Array
@@ -308,6 +323,14 @@ def proximal_group_lasso(
 
     Groups are slices along ``group_axis`` (see :func:`jaxreg.penalties.group_norms`).
     Usually combined with ``mask=jaxreg.masks.weights_only``.
+
+    Example:
+      >>> kernel = jnp.array([[0.3, 3.0], [0.4, 4.0]])  # unit norms 0.5 and 5
+      >>> tx = optax.chain(optax.sgd(1.0), proximal_group_lasso(strength=1.0, learning_rate=1.0))
+      >>> updates, _ = tx.update(jnp.zeros((2, 2)), tx.init(kernel), kernel)
+      >>> new = optax.apply_updates(kernel, updates)  # unit 0 → 0, unit 1's norm 5 → 4
+      >>> [[round(v, 4) for v in row] for row in new.tolist()]
+      [[0.0, 2.4], [0.0, 3.2]]
     """
     return _proximal(
         lambda p, t: prox.group_lasso(p, t, group_axis),
@@ -331,6 +354,14 @@ def masked_gradient_noise(
             masked_gradient_noise(0.01, 0.55, key=key, mask=masks.weights_only),
             optax.adam(lr),
         )
+
+    Example:
+      >>> from jaxreg import masks
+      >>> params = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)}
+      >>> tx = masked_gradient_noise(0.1, 0.55, key=0, mask=masks.weights_only)
+      >>> noisy, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+      >>> bool(jnp.any(noisy["kernel"] != 0)), noisy["bias"].tolist()  # biases untouched
+      (True, [0.0, 0.0])
     """
     check_non_negative(eta, "eta")
     return _with_mask(optax.add_noise(eta, gamma, key), mask)
@@ -445,7 +476,15 @@ def sam(
 
 class SpectralNormState(NamedTuple):
     """State of :func:`spectral_norm_penalty`: per selected leaf, the left singular vector
-    estimate ``u`` (``(units,)``; ``None`` for leaves it does not touch)."""
+    estimate ``u`` (``(units,)``; ``None`` for leaves it does not touch).
+
+    Example:
+      >>> params = {"kernel": jnp.diag(jnp.array([3.0, 1.0])), "bias": jnp.zeros(2)}
+      >>> tx = spectral_norm_penalty(0.1, key=jax.random.key(0))
+      >>> state = tx.init(params)
+      >>> state.u["kernel"].shape, state.u["bias"] is None  # kernels only (ndim >= 2)
+      ((2,), True)
+    """
 
     u: chex.ArrayTree
 

@@ -11,7 +11,14 @@ def test_ci_builds_the_docs_with_warnings_as_errors_and_executed_tutorials():
     conf = (ROOT / "docs" / "conf.py").read_text()
     assert 'nb_execution_mode = "force"' in conf and "nb_execution_raise_on_error = True" in conf
     index = (ROOT / "docs" / "index.md").read_text()
-    for page in ("tutorials/sweep", "tutorials/sharpness", "api", "tour_report"):
+    for page in (
+        "tutorials/overfitting",
+        "tutorials/sweep",
+        "tutorials/sharpness",
+        "tutorials/ensembles",
+        "api",
+        "tour_report",
+    ):
         assert page in index
     # The sharpness tutorial is the repository's notebook, not a copy that could drift.
     link = ROOT / "docs" / "tutorials" / "sharpness.ipynb"

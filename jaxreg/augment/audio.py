@@ -38,6 +38,13 @@ def time_stretch(
 
     Resampling changes duration and pitch together (rate 1.1 is 10% faster and
     higher); the output keeps length ``T`` (cropped, or zero-padded when slower).
+
+    Example:
+      >>> waves = jax.random.normal(jax.random.key(0), (2, 1000))
+      >>> bool(jnp.allclose(time_stretch(jax.random.key(1), waves, 1.0, 1.0), waves, atol=1e-5))
+      True
+      >>> time_stretch(jax.random.key(1), waves, 0.8, 1.2).shape
+      (2, 1000)
     """
     check_non_negative(min_rate, "min_rate")
 
@@ -81,6 +88,14 @@ def shift_pitch(
     advanced by the measured per-hop advance), then resampling by ``f`` back to
     ``T`` samples, which moves every frequency by ``f``. Deterministic;
     ``semitones`` may be traced and is clipped to ``±12``.
+
+    Example:
+      >>> t = jnp.arange(4096.0)
+      >>> wave = jnp.sin(2 * jnp.pi * 0.05 * t)  # 0.05 cycles per sample
+      >>> up = shift_pitch(wave, 12.0, n_fft=256, hop=64)  # one octave up: 0.1
+      >>> spectrum = jnp.abs(jnp.fft.rfft(up[512:-512]))
+      >>> round(float(jnp.argmax(spectrum) / (len(t) - 1024)), 2)
+      0.1
     """
     wave = jnp.asarray(wave)
     if n_fft % hop or n_fft // hop < 2:
@@ -118,6 +133,12 @@ def pitch_shift(
     Per example :func:`shift_pitch` with its own key.
 
     Duration is unchanged (unlike :func:`time_stretch`).
+
+    Example:
+      >>> waves = jnp.sin(2 * jnp.pi * 0.05 * jnp.arange(1024.0))[None].repeat(2, axis=0)
+      >>> shifted = pitch_shift(jax.random.key(0), waves, max_semitones=2.0, n_fft=128, hop=32)
+      >>> shifted.shape
+      (2, 1024)
     """
     check_non_negative(max_semitones, "max_semitones")
 
@@ -138,6 +159,13 @@ def add_background_noise(
       waves: ``(N, T)``.
       snr_db: target signal-to-noise ratio in dB (may be traced).
       noise: optional bank of background clips ``(M, T)``; white Gaussian if None.
+
+    Example:
+      >>> waves = jnp.sin(jnp.linspace(0, 200, 4000))[None].repeat(2, axis=0)
+      >>> noisy = add_background_noise(jax.random.key(0), waves, snr_db=10.0)
+      >>> noise_power = jnp.mean((noisy - waves) ** 2, axis=1)
+      >>> (10 * jnp.log10(jnp.mean(waves**2, axis=1) / noise_power)).round(3).tolist()
+      [10.0, 10.0]
     """
     waves = _waves(waves)
     pick_key, draw_key = jax.random.split(key)
@@ -155,7 +183,14 @@ def add_background_noise(
 
 
 def spectrogram(waves: ArrayLike, frame_length: int = 256, hop: int = 128) -> jax.Array:
-    """Magnitude STFT with a Hann window: ``(N, frames, frame_length // 2 + 1)``."""
+    """Magnitude STFT with a Hann window: ``(N, frames, frame_length // 2 + 1)``.
+
+    Example:
+      >>> waves = jnp.sin(2 * jnp.pi * 0.125 * jnp.arange(1024.0))[None]  # bin 0.125·256 = 32
+      >>> spec = spectrogram(waves, frame_length=256, hop=128)
+      >>> spec.shape, int(spec[0].mean(axis=0).argmax())
+      ((1, 7, 129), 32)
+    """
     waves = _waves(waves)
     if waves.shape[1] < frame_length:
         raise ValueError(f"waves are shorter ({waves.shape[1]}) than frame_length={frame_length}")
@@ -189,7 +224,15 @@ def _mask_axis(
 def time_mask(
     key: jax.Array, specs: ArrayLike, max_width: ArrayLike, num_masks: int = 1, fill: float = 0.0
 ) -> jax.Array:
-    """SpecAugment time masking: ``num_masks`` bands of up to ``max_width`` frames → ``fill``."""
+    """SpecAugment time masking: ``num_masks`` bands of up to ``max_width`` frames → ``fill``.
+
+    Example:
+      >>> specs = jnp.ones((2, 20, 8))  # (N, frames, bins)
+      >>> masked = time_mask(jax.random.key(0), specs, max_width=5, num_masks=1)
+      >>> masked_frames = jnp.all(masked == 0, axis=2).sum(axis=1)
+      >>> bool(jnp.all(masked_frames <= 5))
+      True
+    """
     specs = check_rank(specs, (3,), "specs", "(N, frames, bins)")
     check_non_negative(max_width, "max_width")
     return _mask_axis(key, specs, max_width, num_masks, 1, fill)
@@ -198,7 +241,16 @@ def time_mask(
 def frequency_mask(
     key: jax.Array, specs: ArrayLike, max_width: ArrayLike, num_masks: int = 1, fill: float = 0.0
 ) -> jax.Array:
-    """SpecAugment frequency masking: bands of up to ``max_width`` bins set to ``fill``."""
+    """SpecAugment frequency masking: bands of up to ``max_width`` bins set to ``fill``.
+
+    Example:
+      >>> specs = jnp.ones((2, 10, 16))  # (N, frames, bins)
+      >>> masked = frequency_mask(jax.random.key(0), specs, max_width=4)
+      >>> masked_bins = jnp.all(masked == 0, axis=1)  # (N, bins): a bin is masked in every frame
+      >>> at_most_4 = bool(jnp.all(masked_bins.sum(axis=1) <= 4))
+      >>> at_most_4, bool(jnp.all((masked == 0) == masked_bins[:, None]))
+      (True, True)
+    """
     specs = check_rank(specs, (3,), "specs", "(N, frames, bins)")
     check_non_negative(max_width, "max_width")
     return _mask_axis(key, specs, max_width, num_masks, 2, fill)

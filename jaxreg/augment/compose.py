@@ -18,7 +18,15 @@ Transform = Callable[[jax.Array, Any], Any]
 
 
 class Stage(NamedTuple):
-    """One step of a pipeline: ``transform(key, batch) -> batch`` applied with ``probability``."""
+    """One step of a pipeline: ``transform(key, batch) -> batch`` applied with ``probability``.
+
+    Example:
+      >>> from jaxreg.augment import signal
+      >>> always, never = Stage(signal.jitter), Stage(signal.jitter, probability=0.0)
+      >>> x = jnp.zeros((4, 40))
+      >>> bool(jnp.all(compose([never])(jax.random.key(0), x) == x)), always.probability
+      (True, 1.0)
+    """
 
     transform: Transform
     probability: ArrayLike = 1.0

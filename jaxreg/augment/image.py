@@ -56,7 +56,14 @@ def random_flip_left_right(
 def random_flip_up_down(
     key: jax.Array, images: ArrayLike, probability: ArrayLike = 0.5
 ) -> jax.Array:
-    """Flip each image vertically with ``probability`` (``dm_pix.random_flip_up_down``)."""
+    """Flip each image vertically with ``probability`` (``dm_pix.random_flip_up_down``).
+
+    Example:
+      >>> images = jax.random.uniform(jax.random.key(0), (8, 4, 4, 3))
+      >>> flipped = random_flip_up_down(jax.random.key(1), images, 1.0)
+      >>> bool(jnp.all(flipped == images[:, ::-1]))
+      True
+    """
     check_interval(probability, "probability", 0.0, 1.0, closed_high=True)
     return per_example(
         lambda k, im: pix.random_flip_up_down(k, im, probability=probability), key, _images(images)
@@ -71,7 +78,13 @@ def random_rotation(
     mode: str = "constant",
     cval: float = 0.0,
 ) -> jax.Array:
-    """Rotate each image by its own angle, uniform in ``±max_degrees`` (``dm_pix.rotate``)."""
+    """Rotate each image by its own angle, uniform in ``±max_degrees`` (``dm_pix.rotate``).
+
+    Example:
+      >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))
+      >>> bool(jnp.allclose(random_rotation(jax.random.key(1), images, 0.0), images, atol=1e-5))
+      True
+    """
     check_non_negative(max_degrees, "max_degrees")
     max_radians = jnp.deg2rad(max_degrees)
 
@@ -93,6 +106,11 @@ def random_crop_and_resize(
     The box is sampled per example (area fraction uniform in ``scale``, log
     aspect ratio uniform in ``log(ratio)``, clipped to the image) and resampled
     bilinearly with ``jax.image.scale_and_translate``.
+
+    Example:
+      >>> images = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
+      >>> random_crop_and_resize(jax.random.key(1), images, scale=(0.3, 0.6)).shape
+      (4, 16, 16, 3)
     """
     images = _images(images)
     height, width = images.shape[1:3]
@@ -122,7 +140,14 @@ def random_crop_and_resize(
 def random_pad_and_crop(
     key: jax.Array, images: ArrayLike, padding: int = 4, mode: str = "constant"
 ) -> jax.Array:
-    """Pad each side by ``padding`` pixels, then take a random ``H×W`` crop (the CIFAR recipe)."""
+    """Pad each side by ``padding`` pixels, then take a random ``H×W`` crop (the CIFAR recipe).
+
+    Example:
+      >>> images = jnp.ones((2, 8, 8, 1))
+      >>> out = random_pad_and_crop(jax.random.key(0), images, padding=2)
+      >>> out.shape, bool(jnp.all((out == 0) | (out == 1)))  # shifted, zero-filled
+      ((2, 8, 8, 1), True)
+    """
     images = _images(images)
     if not isinstance(padding, int) or padding < 0:
         raise ValueError(f"padding must be a non-negative int, got {padding!r}")
@@ -144,6 +169,14 @@ def color_jitter(
     Uses ``dm_pix.random_brightness/contrast/saturation/hue`` per example.
     Saturation and hue need RGB images (``C == 3``). All strengths zero is
     the identity (up to float rounding of the colour-space round trip).
+
+    Example:
+      >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+      >>> out = color_jitter(jax.random.key(1), images, brightness=0.2, contrast=0.2)
+      >>> out.shape
+      (4, 8, 8, 3)
+      >>> bool(jnp.allclose(color_jitter(jax.random.key(1), images), images, atol=1e-5))
+      True
     """
     images = _images(images)
     for value, name in (
@@ -174,5 +207,12 @@ def _is_zero(value: ArrayLike) -> bool:
 
 
 def gaussian_pixel_noise(key: jax.Array, images: ArrayLike, sigma: ArrayLike) -> jax.Array:
-    """Add ``N(0, σ²)`` noise to every pixel (independent per example and pixel)."""
+    """Add ``N(0, σ²)`` noise to every pixel (independent per example and pixel).
+
+    Example:
+      >>> images = jnp.zeros((256, 8, 8, 1))
+      >>> noisy = gaussian_pixel_noise(jax.random.key(0), images, 0.1)
+      >>> round(float(noisy.std()), 2)
+      0.1
+    """
     return gaussian_input_noise(key, _images(images), sigma)

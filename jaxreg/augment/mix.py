@@ -79,6 +79,14 @@ def mixup(
 
     Returns:
       ``(mixed_x, mixed_soft_labels)``.
+
+    Example:
+      >>> x = jnp.array([[0.0], [1.0]])
+      >>> mixed, soft = mixup(jax.random.key(0), x, jnp.array([0, 1]), alpha=0.4, num_classes=2)
+      >>> bool(jnp.allclose(mixed[:, 0], soft[:, 1]))  # inputs and labels mix with the same λ
+      True
+      >>> soft.sum(axis=1).tolist()
+      [1.0, 1.0]
     """
     check_non_negative(alpha, "alpha")
     x = check_rank(x, (2, 3, 4, 5), "x", "(N, ...)")
@@ -122,6 +130,14 @@ def cutmix(
 
     Returns:
       ``(mixed_images, mixed_soft_labels)``.
+
+    Example:
+      >>> images = jnp.stack([jnp.zeros((8, 8, 1)), jnp.ones((8, 8, 1))])
+      >>> labels = jnp.array([0, 1])
+      >>> mixed, soft = cutmix(jax.random.key(0), images, labels, alpha=1.0, num_classes=2)
+      >>> pasted = mixed.mean(axis=(1, 2, 3))  # image 0 gains ones where the box was pasted
+      >>> bool(jnp.allclose(soft[:, 1], pasted))  # label weight = pasted area fraction
+      True
     """
     check_non_negative(alpha, "alpha")
     images = check_rank(images, (4,), "images", "(N, H, W, C)")
@@ -143,7 +159,14 @@ def cutmix(
 
 
 def cutout(key: jax.Array, images: ArrayLike, size: int, *, fill: float = 0.0) -> jax.Array:
-    """Cutout (DeVries & Taylor, 2017): a ``size×size`` square at a random centre → ``fill``."""
+    """Cutout (DeVries & Taylor, 2017): a ``size×size`` square at a random centre → ``fill``.
+
+    Example:
+      >>> out = cutout(jax.random.key(0), jnp.ones((3, 10, 10, 1)), size=4)
+      >>> erased = (out == 0).sum(axis=(1, 2, 3))  # a 4×4 square, clipped at the border
+      >>> bool(jnp.all((erased > 0) & (erased <= 16)))
+      True
+    """
     images = check_rank(images, (4,), "images", "(N, H, W, C)")
     if not isinstance(size, int) or size < 0:
         raise ValueError(f"size must be a non-negative int, got {size!r}")

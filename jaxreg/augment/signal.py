@@ -33,6 +33,13 @@ def interpolate(signal: jax.Array, positions: jax.Array, mode: PadMode = "consta
 
     Outside ``[0, L-1]``: zeros (``"constant"``), the end values (``"edge"``) or
     the periodic continuation (``"wrap"``).
+
+    Example:
+      >>> signal = jnp.array([0.0, 10.0, 20.0])
+      >>> interpolate(signal, jnp.array([0.5, 1.25, 3.0])).tolist()  # beyond the end: 0
+      [5.0, 12.5, 0.0]
+      >>> interpolate(signal, jnp.array([3.0]), mode="edge").tolist()
+      [20.0]
     """
     length = signal.shape[0]
     if mode == "wrap":
@@ -79,7 +86,14 @@ def random_shift(
 def random_scale(
     key: jax.Array, signals: ArrayLike, min_scale: ArrayLike = 0.8, max_scale: ArrayLike = 1.2
 ) -> jax.Array:
-    """Multiply each signal by its own amplitude factor, uniform in ``[min_scale, max_scale]``."""
+    """Multiply each signal by its own amplitude factor, uniform in ``[min_scale, max_scale]``.
+
+    Example:
+      >>> x = jnp.ones((4, 40))
+      >>> scaled = random_scale(jax.random.key(0), x, 0.8, 1.2)
+      >>> bool(jnp.all((scaled >= 0.8) & (scaled <= 1.2))), bool(jnp.all(scaled == scaled[:, :1]))
+      (True, True)
+    """
     check_non_negative(min_scale, "min_scale")
     signals = _signals(signals)
     factors = jax.random.uniform(key, (signals.shape[0],), minval=min_scale, maxval=max_scale)
@@ -93,6 +107,13 @@ def random_time_stretch(
 
     The length stays ``L``: a factor above 1 zooms in (ends cropped), below 1
     zooms out (ends padded per ``mode``). Linear interpolation.
+
+    Example:
+      >>> x = jnp.sin(jnp.linspace(0, 3, 40))[None].repeat(4, axis=0)
+      >>> bool(jnp.allclose(random_time_stretch(jax.random.key(0), x, 0.0), x, atol=1e-6))
+      True
+      >>> random_time_stretch(jax.random.key(0), x, 0.2).shape
+      (4, 40)
     """
     check_interval(max_stretch, "max_stretch", 0.0, 1.0)
     signals = _signals(signals)
@@ -108,7 +129,13 @@ def random_time_stretch(
 
 
 def jitter(key: jax.Array, signals: ArrayLike, sigma: ArrayLike = 0.05) -> jax.Array:
-    """Add ``N(0, σ²)`` noise to every sample of every signal."""
+    """Add ``N(0, σ²)`` noise to every sample of every signal.
+
+    Example:
+      >>> noisy = jitter(jax.random.key(0), jnp.zeros((100, 40)), sigma=0.05)
+      >>> round(float(noisy.std()), 2)
+      0.05
+    """
     return gaussian_input_noise(key, _signals(signals), sigma)
 
 

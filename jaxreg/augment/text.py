@@ -87,7 +87,13 @@ def random_deletion(
 def random_swap(
     key: jax.Array, tokens: ArrayLike, lengths: ArrayLike, num_swaps: int = 1
 ) -> Tokens:
-    """Swap two random real tokens, ``num_swaps`` times per example."""
+    """Swap two random real tokens, ``num_swaps`` times per example.
+
+    Example:
+      >>> toks, lens = random_swap(jax.random.key(0), jnp.array([[5, 6, 7, 0]]), jnp.array([3]))
+      >>> sorted(toks[0, :3].tolist()), toks[0, 3].tolist(), lens.tolist()  # padding kept
+      ([5, 6, 7], 0, [3])
+    """
     tokens, lengths = _check(tokens, lengths)
 
     def swap_row(k, row, length):
@@ -140,6 +146,13 @@ def synonym_replacement(
       synonyms: ``(vocab_size, S)`` table of candidate ids per token, ``-1``
         where there are fewer than ``S``; tokens without candidates stay.
       vocab_size: defaults to ``synonyms.shape[0]``.
+
+    Example:
+      >>> synonyms = jnp.array([[-1], [-1], [3], [2]])  # 2 <-> 3 are synonyms
+      >>> tokens, lengths = jnp.array([[1, 2, 3, 0]]), jnp.array([3])
+      >>> toks, lens = synonym_replacement(jax.random.key(0), tokens, lengths, synonyms, rate=1.0)
+      >>> toks.tolist()
+      [[1, 3, 2, 0]]
     """
     check_interval(rate, "rate", 0.0, 1.0, closed_high=True)
     tokens, lengths = _check(tokens, lengths)
@@ -174,6 +187,12 @@ def random_insertion(
     As in EDA, the inserted token is a synonym of a random token of the row
     when a ``synonyms`` table is given (falling back to that token itself);
     otherwise a uniform id in ``[min_id, vocab_size)``.
+
+    Example:
+      >>> tokens, lengths = jnp.array([[5, 6, 0, 0]]), jnp.array([2])
+      >>> toks, lens = random_insertion(jax.random.key(0), tokens, lengths, 2, vocab_size=10)
+      >>> lens.tolist(), bool(jnp.all(toks[0, :4] > 0))
+      ([4], True)
     """
     tokens, lengths = _check(tokens, lengths)
     if not 0 <= min_id < vocab_size:
@@ -215,6 +234,13 @@ def host_transform(
     re-tokenize), and must return arrays of the same shapes and dtypes. It
     runs via ``jax.pure_callback``, so the stage works inside ``jit``. The key
     is ignored (``fn`` owns its randomness).
+
+    Example:
+      >>> import numpy as np
+      >>> reverse = host_transform(lambda toks, lens: (np.flip(toks, axis=1).copy(), lens))
+      >>> toks, lens = jax.jit(reverse)(jax.random.key(0), (jnp.array([[1, 2, 3]]), jnp.array([3])))
+      >>> toks.tolist()
+      [[3, 2, 1]]
     """
 
     def transform(key: jax.Array, batch: Tokens) -> Tokens:

@@ -35,11 +35,27 @@ __all__ = [
 
 
 class DropoutRate(nnx.Variable):
-    """A non-trainable rate, outside ``params``; metadata ``hparam`` names its hyperparameter."""
+    """A non-trainable rate, outside ``params``; metadata ``hparam`` names its hyperparameter.
+
+    Example:
+      >>> layer = Dropout(0.3)
+      >>> isinstance(layer.rate, DropoutRate), layer.rate.hparam  # hparams["dropout_rate"]
+      (True, 'dropout_rate')
+      >>> len(jax.tree.leaves(nnx.state(layer, nnx.Param)))  # not a trainable parameter
+      0
+    """
 
 
 def check_rate(rate: ArrayLike, name: str = "rate") -> None:
-    """Raise ``ValueError`` if a concrete ``rate`` lies outside ``[0, 1)``; traced rates pass."""
+    """Raise ``ValueError`` if a concrete ``rate`` lies outside ``[0, 1)``; traced rates pass.
+
+    Example:
+      >>> check_rate(0.5)
+      >>> check_rate(1.0, "dropout_rate")
+      Traceback (most recent call last):
+      ...
+      ValueError: dropout_rate must lie in [0.0, 1.0), got 1.0
+    """
     check_interval(rate, name, 0.0, 1.0)
 
 
@@ -126,6 +142,12 @@ class GaussianDropout(_StochasticLayer):
     """Multiplicative Gaussian noise ``x·ε``, ``ε ~ N(1, rate/(1-rate))`` (Srivastava et al., 2014).
 
     Same mean and variance of the multiplier as inverted dropout at ``rate``.
+
+    Example:
+      >>> layer = GaussianDropout(0.5)  # multiplier ~ N(1, 1)
+      >>> y = layer(jnp.ones(20000), train=True, rngs=nnx.Rngs(dropout=jax.random.key(0)))
+      >>> round(float(y.mean()), 1), round(float(y.var()), 1)
+      (1.0, 1.0)
     """
 
     default_hparam = "gaussian_dropout_rate"
@@ -143,6 +165,14 @@ class ChannelDropout(_StochasticLayer):
 
     Input ``(N, *spatial, C)`` (1-D or 2-D convs); each example drops each
     channel with probability ``rate`` across all positions.
+
+    Example:
+      >>> layer = ChannelDropout(0.5)
+      >>> y = layer(jnp.ones((2, 6, 4)), train=True, rngs=nnx.Rngs(dropout=jax.random.key(0)))
+      >>> bool(jnp.all(y == y[:, :1]))  # a channel is kept or dropped at every position
+      True
+      >>> bool(jnp.all(layer(jnp.ones((2, 6, 4))) == 1.0))  # eval mode: identity
+      True
     """
 
     default_hparam = "channel_dropout_rate"
@@ -162,6 +192,13 @@ class DropPath(_StochasticLayer):
 
     Use as ``x + drop_path(branch(x))``: in training each example keeps the
     branch with probability ``1 - rate`` (scaled by ``1/(1-rate)``).
+
+    Example:
+      >>> drop_path = DropPath(0.5)
+      >>> branch = jnp.ones((8, 3))
+      >>> y = drop_path(branch, train=True, rngs=nnx.Rngs(dropout=jax.random.key(0)))
+      >>> sorted(set(y[:, 0].tolist())) in ([0.0, 2.0], [2.0], [0.0]), bool(jnp.all(y == y[:, :1]))
+      (True, True)
     """
 
     default_hparam = "drop_path_rate"

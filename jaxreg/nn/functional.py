@@ -53,7 +53,18 @@ def _to_pure_dict(state: nnx.State) -> dict:
 
 
 class Apply(Protocol):
-    """A model as a pure function of its parameters."""
+    """A model as a pure function of its parameters.
+
+    Example:
+      >>> def linear(params, x, *, key=None, train=False):  # any such function is an Apply
+      ...     return x @ params["w"]
+      >>> linear({"w": jnp.ones((3, 2))}, jnp.ones((4, 3))).shape
+      (4, 2)
+      >>> from jaxreg.nn import MLP
+      >>> apply, params = functional(MLP((3, 8, 2), dropout_rate=0.5, rngs=nnx.Rngs(0)))
+      >>> apply(params, jnp.ones((4, 3)), key=jax.random.key(0), train=True).shape
+      (4, 2)
+    """
 
     def __call__(
         self,
@@ -66,7 +77,16 @@ class Apply(Protocol):
 
 
 class StatefulApply(Protocol):
-    """A model as a pure function of parameters, non-parameter state and hyperparameters."""
+    """A model as a pure function of parameters, non-parameter state and hyperparameters.
+
+    Example:
+      >>> from jaxreg.nn import MLP
+      >>> model = from_nnx(MLP((3, 8, 2), dropout_rate=0.5, rngs=nnx.Rngs(0)))
+      >>> logits, state = model.apply(model.params, model.state, jnp.ones((4, 3)),
+      ...     key=jax.random.key(0), train=True, hparams={"dropout_rate": 0.1})
+      >>> logits.shape, state == model.state  # an MLP has no BatchNorm statistics to update
+      ((4, 2), True)
+    """
 
     def __call__(
         self,

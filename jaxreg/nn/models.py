@@ -14,6 +14,13 @@ from jaxreg.nn.dropout import ChannelDropout, DropConnect, Dropout, DropPath
 
 __all__ = ["ACTIVATIONS", "CNN1D", "CNN2D", "MLP", "SpectralNormalized", "get_activation"]
 
+#: Activations the models accept by name (``MLP(..., activation="gelu")``).
+#:
+#: Example:
+#:   >>> import jax.numpy as jnp
+#:   >>> from jaxreg.nn import ACTIVATIONS
+#:   >>> "relu" in ACTIVATIONS, ACTIVATIONS["relu"](jnp.array([-1.0, 2.0])).tolist()
+#:   (True, [0.0, 2.0])
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "gelu": jax.nn.gelu,
@@ -27,7 +34,14 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def get_activation(activation: str | Callable[[jax.Array], jax.Array]) -> Callable:
-    """Look up an activation by name (see ``ACTIVATIONS``) or pass a callable through."""
+    """Look up an activation by name (see ``ACTIVATIONS``) or pass a callable through.
+
+    Example:
+      >>> get_activation("relu")(jnp.array([-1.0, 1.0])).tolist()
+      [0.0, 1.0]
+      >>> get_activation(jnp.tanh) is jnp.tanh
+      True
+    """
     if callable(activation):
         return activation
     if activation not in ACTIVATIONS:

@@ -24,6 +24,16 @@ class SpectralDensity(NamedTuple):
       weights: quadrature weights ``(num_runs, num_iters)``, each run summing to 1;
         rows past ``runs`` (runs an adaptive call did not need) are zeros.
       runs: the number of Lanczos runs used (``num_runs`` unless ``tol`` stopped earlier).
+
+    Example:
+      >>> loss = lambda w, batch: 0.5 * jnp.sum(batch * w**2)  # Hessian diag(batch)
+      >>> out = spectral_density(loss, jnp.ones(3), jnp.array([[3.0, 1.0, 1.0]]),
+      ...                        key=jax.random.key(0), num_iters=3, num_runs=4)
+      >>> nodes = out.nodes[out.weights > 1e-6]  # Ritz values that carry weight
+      >>> sorted({round(v, 3) for v in nodes.tolist()})
+      [1.0, 3.0]
+      >>> bool(jnp.allclose(out.weights.sum(axis=1), 1.0))
+      True
     """
 
     grid: jax.Array

@@ -13,6 +13,17 @@ from jaxreg.data import dataset_loss, mean_over_batches
 
 __all__ = ["LossFn", "dataset_loss", "gauss_newton_vp", "hvp"]
 
+#: A loss ``(params, batch) -> scalar``: what every curvature and sharpness function takes.
+#: ``batch`` is one minibatch ``{"x", "y", "weight"}`` of :func:`jaxreg.data.batches`.
+#:
+#: Example:
+#:   >>> import jax.numpy as jnp
+#:   >>> from jaxreg.data import batches
+#:   >>> from jaxreg.sharpness import hvp
+#:   >>> loss_fn = lambda w, batch: jnp.mean(batch["x"] @ w**2)  # Hessian 2·diag(mean x)
+#:   >>> data = batches(jnp.array([[1.0, 3.0], [3.0, 1.0]]), jnp.zeros(2), 2)
+#:   >>> hvp(loss_fn, jnp.ones(2), data)(jnp.array([1.0, 1.0])).tolist()
+#:   [4.0, 4.0]
 LossFn = Callable[[chex.ArrayTree, Any], jax.Array]
 
 
@@ -52,6 +63,17 @@ def gauss_newton_vp(
     of the logits, ``p`` the softmax): positive semi-definite, and equal to the
     Hessian wherever the model is linear in its parameters. Labels do not enter.
     ``data`` batches hold ``"x"`` and optionally ``"weight"``.
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> from jaxreg.losses import classification_loss
+      >>> apply = lambda w, x, **kw: x @ w  # linear logits: the Gauss-Newton matrix is the Hessian
+      >>> x = jax.random.normal(jax.random.key(0), (8, 3))
+      >>> data = batches(x, jnp.arange(8) % 2, 4)
+      >>> w, v = jnp.zeros((3, 2)), jnp.ones((3, 2))
+      >>> g = gauss_newton_vp(apply, w, data)(v)
+      >>> bool(jnp.allclose(g, hvp(classification_loss(apply), w, data)(v), atol=1e-6))
+      True
     """
 
     def product(v: chex.ArrayTree) -> chex.ArrayTree:

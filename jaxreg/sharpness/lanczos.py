@@ -48,6 +48,14 @@ class LanczosResult(NamedTuple):
       alphas: diagonal of the tridiagonal matrix ``T`` ``(m,)``.
       betas: off-diagonal ``(m,)``; ``betas[-1]`` is the residual norm.
       basis: orthonormal Krylov basis ``(m, n)``.
+
+    Example:
+      >>> a = jnp.diag(jnp.array([3.0, 1.0, 0.5]))
+      >>> out = lanczos(lambda v: a @ v, jnp.ones(3), 3)
+      >>> out.alphas.shape, out.basis.shape
+      ((3,), (3, 3))
+      >>> bool(jnp.allclose(out.basis @ out.basis.T, jnp.eye(3), atol=1e-5))  # orthonormal
+      True
     """
 
     alphas: jax.Array
@@ -473,6 +481,14 @@ def min_eigenvalue(
 
     Stops adaptively like :func:`top_eigenvalues` (same ``tol``, ``check_every``,
     ``explicit_residuals``, and ``max_basis`` for thick restarts).
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> data = batches(jnp.zeros((2, 1)), jnp.zeros(2), 2)
+      >>> loss_fn = lambda w, batch: 0.5 * jnp.sum(jnp.array([2.0, -1.0, 0.5]) * w**2)  # a saddle
+      >>> value, vector, info = min_eigenvalue(loss_fn, jnp.zeros(3), data, key=jax.random.key(0))
+      >>> round(float(value), 4), [round(abs(v), 4) for v in vector.tolist()]
+      (-1.0, [0.0, 1.0, 0.0])
     """
     flat_matvec, flat, unravel = _flat_matvec(hvp(loss_fn, params, data), params)
     start = jax.random.normal(key, flat.shape, flat.dtype)
@@ -512,6 +528,17 @@ def block_top_eigenvalues(
 
     Returns:
       name → eigenvalues ``(k,)``, descending.
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> data = batches(jnp.zeros((2, 1)), jnp.zeros(2), 2)
+      >>> def loss_fn(params, batch):
+      ...     return 0.5 * (jnp.sum(jnp.array([4.0, 1.0]) * params["a"] ** 2)
+      ...                   + jnp.sum(jnp.array([3.0, 2.0]) * params["b"] ** 2))
+      >>> params = {"a": jnp.zeros(2), "b": jnp.zeros(2)}
+      >>> out = block_top_eigenvalues(loss_fn, params, data, key=jax.random.key(0))
+      >>> {name: round(float(v[0]), 4) for name, v in out.items()}
+      {'a': 4.0, 'b': 3.0}
     """
     if blocks is None:
         blocks = _default_blocks(params)
@@ -570,7 +597,16 @@ def _default_blocks(params: chex.ArrayTree) -> dict[str, MaskLike]:
 
 
 class PowerIterationResult(NamedTuple):
-    """Output of :func:`power_iteration`: eigenvalues, eigenvectors and HVPs spent."""
+    """Output of :func:`power_iteration`: eigenvalues, eigenvectors and HVPs spent.
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> data = batches(jnp.zeros((2, 1)), jnp.zeros(2), 2)
+      >>> loss_fn = lambda w, batch: 0.5 * jnp.sum(jnp.array([4.0, 1.0]) * w**2)
+      >>> out = power_iteration(loss_fn, jnp.zeros(2), data, key=jax.random.key(0))
+      >>> round(float(out.eigenvalues[0]), 2), int(out.num_hvps) > 1
+      (4.0, True)
+    """
 
     eigenvalues: jax.Array
     eigenvectors: chex.ArrayTree
@@ -594,6 +630,14 @@ def power_iteration(
     less than ``tol`` relative (``|λ - λ_prev| / (|λ_prev| + 1e-6)``), at most
     ``num_iters`` times — PyHessian's ``eigenvalues(maxIter=100, tol=1e-3)``.
     Finds the eigenvalues of largest *magnitude*.
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> data = batches(jnp.zeros((2, 1)), jnp.zeros(2), 2)
+      >>> loss_fn = lambda w, batch: 0.5 * jnp.sum(jnp.array([4.0, 2.0, 1.0]) * w**2)
+      >>> out = power_iteration(loss_fn, jnp.zeros(3), data, key=jax.random.key(0), k=2, tol=1e-6)
+      >>> [round(v, 2) for v in out.eigenvalues.tolist()]
+      [4.0, 2.0]
     """
     flat_matvec, flat, unravel = _flat_matvec(hvp(loss_fn, params, data), params)
     n = flat.size

@@ -22,6 +22,12 @@ from jaxreg.training import batch_transforms as bt
 
 __all__ = ["LEARNING_RATE", "Row", "combination_space", "default_rows", "log_grid"]
 
+#: Adam's learning rate in every MLP row that does not tune it.
+#:
+#: Example:
+#:   >>> from jaxreg.study.spec import LEARNING_RATE, default_rows
+#:   >>> LEARNING_RATE
+#:   0.001
 LEARNING_RATE = 1e-3
 Hparams = Mapping[str, Any]
 

@@ -47,6 +47,14 @@ def input_noise(name: str = "noise_std", default: ArrayLike | None = 0.0) -> Tra
     """Additive Gaussian input noise ``x + σ·N(0, 1)``, ``σ = hparams[name]``.
 
     See :func:`jaxreg.noise.gaussian_input_noise`.
+
+    Example:
+      >>> batch = {"x": jnp.ones((4, 40)), "y": jnp.array([0, 1, 2, 3]), "weight": jnp.ones(4)}
+      >>> noisy = input_noise()(jax.random.key(0), batch, hparams={"noise_std": 0.5})
+      >>> bool(jnp.any(noisy["x"] != 1.0)), bool(jnp.all(noisy["y"] == batch["y"]))
+      (True, True)
+      >>> bool(jnp.all(input_noise()(jax.random.key(0), batch)["x"] == 1.0))  # default σ = 0
+      True
     """
 
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
@@ -62,7 +70,15 @@ def label_smoothing(
     default: ArrayLike | None = 0.0,
     convention: str = "off_target",
 ) -> Transform:
-    """Smooth integer labels with ``ε = hparams[name]`` (see :func:`jaxreg.labels.smooth`)."""
+    """Smooth integer labels with ``ε = hparams[name]`` (see :func:`jaxreg.labels.smooth`).
+
+    Example:
+      >>> batch = {"x": jnp.ones((4, 40)), "y": jnp.array([0, 1, 2, 3]), "weight": jnp.ones(4)}
+      >>> smooth = label_smoothing(num_classes=4)
+      >>> out = smooth(jax.random.key(0), batch, hparams={"label_smoothing": 0.2})
+      >>> [round(v, 4) for v in out["y"][0].tolist()]  # off-target: ε/(K−1) on the others
+      [0.8, 0.0667, 0.0667, 0.0667]
+    """
 
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
         del key
@@ -79,6 +95,12 @@ def mixup(
 
     Padding rows of a short last batch and out-of-bag rows (weight 0) are never
     mixed into real ones; ``α = 0`` turns mixing off.
+
+    Example:
+      >>> batch = {"x": jnp.ones((4, 40)), "y": jnp.array([0, 1, 2, 3]), "weight": jnp.ones(4)}
+      >>> out = mixup(num_classes=4)(jax.random.key(0), batch, hparams={"mixup_alpha": 0.4})
+      >>> out["y"].shape, [round(v, 4) for v in out["y"].sum(axis=1).tolist()]  # soft labels
+      ((4, 4), [1.0, 1.0, 1.0, 1.0])
     """
 
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
@@ -102,6 +124,14 @@ def augmentation(
     :func:`jaxreg.augment.signal.mnist1d_pipeline`; it is called at trace
     time with the (possibly traced) strength, so the pipeline is never rebuilt
     per value.
+
+    Example:
+      >>> batch = {"x": jnp.ones((4, 40)), "y": jnp.array([0, 1, 2, 3]), "weight": jnp.ones(4)}
+      >>> from jaxreg.augment import signal
+      >>> augment = augmentation(signal.mnist1d_pipeline)
+      >>> out = augment(jax.random.key(0), batch, hparams={"augment_strength": 1.0})
+      >>> out["x"].shape, bool(jnp.all(out["y"] == batch["y"]))
+      ((4, 40), True)
     """
 
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
@@ -116,6 +146,15 @@ def chain(*transforms: Transform) -> Transform:
 
     Plain ``(key, batch) -> batch`` functions may be mixed with the
     hyperparameter-aware ones above.
+
+    Example:
+      >>> batch = {"x": jnp.ones((4, 40)), "y": jnp.array([0, 1, 2, 3]), "weight": jnp.ones(4)}
+      >>> def drop_last(key, batch):  # a plain transform mixes in
+      ...     return {**batch, "weight": batch["weight"].at[-1].set(0.0)}
+      >>> transform = chain(input_noise(), drop_last)
+      >>> out = transform(jax.random.key(0), batch, hparams={"noise_std": 0.1})
+      >>> out["weight"].tolist()
+      [1.0, 1.0, 1.0, 0.0]
     """
     takes = [accepts_keyword(t, "hparams") for t in transforms]
 

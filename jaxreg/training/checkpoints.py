@@ -72,7 +72,18 @@ def save(
 
 
 def latest_step(directory: str | Path) -> int | None:
-    """The newest complete checkpoint step under ``directory``, or ``None``."""
+    """The newest complete checkpoint step under ``directory``, or ``None``.
+
+    Example:
+      >>> import tempfile
+      >>> folder = tempfile.mkdtemp()
+      >>> latest_step(folder) is None
+      True
+      >>> for step in (1, 2):
+      ...     save(folder, step, {"w": jnp.full(2, float(step))})
+      >>> latest_step(folder)
+      2
+    """
     if not Path(directory).exists():
         return None
     with _manager(directory) as manager:
@@ -96,6 +107,17 @@ def restore(
 
     Raises:
       FileNotFoundError: there is no checkpoint under ``directory``.
+
+    Example:
+      >>> import tempfile
+      >>> folder = tempfile.mkdtemp()
+      >>> for step in (1, 2):
+      ...     save(folder, step, {"w": jnp.full(2, float(step))})
+      >>> state, step = restore(folder, {"w": jnp.zeros(2)})  # the latest
+      >>> step, state["w"].tolist()
+      (2, [2.0, 2.0])
+      >>> restore(folder, {"w": jnp.zeros(2)}, step=1)[0]["w"].tolist()
+      [1.0, 1.0]
     """
     ocp = _ocp()
     step = _resolve_step(directory, step)
@@ -113,7 +135,15 @@ def restore(
 
 
 def restore_extra(directory: str | Path, step: int | None = None) -> chex.ArrayTree:
-    """The ``extra`` pytree saved with checkpoint ``step``, with its stored shapes (NumPy)."""
+    """The ``extra`` pytree saved with checkpoint ``step``, with its stored shapes (NumPy).
+
+    Example:
+      >>> import tempfile
+      >>> folder = tempfile.mkdtemp()
+      >>> save(folder, 3, {"w": jnp.zeros(2)}, extra={"losses": jnp.array([0.75, 0.5, 0.25])})
+      >>> restore_extra(folder)["losses"].tolist()
+      [0.75, 0.5, 0.25]
+    """
     ocp = _ocp()
     step = _resolve_step(directory, step)
     with _manager(directory) as manager:

@@ -40,6 +40,15 @@ class EarlyStoppingState(NamedTuple):
       patience: calls without improvement before stopping.
       min_delta: minimum change that counts as an improvement.
       sign: ``+1`` for ``mode="min"``, ``-1`` for ``"max"``.
+
+    Example:
+      >>> state = init({"w": jnp.zeros(2)}, patience=2, mode="max")  # watch an accuracy
+      >>> for accuracy in [0.5, 0.75, 0.625, 0.6875]:
+      ...     state = update(state, accuracy, {"w": jnp.full(2, accuracy)})
+      >>> float(state.best_metric), int(state.best_step), bool(state.stopped)
+      (0.75, 1, True)
+      >>> state.best_params["w"].tolist()
+      [0.75, 0.75]
     """
 
     best_metric: jax.Array
@@ -124,6 +133,15 @@ def update(
     """Record ``metric`` for ``params``; a stopped state is returned unchanged (frozen).
 
     Pure and branch-free: use it inside ``jit``/``scan``/``vmap``.
+
+    Example:
+      >>> state = init(jnp.zeros(()), patience=1)
+      >>> state = update(state, 1.0, jnp.array(1.0))
+      >>> state = update(state, jnp.nan, jnp.array(2.0))  # a non-finite metric never improves
+      >>> bool(state.stopped), float(state.best_params)
+      (True, 1.0)
+      >>> update(state, 0.0, jnp.array(3.0)) == state  # stopped: frozen
+      True
     """
     metric = jnp.asarray(metric, state.best_metric.dtype)
     running = ~state.stopped

@@ -88,6 +88,16 @@ class FitResult(NamedTuple):
         (BatchNorm statistics; ``{}`` for a model without state).
       nonfinite_epoch: first epoch whose training objective was NaN or
         infinite, ``-1`` if none (per member under ``vmap``).
+
+    Example:
+      >>> import optax
+      >>> x = jnp.linspace(-1, 1, 32)[:, None]; y = (x[:, 0] > 0).astype(jnp.int32)
+      >>> result = fit(lambda p, x, **kw: x @ p["w"], {"w": jnp.zeros((1, 2))}, optax.sgd(1.0),
+      ...              (x, y), key=jax.random.key(0), num_epochs=5, batch_size=8, eval_data=(x, y))
+      >>> sorted(result.history), result.history["train_accuracy"].shape
+      (['eval_accuracy', 'eval_loss', 'objective', 'train_accuracy', 'train_loss'], (5,))
+      >>> result.early_stopping is None, int(result.nonfinite_epoch)
+      (True, -1)
     """
 
     params: chex.ArrayTree

@@ -61,6 +61,19 @@ class TrainState(NamedTuple):
       epoch: epochs completed (int32 scalar).
       nonfinite_epoch: first epoch whose training objective was NaN or
         infinite, ``-1`` while the run is finite.
+
+    Example:
+      >>> import optax
+      >>> from jaxreg.nn import MLP, from_nnx
+      >>> model = from_nnx(MLP((3, 8, 2), rngs=nnx.Rngs(0)))
+      >>> x = jax.random.normal(jax.random.key(0), (20, 3)); y = (x[:, 0] > 0).astype(jnp.int32)
+      >>> loop = TrainLoop(model.apply, optax.adam(1e-2), batch_size=5)
+      >>> state = loop.init(model.params, model.state)
+      >>> int(state.epoch), int(state.nonfinite_epoch), state.stopping is None
+      (0, -1, True)
+      >>> state, _ = loop.run(state, loop_data((x, y)), key=jax.random.key(1), num_epochs=2)
+      >>> int(state.epoch)  # a later run() continues from epoch 2
+      2
     """
 
     params: chex.ArrayTree
@@ -81,6 +94,12 @@ class LoopData(NamedTuple):
       weight: per-example training weights ``(n,)`` or None.
       evals: name -> batches (``{"x", "y", "weight"}`` with a leading batch
         axis), evaluated in eval mode after every epoch as ``{name}_{metric}``.
+
+    Example:
+      >>> data = loop_data((jnp.ones((10, 3)), jnp.zeros(10, int), jnp.ones(10)),
+      ...                  eval_data=(jnp.ones((4, 3)), jnp.zeros(4, int)))
+      >>> sorted(data.evals), data.weight.shape  # evaluated as train_* and eval_*
+      (['eval', 'train'], (10,))
     """
 
     x: jax.Array
@@ -125,7 +144,18 @@ def loop_data(
 
 
 def optimizer_for(optimizer: Optimizer, hparams: Hparams) -> optax.GradientTransformation:
-    """The optimizer for ``hparams``: a factory is called with them, a transformation passes."""
+    """The optimizer for ``hparams``: a factory is called with them, a transformation passes.
+
+    Example:
+      >>> import optax
+      >>> factory = lambda h: optax.sgd(h["learning_rate"])
+      >>> opt = optimizer_for(factory, {"learning_rate": 0.1})
+      >>> updates, _ = opt.update(jnp.ones(2), opt.init(jnp.zeros(2)))
+      >>> updates.tolist()
+      [-0.10000000149011612, -0.10000000149011612]
+      >>> optimizer_for(optax.adam(1e-3), {}) is not None  # a transformation passes through
+      True
+    """
     if isinstance(optimizer, optax.GradientTransformation):
         return optimizer
     if callable(optimizer):
@@ -189,6 +219,18 @@ class TrainLoop:
       drop_remainder: drop the short last training batch of every (shuffled)
         epoch instead of padding it — wanted with BatchNorm, whose batch
         statistics would otherwise see the padding rows.
+
+    Example:
+      >>> import optax
+      >>> from jaxreg.nn import MLP, from_nnx
+      >>> model = from_nnx(MLP((3, 8, 2), rngs=nnx.Rngs(0)))
+      >>> x = jax.random.normal(jax.random.key(0), (20, 3)); y = (x[:, 0] > 0).astype(jnp.int32)
+      >>> loop = TrainLoop(model.apply, optax.adam(1e-2), batch_size=5)
+      >>> state = loop.init(model.params, model.state)
+      >>> state, history = jax.jit(loop.run, static_argnames="num_epochs")(
+      ...     state, loop_data((x, y)), key=jax.random.key(1), num_epochs=3)
+      >>> int(state.epoch), history["train_loss"].shape
+      (3, (3,))
     """
 
     apply: StatefulApply

@@ -41,7 +41,15 @@ def confidence_interval(values: Sequence[float]) -> dict[str, float]:
 
 def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
     """Mean paired difference ``values - baseline`` (same seeds) with its 95% interval and
-    whether that interval excludes 0."""
+    whether that interval excludes 0.
+
+    Example:
+      >>> d = paired_difference([0.64, 0.66, 0.65], [0.59, 0.60, 0.61])  # same 3 seeds
+      >>> round(d["mean"], 3), round(d["low"], 3), round(d["high"], 3), d["significant"]
+      (0.05, 0.025, 0.075, True)
+      >>> paired_difference([0.60, 0.62], [0.61, 0.60])["significant"]  # interval contains 0
+      False
+    """
     diff = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
     ci = confidence_interval(diff)
     low, high = ci["mean"] - ci["half_width"], ci["mean"] + ci["half_width"]
@@ -65,7 +73,26 @@ def _chosen(chosen: Mapping[str, float]) -> str:
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table: chosen strengths, accuracies (mean ± 95% CI), the paired difference
-    to the baseline (``*``: its 95% interval excludes 0) and the measurements."""
+    to the baseline (``*``: its 95% interval excludes 0) and the measurements.
+
+    Example:
+      >>> metrics = ("train_accuracy", "val_accuracy", "test_accuracy", "gap", "test_nll", "ece",
+      ...            "lambda_max")
+      >>> def row(name, test, chosen):
+      ...     values = {m: confidence_interval([1.0, 1.0, 1.0]) for m in metrics}
+      ...     values["test_accuracy"] = confidence_interval(test)
+      ...     values["gap"] = confidence_interval([1 - t for t in test])
+      ...     difference = paired_difference(test, [0.59, 0.60, 0.61]) if chosen else None
+      ...     return {**values, "name": name, "chosen": chosen, "difference": difference,
+      ...             "zero_fraction": 0.0, "num_params": 15210}
+      >>> rows = [row("baseline", [0.59, 0.60, 0.61], {}),
+      ...         row("dropout", [0.64, 0.66, 0.65], {"dropout_rate": 0.135})]
+      >>> table = format_table(rows).splitlines()
+      >>> table[0].split(" | ")[4:6]
+      ['test acc (%)', 'Δ test vs baseline (pp)']
+      >>> table[3].split(" | ")[4:6]  # ± 95% CI; * marks an interval that excludes 0
+      ['65.0 ± 2.5', '+5.0 [+2.5, +7.5] *']
+    """
     lines = [
         "| row | chosen on validation | train acc (%) | val acc (%) | test acc (%) | "
         "Δ test vs baseline (pp) | gap (pp) | test NLL | ECE | λmax | exact zeros | params |",
@@ -93,7 +120,28 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def sentences(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """One sentence per row, each worded from its own numbers and interval."""
+    """One sentence per row, each worded from its own numbers and interval.
+
+    Example:
+      >>> metrics = ("train_accuracy", "val_accuracy", "test_accuracy", "gap", "test_nll", "ece",
+      ...            "lambda_max")
+      >>> def row(name, test, chosen):
+      ...     values = {m: confidence_interval([1.0, 1.0, 1.0]) for m in metrics}
+      ...     values["test_accuracy"] = confidence_interval(test)
+      ...     values["gap"] = confidence_interval([1 - t for t in test])
+      ...     difference = paired_difference(test, [0.59, 0.60, 0.61]) if chosen else None
+      ...     return {**values, "name": name, "chosen": chosen, "difference": difference,
+      ...             "zero_fraction": 0.0, "num_params": 15210}
+      >>> rows = [row("baseline", [0.59, 0.60, 0.61], {}),
+      ...         row("dropout", [0.64, 0.66, 0.65], {"dropout_rate": 0.135})]
+      >>> import textwrap
+      >>> for line in sentences({r["name"]: r for r in rows}):
+      ...     print(textwrap.fill(line, 80))
+      - **baseline**: the MLP reaches 100.0% on its training data but 60.0% on test, a
+      40-point gap: the overfitting the study starts from.
+      - **dropout** raises test accuracy by 5.0 points; gap 35 pp (chosen on
+      validation: dropout_rate 0.135).
+    """
     base = rows["baseline"]
     lines = [
         f"- **baseline**: the MLP reaches {100 * base['train_accuracy']['mean']:.1f}% on its "

@@ -47,7 +47,15 @@ __all__ = ["HeldOut", "StudyConfig", "StudyData", "Trained", "prepare_data", "ru
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Sizes of a study run; :meth:`quick` keeps every row and section but trains briefly."""
+    """Sizes of a study run; :meth:`quick` keeps every row and section but trains briefly.
+
+    Example:
+      >>> StudyConfig().seeds, StudyConfig().epochs, StudyConfig().val_size
+      (5, 100, 500)
+      >>> quick = StudyConfig.quick()  # every row and section, briefly (the CI smoke run)
+      >>> quick.epochs, quick.seeds
+      (12, 2)
+    """
 
     seeds: int = 5
     tune_seeds: int = 2
@@ -79,6 +87,17 @@ class HeldOut:
 
     The runner unlocks it only after every row's choices are made, so no
     selection can see test data; ``reads`` counts the evaluations.
+
+    Example:
+      >>> test = HeldOut(np.zeros((5, 40)), np.zeros(5))
+      >>> test.read()  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      RuntimeError: the test split was read before the final evaluation: ...
+      >>> test.unlock()
+      >>> x, y = test.read()
+      >>> len(test), test.reads
+      (5, 1)
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
@@ -104,7 +123,19 @@ class HeldOut:
 
 @dataclass(frozen=True)
 class StudyData:
-    """Training, validation and the locked test split."""
+    """Training, validation and the locked test split.
+
+    Example:
+      >>> from jaxreg.data import Dataset
+      >>> rng = np.random.default_rng(0)  # a stand-in for MNIST-1D: 40 features, 10 classes
+      >>> dataset = Dataset(rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 10, 300),
+      ...                   rng.normal(size=(50, 40)).astype(np.float32), rng.integers(0, 10, 50))
+      >>> config = StudyConfig(seeds=2, tune_seeds=1, epochs=1, val_size=100, search_configs=2,
+      ...                      search_seeds=1)
+      >>> data = prepare_data(dataset, config)
+      >>> len(data.y_train), len(data.y_val), len(data.test), data.test.locked
+      (200, 100, 50, True)
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -114,7 +145,18 @@ class StudyData:
 
 
 def prepare_data(dataset, config: StudyConfig) -> StudyData:
-    """Carve ``config.val_size`` validation examples from ``dataset``'s training set."""
+    """Carve ``config.val_size`` validation examples from ``dataset``'s training set.
+
+    Example:
+      >>> from jaxreg.data import Dataset
+      >>> rng = np.random.default_rng(0)  # a stand-in for MNIST-1D: 40 features, 10 classes
+      >>> dataset = Dataset(rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 10, 300),
+      ...                   rng.normal(size=(50, 40)).astype(np.float32), rng.integers(0, 10, 50))
+      >>> data = prepare_data(dataset, StudyConfig(val_size=100, split_seed=0))
+      >>> again = prepare_data(dataset, StudyConfig(val_size=100, split_seed=0))
+      >>> len(data.x_val), bool((data.x_val == again.x_val).all())  # a fixed, seeded split
+      (100, True)
+    """
     x, y = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
     if not 0 < config.val_size < len(y):
         raise ValueError(f"val_size must lie in (0, {len(y)}), got {config.val_size}")
@@ -154,7 +196,17 @@ def epochs_for(row: Row, config: StudyConfig) -> int:
 @dataclass
 class Trained:
     """One sweep's members: ``params`` with a leading member axis (``configs × seeds ×
-    ensemble members`` flattened), per-member validation accuracy and curves."""
+    ensemble members`` flattened), per-member validation accuracy and curves.
+
+    Example:
+      >>> trained = Trained(
+      ...     apply=None, params=None, configs={"dropout_rate": np.array([0.1, 0.1, 0.3, 0.3])},
+      ...     config_index=np.array([0, 0, 1, 1]), val_accuracy=np.array([0.60, 0.62, 0.65, 0.66]),
+      ...     train_accuracy=np.ones(4), val_curve=None, train_curve=None,
+      ...     failed=np.array([False, False, False, False]), members_per_seed=1)
+      >>> choose(trained)  # the best mean validation accuracy over seeds
+      (1, {'dropout_rate': 0.3})
+    """
 
     apply: Callable
     params: Any
@@ -268,7 +320,20 @@ def _sweep(row: Row, data: StudyData, config: StudyConfig, configs, *, key, seed
 
 def choose(trained: Trained) -> tuple[int, dict[str, float]]:
     """Index and values of the config with the best mean validation accuracy over seeds;
-    a config with a diverged member is never chosen."""
+    a config with a diverged member is never chosen.
+
+    Example:
+      >>> trained = Trained(
+      ...     apply=None, params=None, configs={"dropout_rate": np.array([0.1, 0.1, 0.3, 0.3])},
+      ...     config_index=np.array([0, 0, 1, 1]), val_accuracy=np.array([0.60, 0.62, 0.65, 0.66]),
+      ...     train_accuracy=np.ones(4), val_curve=None, train_curve=None,
+      ...     failed=np.array([False, False, False, False]), members_per_seed=1)
+      >>> choose(trained)
+      (1, {'dropout_rate': 0.3})
+      >>> trained.failed[3] = True  # a diverged seed disqualifies its configuration
+      >>> choose(trained)
+      (0, {'dropout_rate': 0.1})
+    """
     configs = np.unique(trained.config_index)
     scores = []
     for c in configs:
@@ -286,7 +351,24 @@ def run_row(
     row: Row, data: StudyData, config: StudyConfig, *, key: jax.Array, final_key: jax.Array
 ) -> dict[str, Any]:
     """Tune ``row`` on validation (one sweep over its grid) and train the choice on the
-    shared final seeds (a second sweep). Reads no test data."""
+    shared final seeds (a second sweep). Reads no test data.
+
+    Example:
+      >>> from jaxreg.data import Dataset
+      >>> rng = np.random.default_rng(0)  # a stand-in for MNIST-1D: 40 features, 10 classes
+      >>> dataset = Dataset(rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 10, 300),
+      ...                   rng.normal(size=(50, 40)).astype(np.float32), rng.integers(0, 10, 50))
+      >>> config = StudyConfig(seeds=2, tune_seeds=1, epochs=1, val_size=100, search_configs=2,
+      ...                      search_seeds=1)
+      >>> data = prepare_data(dataset, config)
+      >>> from jaxreg.study.spec import Row
+      >>> row = Row("dropout", "after each hidden layer", search={"dropout_rate": (0.1, 0.3)})
+      >>> out = run_row(row, data, config, key=jax.random.key(0), final_key=jax.random.key(1))
+      >>> sorted(out), sorted(out["chosen"]), out["final"].val_accuracy.shape  # 2 final seeds
+      (['chosen', 'final', 'row', 'tuning'], ['dropout_rate'], (2,))
+      >>> data.test.reads  # tuning and training read no test data
+      0
+    """
     tuning = None
     chosen: dict[str, float] = {}
     if row.search:
@@ -324,6 +406,23 @@ def search(
     under a full cosine decay. The single rows' own settings are thus among the
     candidates, so the search can do worse on validation than a single row only by
     seed noise.
+
+    Example:
+      >>> from jaxreg.data import Dataset
+      >>> rng = np.random.default_rng(0)  # a stand-in for MNIST-1D: 40 features, 10 classes
+      >>> dataset = Dataset(rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 10, 300),
+      ...                   rng.normal(size=(50, 40)).astype(np.float32), rng.integers(0, 10, 50))
+      >>> config = StudyConfig(seeds=2, tune_seeds=1, epochs=1, val_size=100, search_configs=2,
+      ...                      search_seeds=1)
+      >>> data = prepare_data(dataset, config)
+      >>> from jaxreg.study.runner import combination_row
+      >>> row = combination_row("combination", "searched strengths")
+      >>> out = search(row, data, config, key=jax.random.key(0), final_key=jax.random.key(1),
+      ...              anchors={"dropout_rate": 0.1})
+      >>> len(out["tuning"].config_index)  # 2 random configs + 3 from the anchors, 1 seed each
+      5
+      >>> "dropout_rate" in out["chosen"], data.test.reads
+      (True, 0)
     """
     space = combination_space()
     configs = sweeps.random(jax.random.fold_in(key, 1), config.search_configs, **space)
@@ -360,6 +459,20 @@ def transfer(
     ``retune`` (name → grid) re-chooses those values for ``row`` on validation (one
     sweep over the grid × ``tune_seeds``, keyed by ``key``); every other value is
     transferred as chosen. Without it nothing is tuned.
+
+    Example:
+      >>> from jaxreg.data import Dataset
+      >>> rng = np.random.default_rng(0)  # a stand-in for MNIST-1D: 40 features, 10 classes
+      >>> dataset = Dataset(rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 10, 300),
+      ...                   rng.normal(size=(50, 40)).astype(np.float32), rng.integers(0, 10, 50))
+      >>> config = StudyConfig(seeds=2, tune_seeds=1, epochs=1, val_size=100, search_configs=2,
+      ...                      search_seeds=1)
+      >>> data = prepare_data(dataset, config)
+      >>> from jaxreg.study.spec import Row
+      >>> wide = Row("wide MLP", "40-512-512-512-10", model="wide_mlp")
+      >>> out = transfer(wide, {"dropout_rate": 0.1}, data, config, final_key=jax.random.key(1))
+      >>> out["chosen"], out["tuning"] is None  # transferred as chosen, nothing tuned
+      ({'dropout_rate': 0.1}, True)
     """
     if not retune:
         fixed = replace(row, fixed={**row.fixed, **chosen})

@@ -66,6 +66,13 @@ class Row:
       ensemble_members: bootstrap members averaged per seed (bagging).
       combinable: may enter the combination search.
       note: caveat shown in the report (e.g. fewer descent steps).
+
+    Example:
+      >>> row = Row("input noise", "Gaussian input noise",
+      ...           search={"noise_std": log_grid(0.05, 1.6, 6)},
+      ...           batch_transform=bt.input_noise(), combinable=True)
+      >>> row.model, row.search["noise_std"][:2], row.epoch_factor
+      ('mlp', (0.05, 0.1), 1)
     """
 
     name: str
@@ -173,7 +180,15 @@ def combination_space() -> dict[str, sweeps.Uniform | sweeps.LogUniform]:
 
 
 def default_rows() -> list[Row]:
-    """The study: the overfitting baseline, each regularizer tuned alone, parameter sharing."""
+    """The study: the overfitting baseline, each regularizer tuned alone, parameter sharing.
+
+    Example:
+      >>> rows = default_rows()
+      >>> rows[0].name, rows[-1].name
+      ('baseline', 'CNN1D (parameter sharing)')
+      >>> all(len(values) >= 6 for row in rows for values in row.search.values())  # log grids
+      True
+    """
     return [
         Row("baseline", "MLP 40-100-100-10, Adam 1e-3, batch 100, no regularization"),
         Row(

@@ -130,6 +130,10 @@ def _write_api_page() -> None:
         "Every public name, one page each, rendered from its docstring (with its example).",
         "Constants and type aliases are documented where their module is.",
         "",
+        "Every example runs as a doctest in the test suite. They assume "
+        "`import jax, jax.numpy as jnp, numpy as np, optax`, `from flax import nnx` and the "
+        "names of the module they are in (e.g. `from jaxreg.metrics import *`).",
+        "",
     ]
     for module_name in API_MODULES:
         module = importlib.import_module(module_name)

@@ -18,9 +18,10 @@ import numpy as np
 
 __all__ = ["MaskLike", "by_path", "leaf_path", "resolve", "weights_only"]
 
-#: What every ``mask=`` argument accepts: a pytree of bools with the structure of
-#: ``params`` (or a prefix of it: one bool covers a whole subtree), or a callable
-#: ``params -> such a pytree``. ``True`` means "regularize this leaf" (optax semantics).
+#: What every ``mask=`` argument accepts (a type alias). Either a pytree of bools with
+#: the structure of ``params`` (or a prefix of it, where one bool covers a whole
+#: subtree), or a callable ``params -> such a pytree``. ``True`` means "regularize this
+#: leaf" (optax semantics).
 #:
 #: Example:
 #:   >>> import jax.numpy as jnp

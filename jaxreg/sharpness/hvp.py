@@ -13,8 +13,9 @@ from jaxreg.data import dataset_loss, mean_over_batches
 
 __all__ = ["LossFn", "dataset_loss", "gauss_newton_vp", "hvp"]
 
-#: A loss ``(params, batch) -> scalar``: what every curvature and sharpness function takes.
-#: ``batch`` is one minibatch ``{"x", "y", "weight"}`` of :func:`jaxreg.data.batches`.
+#: A loss ``(params, batch) -> scalar``, as every curvature and sharpness function takes
+#: it (a type alias). ``batch`` is one minibatch ``{"x", "y", "weight"}`` of
+#: :func:`jaxreg.data.batches`.
 #:
 #: Example:
 #:   >>> import jax.numpy as jnp

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: jaxreg-tour, or jaxreg-tour-quick with --quick)",
     )
     tour.add_argument(
+        "--extended",
+        action="store_true",
+        help="also the newer regularizers (max-norm, spectral norm, orthogonality, SWA, EMA, "
+        "SAM as a transform), each tuned like the others",
+    )
+    tour.add_argument(
         "--seeds",
         type=_positive_int,
         default=None,
@@ -149,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = TourConfig.quick() if args.seeds is None else TourConfig.quick(args.seeds)
         else:
             config = TourConfig() if args.seeds is None else TourConfig(seeds=args.seeds)
-        run_tour(out, config)
+        run_tour(out, config, extended=args.extended)
     elif args.command == "experiment":
         return _run_experiment(args.name, args.out, args.full, args.quick)
     elif args.command == "experiments":

@@ -34,7 +34,7 @@ from jaxreg.study.runner import (
     search,
     transfer,
 )
-from jaxreg.study.spec import Row, default_rows
+from jaxreg.study.spec import Row, default_rows, extended_rows
 
 __all__ = ["TourConfig", "default_rows", "format_table", "run_tour"]
 
@@ -172,9 +172,17 @@ def _path(outcome: dict, data: StudyData, config: StudyConfig) -> dict | None:
 
 
 def run_tour(
-    out_dir: str | Path, config: StudyConfig | None = None, *, seed: int = 0
+    out_dir: str | Path,
+    config: StudyConfig | None = None,
+    *,
+    seed: int = 0,
+    extended: bool = False,
 ) -> dict[str, Any]:
     """Run the study and write ``report.md``, ``results.json`` and figures to ``out_dir``.
+
+    ``extended`` appends :func:`~jaxreg.study.spec.extended_rows` (max-norm, spectral
+    norm, orthogonality, SWA, EMA, SAM as a transform) to the single-regularizer rows;
+    the default rows keep their keys, so their results do not change.
 
     Returns:
       The results dict written to ``results.json``.
@@ -203,7 +211,7 @@ def run_tour(
     data = prepare_data(data_lib.mnist1d(), config)
     key = jax.random.key(seed)
     final_key = jax.random.fold_in(key, 10_000)  # shared by every row: paired seeds
-    rows = default_rows()
+    rows = default_rows() + (extended_rows() if extended else [])
     total = len(rows) + 2
     outcomes: dict[str, dict] = {}
     bar = tqdm(total=total, desc="tour", unit="row", file=sys.stderr)

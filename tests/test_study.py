@@ -18,6 +18,7 @@ from jaxreg.study import (
     choose,
     confidence_interval,
     default_rows,
+    extended_rows,
     format_table,
     paired_difference,
     prepare_data,
@@ -68,6 +69,36 @@ def test_a_row_is_tuned_without_reading_test_and_its_strength_matters():
     assert outcome["final"].val_accuracy.shape == (TINY.seeds,)
 
 
+@pytest.mark.parametrize("row", extended_rows(), ids=lambda row: row.name)
+def test_each_extended_row_is_tuned_on_validation_and_its_value_reaches_training(row):
+    """The newer regularizers' rows, at the two ends of their grids (the full grids are
+    checked for length below): each value trains to different weights, the choice is one
+    of them, and no test data is read."""
+    data = prepare_data(data_lib.mnist1d(), TINY)
+    (name, grid), *others = row.search.items()
+    assert not others and len(grid) >= 6
+    ends = dataclasses.replace(row, search={name: (grid[0], grid[-1])})
+    outcome = run_row(ends, data, TINY, key=jax.random.key(0), final_key=jax.random.key(1))
+    assert data.test.reads == 0
+    kernels = np.asarray(jax.tree.leaves(outcome["tuning"].params)[1])
+    assert np.all(np.isfinite(kernels)) and not np.allclose(kernels[0], kernels[1])
+    assert outcome["chosen"][name] in (grid[0], grid[-1])
+    assert outcome["final"].val_accuracy.shape == (TINY.seeds,)
+
+
+def test_a_rows_final_params_hook_chooses_what_is_evaluated():
+    """SWA and EMA rows evaluate the average their optimizer state holds: the runner
+    evaluates (and returns) whatever ``final_params`` picks from the fit result."""
+    data = prepare_data(data_lib.mnist1d(), TINY)
+    zeros = Row(
+        "zeroed", "", final_params=lambda result: jax.tree.map(jnp.zeros_like, result.params)
+    )
+    outcome = run_row(zeros, data, TINY, key=jax.random.key(0), final_key=jax.random.key(1))
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(outcome["final"].params))
+    # All-zero weights predict class 0 everywhere.
+    np.testing.assert_allclose(outcome["final"].val_accuracy, np.mean(data.y_val == 0))
+
+
 def test_the_tour_unlocks_test_only_after_every_choice(monkeypatch, tmp_path):
     """Replace the training by fakes that record whether test was locked when they ran."""
     import jaxreg.tour as tour
@@ -97,6 +128,13 @@ def test_the_tour_unlocks_test_only_after_every_choice(monkeypatch, tmp_path):
     assert len(calls) == len(default_rows()) + 2
     assert all(locked for _, locked in calls)  # every selection ran with test locked
     assert seen["locked_at_measure"] is False and seen["rows_before_measure"] == len(calls)
+    calls.clear()
+    with pytest.raises(Stop):
+        tour.run_tour(tmp_path, TINY, extended=True)
+    names = [name for name, _ in calls]
+    assert names[: len(default_rows())] == [row.name for row in default_rows()]
+    assert names[len(default_rows()) : -2] == [row.name for row in extended_rows()]
+    assert all(locked for _, locked in calls)
 
 
 def _trained(val, failed, config_index):

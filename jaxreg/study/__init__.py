@@ -11,7 +11,7 @@ from jaxreg.study.runner import (
     search,
     transfer,
 )
-from jaxreg.study.spec import Row, combination_space, default_rows, log_grid
+from jaxreg.study.spec import Row, combination_space, default_rows, extended_rows, log_grid
 
 __all__ = [
     "HeldOut",
@@ -22,6 +22,7 @@ __all__ = [
     "combination_space",
     "confidence_interval",
     "default_rows",
+    "extended_rows",
     "format_table",
     "log_grid",
     "paired_difference",

@@ -260,7 +260,8 @@ def _train_fn(row: Row, data: StudyData, config: StudyConfig):
                 batch_transform=row.batch_transform,
                 early_stopping=stopping,
             )
-            return result.params, result.history
+            final = result.params if row.final_params is None else row.final_params(result)
+            return final, result.history
 
         params, history = jax.vmap(one)(
             jax.random.split(init_key, members), jax.random.split(train_key, members), weights

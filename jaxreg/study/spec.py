@@ -12,15 +12,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg import masks, penalties, sweeps
+from jaxreg import averaging, masks, penalties, sweeps
 from jaxreg import transforms as tx
 from jaxreg.augment import signal
 from jaxreg.training import batch_transforms as bt
 
-__all__ = ["LEARNING_RATE", "Row", "combination_space", "default_rows", "log_grid"]
+__all__ = [
+    "LEARNING_RATE",
+    "Row",
+    "combination_space",
+    "default_rows",
+    "extended_rows",
+    "log_grid",
+]
 
 #: Adam's learning rate in every MLP row that does not tune it.
 #:
@@ -66,6 +74,8 @@ class Row:
       ensemble_members: bootstrap members averaged per seed (bagging).
       combinable: may enter the combination search.
       note: caveat shown in the report (e.g. fewer descent steps).
+      final_params: ``FitResult -> params`` the members are evaluated with (default the
+        last iterate; weight averaging reads its average from the optimizer state).
 
     Example:
       >>> row = Row("input noise", "Gaussian input noise",
@@ -89,6 +99,7 @@ class Row:
     ensemble_members: int = 1
     combinable: bool = False
     note: str = ""
+    final_params: Callable[[Any], Any] | None = None
 
 
 def adam(hparams: Hparams, steps: int) -> optax.GradientTransformation:
@@ -121,6 +132,41 @@ def _elastic_net(hparams: Hparams, steps: int) -> optax.GradientTransformation:
 def _sam(hparams: Hparams, steps: int) -> optax.GradientTransformation:
     adversary = optax.chain(optax.contrib.normalize(), optax.sgd(hparams["sam_rho"]))
     return optax.contrib.sam(adam(hparams, steps), adversary, sync_period=2)
+
+
+def _max_norm(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    return optax.chain(
+        adam(hparams, steps), tx.max_norm(hparams["max_norm_radius"], mask=masks.weights_only)
+    )
+
+
+def _spectral_norm(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    penalty = tx.spectral_norm_penalty(
+        hparams["spectral_strength"], key=jax.random.key(0), mask=masks.weights_only
+    )
+    return optax.chain(penalty, adam(hparams, steps))
+
+
+def _orthogonality(params):
+    return penalties.orthogonality(params, mask=masks.weights_only)
+
+
+def _swa(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    # Izmailov et al.: a constant (here tuned) learning rate, iterates averaged over the
+    # last quarter of training.
+    return optax.chain(adam(hparams, steps), averaging.swa(start=(3 * steps) // 4))
+
+
+def _ema(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    return optax.chain(adam(hparams, steps), averaging.ema(hparams["ema_decay"]))
+
+
+def _transforms_sam(hparams: Hparams, steps: int) -> optax.GradientTransformation:
+    return tx.sam(adam(hparams, steps), hparams["sam_rho"])
+
+
+def _averaged(result):
+    return averaging.averaged_params(result.opt_state)
 
 
 def _l2(params):
@@ -289,5 +335,57 @@ def default_rows() -> list[Row]:
             search={"augment_strength": log_grid(0.25, 2.0, 6)},
             optimizer=lambda h, steps: optax.adam(optax.cosine_decay_schedule(1e-2, steps)),
             batch_transform=_augment(),
+        ),
+    ]
+
+
+def extended_rows() -> list[Row]:
+    """Rows for the regularizers of the last decade, each tuned like :func:`default_rows`'
+    (``jaxreg tour --extended`` appends them to the study).
+
+    Example:
+      >>> [row.name for row in extended_rows()][:3]
+      ['max-norm', 'spectral-norm penalty', 'orthogonality penalty']
+      >>> all(len(values) >= 6 for row in extended_rows() for values in row.search.values())
+      True
+    """
+    return [
+        Row(
+            "max-norm",
+            "each unit's incoming weights projected onto a ball after every step",
+            search={"max_norm_radius": log_grid(0.5, 8.0, 6)},
+            optimizer=_max_norm,
+        ),
+        Row(
+            "spectral-norm penalty",
+            "strength·½σ(W)² per kernel, σ by power iteration carried in the optimizer state",
+            search={"spectral_strength": log_grid(1e-4, 1e-1, 6)},
+            optimizer=_spectral_norm,
+        ),
+        Row(
+            "orthogonality penalty",
+            "soft orthogonality Σ‖WᵀW − I‖²_F on the kernels, added to the loss",
+            search={"penalty_strength": log_grid(1e-5, 1e-1, 7)},
+            penalty=_orthogonality,
+        ),
+        Row(
+            "SWA",
+            "average of the iterates over the last quarter of training, learning rate tuned",
+            search={"learning_rate": log_grid(3e-4, 1e-2, 6)},
+            optimizer=_swa,
+            final_params=_averaged,
+        ),
+        Row(
+            "EMA of weights",
+            "exponential moving average of the weights (debiased), decay tuned",
+            search={"ema_decay": (0.9, 0.97, 0.99, 0.997, 0.999, 0.9997)},
+            optimizer=_ema,
+            final_params=_averaged,
+        ),
+        Row(
+            "SAM (one descent step per minibatch)",
+            "transforms.sam: the gradient at the ascent point, one descent step per minibatch",
+            search={"sam_rho": log_grid(0.01, 0.5, 6)},
+            optimizer=_transforms_sam,
         ),
     ]

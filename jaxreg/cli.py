@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--extended",
         action="store_true",
         help="also the newer regularizers (max-norm, spectral norm, orthogonality, SWA, EMA, "
-        "SAM as a transform), each tuned like the others",
+        "input-gradient penalty, R-Drop, SAM as a transform), each tuned like the others",
     )
     tour.add_argument(
         "--seeds",

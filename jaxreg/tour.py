@@ -181,7 +181,8 @@ def run_tour(
     """Run the study and write ``report.md``, ``results.json`` and figures to ``out_dir``.
 
     ``extended`` appends :func:`~jaxreg.study.spec.extended_rows` (max-norm, spectral
-    norm, orthogonality, SWA, EMA, SAM as a transform) to the single-regularizer rows;
+    norm, orthogonality, SWA, EMA, input-gradient penalty, R-Drop, SAM as a transform)
+    to the single-regularizer rows;
     the default rows keep their keys, so their results do not change.
 
     Returns:

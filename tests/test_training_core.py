@@ -214,6 +214,42 @@ def test_penalty_strength_and_transforms_read_hparams(problem):
     chex.assert_trees_all_close(c.params, d.params, rtol=1e-5, atol=1e-6)
 
 
+def test_a_penalty_gets_the_transformed_batch_and_a_key_of_its_own():
+    """``penalty(params, *, batch, key)``: the objective equals the hand-written sum of the
+    loss (the model's dropout key split off first) and the penalty on the minibatch after
+    the batch transform, with the other half of the key."""
+    model = from_nnx(MLP((6, 16, 2), dropout_rate=0.3, rngs=nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(0), (8, 6))
+    batch = {"x": x, "y": jnp.arange(8) % 2, "weight": jnp.ones(8)}
+    hparams = {"penalty_strength": 2.0}
+
+    def shift(key, b):
+        return {**b, "x": b["x"] + 1.0}
+
+    def penalty(params, *, batch, key):
+        return jnp.mean(batch["x"]) + jax.random.uniform(key)
+
+    loop = TrainLoop(
+        model.apply, optax.sgd(0.1), batch_size=8, penalty=penalty, batch_transform=shift
+    )
+    key = jax.random.key(5)
+    value, _ = loop.objective(model.params, model.state, batch, key, hparams)
+    _, rest = jax.random.split(key)  # the transform's key comes first
+    model_key, penalty_key = jax.random.split(rest)
+    logits, _ = model.apply(model.params, model.state, x + 1.0, key=model_key, train=True)
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]))
+    expected = loss + 2.0 * (jnp.mean(x + 1.0) + jax.random.uniform(penalty_key))
+    np.testing.assert_allclose(value, expected, rtol=1e-6)
+    # A penalty that takes no key leaves the model's dropout key as it was.
+    plain = TrainLoop(
+        model.apply, optax.sgd(0.1), batch_size=8, penalty=lambda p: 0.0, batch_transform=shift
+    )
+    value, _ = plain.objective(model.params, model.state, batch, key, hparams)
+    logits, _ = model.apply(model.params, model.state, x + 1.0, key=rest, train=True)
+    expected = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]))
+    np.testing.assert_allclose(value, expected, rtol=1e-6)
+
+
 def test_pure_loop_split_in_calls_equals_one_call(problem):
     _, _, x, y = problem
     model = from_nnx(MLP((6, 16, 2), dropout_rate=0.2, rngs=nnx.Rngs(0)))

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg import averaging, masks, penalties, sweeps
+from jaxreg import averaging, jacobian, losses, masks, penalties, sweeps
 from jaxreg import transforms as tx
 from jaxreg.augment import signal
 from jaxreg.training import batch_transforms as bt
@@ -163,6 +163,22 @@ def _ema(hparams: Hparams, steps: int) -> optax.GradientTransformation:
 
 def _transforms_sam(hparams: Hparams, steps: int) -> optax.GradientTransformation:
     return tx.sam(adam(hparams, steps), hparams["sam_rho"])
+
+
+def _mlp_apply():
+    from jaxreg.study.runner import model_apply  # the runner imports this module
+
+    return model_apply("mlp")
+
+
+def _input_gradient(params, *, batch):
+    return jacobian.input_gradient_norm(_mlp_apply(), params, batch["x"], batch["y"])
+
+
+def _r_drop(params, *, batch, key, hparams):
+    return losses.r_drop(
+        _mlp_apply(), params, batch["x"], key=key, weight=batch["weight"], hparams=hparams
+    )
 
 
 def _averaged(result):
@@ -341,7 +357,9 @@ def default_rows() -> list[Row]:
 
 def extended_rows() -> list[Row]:
     """Rows for the regularizers of the last decade, each tuned like :func:`default_rows`'
-    (``jaxreg tour --extended`` appends them to the study).
+    (``jaxreg tour --extended`` appends them to the study). The input-gradient and R-Drop
+    penalties see the minibatch (and R-Drop its own dropout key) through the training
+    loop's ``penalty(params, *, batch, key, hparams)`` keywords.
 
     Example:
       >>> [row.name for row in extended_rows()][:3]
@@ -381,6 +399,19 @@ def extended_rows() -> list[Row]:
             search={"ema_decay": (0.9, 0.97, 0.99, 0.997, 0.999, 0.9997)},
             optimizer=_ema,
             final_params=_averaged,
+        ),
+        Row(
+            "input-gradient penalty",
+            "double backpropagation: strength·mean ‖∂ℓ/∂x‖² added to the loss",
+            search={"penalty_strength": log_grid(1e-3, 3.0, 7)},
+            penalty=_input_gradient,
+        ),
+        Row(
+            "R-Drop",
+            "dropout 0.1 and strength·symmetric KL between two dropout passes (Liang et al.)",
+            search={"penalty_strength": log_grid(0.03, 3.0, 6)},
+            fixed={"dropout_rate": 0.1},
+            penalty=_r_drop,
         ),
         Row(
             "SAM (one descent step per minibatch)",

@@ -262,7 +262,9 @@ def fit(
         regression, sequence classification).
       loss: per-example classification loss ``(logits, labels) -> (n,)``
         (shorthand for ``task=tasks.classification(loss)``).
-      penalty: optional ``params -> scalar`` regularizer (e.g. ``penalties.l2``).
+      penalty: optional ``params -> scalar`` regularizer (e.g. ``penalties.l2``); it
+        may also take the keywords ``hparams``, ``batch`` (the transformed minibatch)
+        and ``key`` (its own step key), as :class:`TrainLoop` describes.
       penalty_strength: multiplier of ``penalty`` unless ``hparams`` has
         ``"penalty_strength"`` (may be traced).
       batch_transform: optional ``(key, batch) -> batch`` applied to every

@@ -209,9 +209,12 @@ class TrainLoop:
         ``hparams -> GradientTransformation``.
       batch_size: minibatch size (static).
       task: loss and metrics (:mod:`jaxreg.tasks`); classification by default.
-      penalty: optional ``penalty(params) -> scalar`` (or with a keyword
-        ``hparams``), added times ``hparams.get("penalty_strength",
-        penalty_strength)``.
+      penalty: optional ``penalty(params) -> scalar``, added times
+        ``hparams.get("penalty_strength", penalty_strength)``. It may take the
+        keywords ``hparams``, ``batch`` (the minibatch after ``batch_transform``,
+        for input-space terms such as :func:`jaxreg.jacobian.input_gradient_norm`)
+        and ``key`` (a step key of its own, e.g. for :func:`jaxreg.losses.r_drop`'s
+        dropout passes); it gets those it names.
       penalty_strength: default multiplier of ``penalty``.
       batch_transform: optional ``(key, batch) -> batch`` (or with a keyword
         ``hparams``) applied to every training minibatch.
@@ -250,6 +253,8 @@ class TrainLoop:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         takes = {
             "penalty": self.penalty is not None and accepts_keyword(self.penalty, "hparams"),
+            "penalty_batch": self.penalty is not None and accepts_keyword(self.penalty, "batch"),
+            "penalty_key": self.penalty is not None and accepts_keyword(self.penalty, "key"),
             "transform": self.batch_transform is not None
             and accepts_keyword(self.batch_transform, "hparams"),
             "loss": accepts_keyword(self.task.loss, "hparams"),
@@ -300,6 +305,12 @@ class TrainLoop:
                 transform_key,
                 batch,
             )
+        penalty_kwargs: dict[str, Any] = {}
+        if self._takes_hparams["penalty_batch"]:
+            penalty_kwargs["batch"] = batch
+        if self._takes_hparams["penalty_key"]:
+            # Split only for a penalty that asks, so every other run keeps its dropout keys.
+            key, penalty_kwargs["key"] = jax.random.split(key)
         outputs, new_state = self.apply(
             params, model_state, batch["x"], key=key, train=True, hparams=hparams
         )
@@ -309,9 +320,9 @@ class TrainLoop:
         value = weighted_mean(per_example, batch["weight"])
         if self.penalty is not None:
             strength = hparams.get("penalty_strength", self.penalty_strength)
-            value = value + strength * _call(
-                self.penalty, self._takes_hparams["penalty"], hparams, params
-            )
+            if self._takes_hparams["penalty"]:
+                penalty_kwargs["hparams"] = hparams
+            value = value + strength * self.penalty(params, **penalty_kwargs)
         return value, new_state
 
     def evaluate(

@@ -389,7 +389,7 @@ def extended_rows() -> list[Row]:
         Row(
             "SWA",
             "average of the iterates over the last quarter of training, learning rate tuned",
-            search={"learning_rate": log_grid(3e-4, 1e-2, 6)},
+            search={"learning_rate": log_grid(1e-3, 3e-2, 6)},
             optimizer=_swa,
             final_params=_averaged,
         ),
@@ -416,7 +416,7 @@ def extended_rows() -> list[Row]:
         Row(
             "SAM (one descent step per minibatch)",
             "transforms.sam: the gradient at the ascent point, one descent step per minibatch",
-            search={"sam_rho": log_grid(0.01, 0.5, 6)},
+            search={"sam_rho": log_grid(0.03, 3.0, 6)},
             optimizer=_transforms_sam,
         ),
     ]

@@ -33,7 +33,7 @@ __all__ = [
 #: Adam's learning rate in every MLP row that does not tune it.
 #:
 #: Example:
-#:   >>> from jaxreg.study.spec import LEARNING_RATE, default_rows
+#:   >>> from jaxreg.study.spec import LEARNING_RATE
 #:   >>> LEARNING_RATE
 #:   0.001
 LEARNING_RATE = 1e-3

@@ -183,7 +183,7 @@ def run_tour(
     ``extended`` appends :func:`~jaxreg.study.spec.extended_rows` (max-norm, spectral
     norm, orthogonality, SWA, EMA, input-gradient penalty, R-Drop, SAM as a transform)
     to the single-regularizer rows;
-    the default rows keep their keys, so their results do not change.
+    the default rows keep their keys and seeds, so the flag does not change what they train.
 
     Returns:
       The results dict written to ``results.json``.

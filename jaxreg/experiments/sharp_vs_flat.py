@@ -1,14 +1,15 @@
 """Sharp vs flat minima: small vs large batch, SAM and weight decay on the MNIST-1D MLP.
 
 Four arms × 5 seeds (each arm one vmapped run): Adam (1e-3, 80 epochs) with
-batch 32, batch 500, batch 32 + SAM (``optax.contrib.sam``, ρ = 0.05) and batch
-32 + decoupled weight decay. For every trained model, vmapped over seeds:
-top Hessian eigenvalue (Lanczos), trace (Hutch++), SAM ρ-sharpness, test
-accuracy. Nothing is selected. The verdict: Spearman's rank correlation
-between the top eigenvalue and test accuracy over all 20 models (arms and
-seeds) is negative with a one-sided permutation p-value < 0.05; a sharpness
-unrelated to accuracy FAILs (tested). For the sharpest and flattest arms:
-Hessian spectral densities and filter-normalized 2-D loss slices.
+batch 32, batch 500, batch 32 + SAM (:func:`jaxreg.transforms.sam`, ρ = 0.05: one
+descent step per minibatch, as in the other arms) and batch 32 + decoupled weight
+decay. For every trained model, vmapped over seeds: top Hessian eigenvalue
+(Lanczos), trace (Hutch++), SAM ρ-sharpness, test accuracy. Nothing is selected.
+The verdict: Spearman's rank correlation between the top eigenvalue and test
+accuracy over all 20 models (arms and seeds) is negative with a one-sided
+permutation p-value < 0.05; a sharpness unrelated to accuracy FAILs (tested). For
+the sharpest and flattest arms: Hessian spectral densities and filter-normalized
+2-D loss slices.
 ``--quick`` (the test suite): 40 epochs, 4 seeds, no density or slice figures.
 
 The evidence is weak on this data and the verdict can go either way: the full
@@ -56,15 +57,10 @@ def verdict(sharpness_values, test_accuracy) -> tuple[bool, float, float]:
     return bool(p_value < 0.05 and rho < 0), rho, p_value
 
 
-def sam(rho: float) -> optax.GradientTransformation:
-    adversary = optax.chain(optax.contrib.normalize(), optax.sgd(rho))
-    return optax.contrib.sam(optax.adam(1e-3), adversary, sync_period=2)
-
-
 ARMS = {
     "batch 32": (32, lambda: optax.adam(1e-3)),
     "batch 500": (500, lambda: optax.adam(1e-3)),
-    "batch 32 + SAM": (32, lambda: sam(0.05)),
+    "batch 32 + SAM": (32, lambda: transforms.sam(optax.adam(1e-3), 0.05)),
     "batch 32 + weight decay": (
         32,
         lambda: optax.chain(

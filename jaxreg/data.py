@@ -65,10 +65,10 @@ def cache_dir() -> Path:
 
     Example:
       >>> import os
-      >>> os.environ["JAXREG_CACHE_DIR"] = "/tmp/jaxreg-cache"
-      >>> str(cache_dir())
+      >>> from unittest import mock
+      >>> with mock.patch.dict(os.environ, {"JAXREG_CACHE_DIR": "/tmp/jaxreg-cache"}):
+      ...     str(cache_dir())
       '/tmp/jaxreg-cache'
-      >>> del os.environ["JAXREG_CACHE_DIR"]
     """
     explicit = os.environ.get("JAXREG_CACHE_DIR")
     if explicit:

@@ -104,15 +104,19 @@ def test_main_runs_the_tour(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(
-        jaxreg.tour, "run_tour", lambda out, config: seen.update(out=out, config=config)
+        jaxreg.tour,
+        "run_tour",
+        lambda out, config, extended: seen.update(out=out, config=config, extended=extended),
     )
     assert main(["tour", "--quick", "--out", str(tmp_path), "--seeds", "2"]) == 0
-    assert seen["config"] == TourConfig.quick(2)
+    assert seen["config"] == TourConfig.quick(2) and seen["extended"] is False
     monkeypatch.chdir(tmp_path)
     assert main(["tour", "--quick"]) == 0
     assert seen["out"] == "jaxreg-tour-quick" and seen["config"] == TourConfig.quick()
     assert main(["tour"]) == 0
     assert seen["out"] == "jaxreg-tour" and seen["config"] == TourConfig()
+    assert main(["tour", "--extended"]) == 0
+    assert seen["extended"] is True and seen["config"] == TourConfig()
 
 
 def test_version_and_clear_argument_errors(capsys):

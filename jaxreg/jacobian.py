@@ -21,7 +21,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxreg.losses import PerExampleLoss, softmax_cross_entropy
+from jaxreg.losses import PerExampleLoss, softmax_cross_entropy, weighted_mean
 
 __all__ = ["input_gradient_norm", "jacobian_frobenius"]
 
@@ -39,6 +39,7 @@ def input_gradient_norm(
     labels: jax.Array,
     *,
     loss: PerExampleLoss = softmax_cross_entropy,
+    weight: jax.Array | None = None,
 ) -> jax.Array:
     """Double backpropagation: the mean over examples of ``‖∂ℓ_i/∂x_i‖²``.
 
@@ -48,6 +49,8 @@ def input_gradient_norm(
       x: inputs ``(n, ...)``.
       labels: what ``loss`` takes as labels (class ids or probabilities).
       loss: per-example loss ``(outputs, labels) -> (n,)``.
+      weight: per-example weights ``(n,)`` of the mean (a minibatch's ``"weight"``:
+        padding rows, weight 0, do not count).
 
     Returns:
       A scalar.
@@ -61,7 +64,7 @@ def input_gradient_norm(
     """
     # ℓ_i depends on x_i only, so the gradient of the summed loss is per example.
     grads = jax.grad(lambda inputs: jnp.sum(loss(apply(params, inputs), labels)))(x)
-    return jnp.mean(_per_example_sum(jnp.square(grads)))
+    return weighted_mean(_per_example_sum(jnp.square(grads)), weight)
 
 
 def jacobian_frobenius(

@@ -140,6 +140,16 @@ def test_input_gradient_norm_is_softmax_regressions_closed_form_and_a_loop(x64):
     np.testing.assert_allclose(
         jacobian.input_gradient_norm(apply_mlp, params, x, y), loop, rtol=1e-10
     )
+    # A padded batch: rows of weight 0 (zeros, label 0) leave the weighted mean unchanged.
+    padded_x = jnp.concatenate([x, jnp.zeros((3, 5))])
+    padded_y = jnp.concatenate([y, jnp.zeros(3, y.dtype)])
+    weight = jnp.concatenate([jnp.ones(7), jnp.zeros(3)])
+    np.testing.assert_allclose(
+        jacobian.input_gradient_norm(apply_mlp, params, padded_x, padded_y, weight=weight),
+        loop,
+        rtol=1e-10,
+    )
+    assert not np.isclose(jacobian.input_gradient_norm(apply_mlp, params, padded_x, padded_y), loop)
 
 
 def test_jacobian_frobenius_is_unbiased_for_the_exact_jacobian(x64):

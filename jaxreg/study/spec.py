@@ -172,7 +172,9 @@ def _mlp_apply():
 
 
 def _input_gradient(params, *, batch):
-    return jacobian.input_gradient_norm(_mlp_apply(), params, batch["x"], batch["y"])
+    return jacobian.input_gradient_norm(
+        _mlp_apply(), params, batch["x"], batch["y"], weight=batch["weight"]
+    )
 
 
 def _r_drop(params, *, batch, key, hparams):

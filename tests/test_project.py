@@ -1,9 +1,19 @@
 """The README's promises: two set-up commands, CI runs exactly the test one, the example works."""
 
+import functools
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _docs_conf() -> dict:
+    """docs/conf.py's namespace, executed once (it imports every API module and writes
+    docs/api.md)."""
+    import runpy
+
+    return runpy.run_path(str(ROOT / "docs" / "conf.py"), run_name="conf_check")
 
 
 def _bash_blocks(text: str) -> list[str]:
@@ -100,11 +110,10 @@ def test_every_public_module_is_in_the_api_reference():
     module must be listed too (or be a package whose names it re-exports)."""
     import importlib
     import pkgutil
-    import runpy
 
     import jaxreg
 
-    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"), run_name="conf_check")
+    conf = _docs_conf()
     listed = set(conf["API_MODULES"])
     internal = ("jaxreg.experiments", "jaxreg.cli")
     missing = []
@@ -143,9 +152,8 @@ def _attribute_doc(module_name: str, name: str) -> str:
 
 def _api_names():
     import importlib
-    import runpy
 
-    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"), run_name="conf_check")
+    conf = _docs_conf()
     for module_name in conf["API_MODULES"]:
         module = importlib.import_module(module_name)
         for name in conf["public_names"](module_name):

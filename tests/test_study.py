@@ -69,6 +69,25 @@ def test_a_row_is_tuned_without_reading_test_and_its_strength_matters():
     assert outcome["final"].val_accuracy.shape == (TINY.seeds,)
 
 
+def test_the_compile_level_reaches_every_sweep(monkeypatch):
+    from jaxreg import sweeps
+
+    seen = []
+    original = sweeps.run
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("compiler_options"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sweeps, "run", spy)
+    config = dataclasses.replace(TINY, compile_level=0)
+    data = prepare_data(data_lib.mnist1d(), config)
+    row = Row("dropout", "dropout", search={"dropout_rate": (0.0, 0.5)})
+    run_row(row, data, config, key=jax.random.key(0), final_key=jax.random.key(1))
+    expected = {"xla_backend_optimization_level": 0}
+    assert seen == [expected, expected]  # tuning and final sweep
+
+
 @pytest.mark.parametrize("row", extended_rows(), ids=lambda row: row.name)
 def test_each_extended_row_is_tuned_on_validation_and_its_value_reaches_training(row):
     """The newer regularizers' rows, at the two ends of their grids (the full grids are

@@ -49,6 +49,10 @@ __all__ = ["HeldOut", "StudyConfig", "StudyData", "Trained", "prepare_data", "ru
 class StudyConfig:
     """Sizes of a study run; :meth:`quick` keeps every row and section but trains briefly.
 
+    ``compile_level`` is XLA's backend optimization level for the study's programs
+    (``None``: XLA's default, 2). Level 1 compiles a training sweep in about two
+    thirds of the time and, measured on a 2-core CPU, runs it as fast.
+
     Example:
       >>> StudyConfig().seeds, StudyConfig().epochs, StudyConfig().val_size
       (5, 100, 500)
@@ -68,6 +72,7 @@ class StudyConfig:
     search_configs: int = 32
     search_seeds: int = 2
     sharpness_iters: int = 20
+    compile_level: int | None = 1
 
     @classmethod
     def quick(cls, seeds: int = 2) -> StudyConfig:
@@ -188,6 +193,20 @@ def model_apply(model: str) -> Callable:
     return functional(MODELS[model](nnx.Rngs(0)))[0]
 
 
+def compiler_options(config: StudyConfig) -> dict[str, int] | None:
+    """XLA compile options for the study's programs (``config.compile_level``).
+
+    Example:
+      >>> compiler_options(StudyConfig())
+      {'xla_backend_optimization_level': 1}
+      >>> compiler_options(StudyConfig(compile_level=None)) is None
+      True
+    """
+    if config.compile_level is None:
+        return None
+    return {"xla_backend_optimization_level": config.compile_level}
+
+
 def epochs_for(row: Row, config: StudyConfig) -> int:
     base = {"mlp": config.epochs, "wide_mlp": config.wide_epochs, "cnn": config.cnn_epochs}
     return base[row.model] * row.epoch_factor
@@ -298,6 +317,7 @@ def _sweep(row: Row, data: StudyData, config: StudyConfig, configs, *, key, seed
         chunk_size=config.seeds,
         progress=True,  # a bar over the sweep's chunks, with ETA, under the tour's row bar
         allow_unused=True,
+        compiler_options=compiler_options(config),
     )
     metrics = result.metrics
     params = jax.tree.map(

@@ -88,6 +88,11 @@ def test_quick_tour_end_to_end(tmp_path, execute_notebook):
     assert rows["baseline"]["gap"]["mean"] > 0.05
     assert rows["CNN1D (parameter sharing)"]["test_accuracy"]["mean"] > 0.5
     assert rows["L1 (proximal)"]["zero_fraction"] >= 0.0
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert all(row["seconds"] > 0 for row in rows.values())  # each row's own wall time
+    phases = written["phase_seconds"]
+    assert set(phases) == {"choices_and_training", "test_metrics_and_curvature", "figures"}
+    assert sum(phases.values()) <= written["elapsed_seconds"]
     assert "tour" in result.stderr and "row" in result.stderr  # the progress bar
 
     cells = execute_notebook("tour", tmp_path / "notebook", JAXREG_TOUR_DIR=str(tmp_path))

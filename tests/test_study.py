@@ -27,7 +27,9 @@ from jaxreg.study import (
 from jaxreg.study.runner import Trained
 from jaxreg.study.spec import LEARNING_RATE
 
-TINY = StudyConfig(seeds=2, tune_seeds=1, epochs=2, wide_epochs=1, cnn_epochs=1, search_configs=2)
+TINY = StudyConfig(
+    seeds=2, tune_seeds=1, epochs=2, wide_epochs=1, cnn_epochs=1, search_configs=2, search_seeds=2
+)
 
 
 def test_held_out_refuses_reads_until_unlocked():

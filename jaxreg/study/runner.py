@@ -70,7 +70,7 @@ class StudyConfig:
     val_size: int = 500
     split_seed: int = 0
     search_configs: int = 32
-    search_seeds: int = 2
+    search_seeds: int = 1
     sharpness_iters: int = 20
     compile_level: int | None = 1
 

@@ -265,8 +265,8 @@ def run_tour(
     row_start = time.perf_counter()
     wide = combination_row(
         WIDE,
-        "MLP 40-512-512-512-10 with the combination's strengths; its learning rate and "
-        "schedule re-tuned on validation",
+        "MLP 40-512-512-512-10 with the combination's strengths; its learning rate "
+        "re-tuned on validation (full cosine decay)",
         model="wide_mlp",
     )
     outcomes[WIDE] = transfer(

@@ -9,6 +9,7 @@ sentences. ``report.md``, ``results.json`` and figures go to one folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -74,10 +75,17 @@ def _compiled(fn, static_argnums: tuple[int, ...], level: int | None):
     return jax.jit(fn, static_argnums=static_argnums, compiler_options=options)
 
 
-def _probabilities(apply, params, x, seeds: int, config: StudyConfig | None = None) -> np.ndarray:
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], name: str):
+    """Record the wall time of the ``with`` block as ``seconds[name]``."""
+    start = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - start
+
+
+def _probabilities(apply, params, x, seeds: int, config: StudyConfig) -> np.ndarray:
     """Ensemble-mean class probabilities per seed, ``(seeds, n, classes)``."""
-    level = (config or StudyConfig()).compile_level
-    probs = _compiled(_softmax_outputs, (0,), level)(apply, params, x)
+    probs = _compiled(_softmax_outputs, (0,), config.compile_level)(apply, params, x)
     return np.asarray(probs, np.float64).reshape(seeds, -1, *probs.shape[1:]).mean(1)
 
 
@@ -232,14 +240,12 @@ def run_tour(
     bar = tqdm(total=total, desc="tour", unit="row", file=sys.stderr)
     for index, row in enumerate(rows):
         bar.set_postfix_str(row.name)
-        row_start = time.perf_counter()
-        outcomes[row.name] = run_row(
-            row, data, config, key=jax.random.fold_in(key, index), final_key=final_key
-        )
-        seconds[row.name] = time.perf_counter() - row_start
+        with _timed(seconds, row.name):
+            outcomes[row.name] = run_row(
+                row, data, config, key=jax.random.fold_in(key, index), final_key=final_key
+            )
         bar.update()
     bar.set_postfix_str(COMBINATION)
-    row_start = time.perf_counter()
     combo = combination_row(
         COMBINATION,
         "random search over the combinable strengths, learning rate and cosine decay (plus "
@@ -251,34 +257,34 @@ def run_tour(
         if row.combinable
         for name, value in outcomes[row.name]["chosen"].items()
     }
-    outcomes[COMBINATION] = search(
-        combo,
-        data,
-        config,
-        key=jax.random.fold_in(key, 1000),
-        final_key=final_key,
-        anchors=anchors,
-    )
-    seconds[COMBINATION] = time.perf_counter() - row_start
+    with _timed(seconds, COMBINATION):
+        outcomes[COMBINATION] = search(
+            combo,
+            data,
+            config,
+            key=jax.random.fold_in(key, 1000),
+            final_key=final_key,
+            anchors=anchors,
+        )
     bar.update()
     bar.set_postfix_str(WIDE)
-    row_start = time.perf_counter()
     wide = combination_row(
         WIDE,
         "MLP 40-512-512-512-10 with the combination's strengths; its learning rate "
         "re-tuned on validation (full cosine decay)",
         model="wide_mlp",
     )
-    outcomes[WIDE] = transfer(
-        wide,
-        outcomes[COMBINATION]["chosen"],
-        data,
-        dataclasses.replace(config, tune_seeds=min(config.tune_seeds, WIDE_RETUNE_SEEDS)),
-        final_key=final_key,
-        retune=WIDE_RETUNE,
-        key=jax.random.fold_in(key, 2000),
-    )
-    seconds[WIDE] = time.perf_counter() - row_start
+    wide_config = dataclasses.replace(config, tune_seeds=min(config.tune_seeds, WIDE_RETUNE_SEEDS))
+    with _timed(seconds, WIDE):
+        outcomes[WIDE] = transfer(
+            wide,
+            outcomes[COMBINATION]["chosen"],
+            data,
+            wide_config,
+            final_key=final_key,
+            retune=WIDE_RETUNE,
+            key=jax.random.fold_in(key, 2000),
+        )
     bar.update()
     bar.close()
 
@@ -287,13 +293,14 @@ def run_tour(
         "evaluating on test once"
     )
     data.test.unlock()
-    measure_start = time.perf_counter()
-    measured = {
-        name: _measure(outcome, data, config, curvature=True) for name, outcome in outcomes.items()
-    }
+    phases = {"choices_and_training": sum(seconds.values())}
+    with _timed(phases, "test_metrics_and_curvature"):
+        measured = {
+            name: _measure(outcome, data, config, curvature=True)
+            for name, outcome in outcomes.items()
+        }
     for name, row in measured.items():
         row["seconds"] = seconds[name]
-    measure_seconds = time.perf_counter() - measure_start
     base = measured["baseline"]["per_seed"]["test"]
     for name, row in measured.items():
         if name != "baseline":
@@ -373,11 +380,7 @@ def run_tour(
             "test_reads": data.test.reads,
         },
         "elapsed_seconds": elapsed,
-        "phase_seconds": {
-            "choices_and_training": sum(seconds.values()),
-            "test_metrics_and_curvature": measure_seconds,
-            "figures": time.perf_counter() - figures_start,
-        },
+        "phase_seconds": {**phases, "figures": time.perf_counter() - figures_start},
         "device": jax.devices()[0].device_kind,
         "rows": public,
         "paths": paths,
@@ -409,7 +412,7 @@ def run_tour(
         f"- **Regularization lets the model grow**: the wide MLP with the combination's "
         f"strengths (its learning rate re-tuned on validation: "
         f"{len(WIDE_RETUNE['learning_rate'])} rates × "
-        f"{min(config.tune_seeds, WIDE_RETUNE_SEEDS)} seed, full cosine decay) reaches "
+        f"{wide_config.tune_seeds} seed, full cosine decay) reaches "
         f"{100 * wide_row['test_accuracy']['mean']:.1f}% "
         f"({_target(wide_row['test_accuracy']['mean'], 0.90)}); the small MLP with the "
         f"combination {100 * combo_row['test_accuracy']['mean']:.1f}%.",

@@ -9,8 +9,17 @@ from jax.typing import ArrayLike
 
 
 def is_traced(tree: chex.ArrayTree) -> bool:
-    """True if any leaf of ``tree`` is a tracer (we are inside jit/vmap/grad)."""
+    """True if any leaf of ``tree`` is a ``jax.core.Tracer`` (its value is unknown on the host).
+
+    The one place jaxreg looks at tracers: checks of concrete values skip traced
+    ones, and :func:`jaxreg.fit` reads results on the host only when they are concrete.
+    """
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def is_concrete_zero(value: ArrayLike) -> bool:
+    """True for a concrete scalar equal to 0 (a rate that switches a layer off); False if traced."""
+    return not is_traced(value) and float(value) == 0.0
 
 
 def float_dtype(*arrays: ArrayLike):
@@ -25,9 +34,7 @@ def float_dtype(*arrays: ArrayLike):
 
 
 def _concrete(value: ArrayLike) -> np.ndarray | None:
-    if isinstance(value, jax.core.Tracer):
-        return None
-    return np.asarray(value)
+    return None if is_traced(value) else np.asarray(value)
 
 
 def check_non_negative(value: ArrayLike, name: str) -> None:
@@ -48,21 +55,3 @@ def check_interval(
     if not np.all((array >= low) & upper_ok):
         bracket = "]" if closed_high else ")"
         raise ValueError(f"{name} must lie in [{low}, {high}{bracket}, got {value!r}")
-
-
-def under_transformation() -> bool:
-    """True while JAX traces (``jit``, ``vmap``, ``grad``, ``scan``, ...), whatever the arguments.
-
-    A structural test: it asks JAX whether any transformation is active,
-    instead of guessing from some arguments (a traced value can hide in a
-    closure, e.g. ``optax.adam(lr)`` under ``vmap`` over ``lr``).
-    """
-    try:
-        from jax._src import core
-    except ImportError:  # pragma: no cover - a future JAX without the private module
-        core = None
-    if core is not None and hasattr(core, "trace_state_clean"):
-        return not core.trace_state_clean()
-    import jax.numpy as jnp  # pragma: no cover
-
-    return isinstance(jnp.zeros(()) + 0, jax.core.Tracer)  # pragma: no cover - sees jit only

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_interval
+from jaxreg._checks import check_interval, is_traced
 
 __all__ = ["asymmetric_label_noise", "one_hot", "smooth", "symmetric_label_noise"]
 
@@ -114,7 +114,7 @@ def asymmetric_label_noise(key: jax.Array, labels: ArrayLike, transition: ArrayL
     transition = jnp.asarray(transition)
     if transition.ndim != 2 or transition.shape[0] != transition.shape[1]:
         raise ValueError(f"transition must be a square (K, K) matrix, got shape {transition.shape}")
-    if not isinstance(transition, jax.core.Tracer):
+    if not is_traced(transition):
         rows = np.asarray(transition)
         if np.any(rows < 0) or not np.allclose(rows.sum(1), 1.0, atol=1e-5):
             raise ValueError("transition rows must be probabilities summing to 1")

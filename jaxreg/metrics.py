@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import float_dtype
+from jaxreg._checks import float_dtype, is_traced
 
 __all__ = [
     "BiasVariance",
@@ -39,7 +39,7 @@ def _check_probs(probs: ArrayLike) -> jax.Array:
         raise ValueError(f"probs must have shape (n, num_classes), got {probs.shape}")
     if probs.shape[0] == 0:
         raise ValueError("probs is empty")
-    if not isinstance(probs, jax.core.Tracer):
+    if not is_traced(probs):
         values = np.asarray(probs, np.float64)
         if np.any(values < -1e-6) or np.any(values > 1 + 1e-6):
             raise ValueError("probs must lie in [0, 1]; pass softmax(logits), not logits")

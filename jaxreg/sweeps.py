@@ -173,6 +173,29 @@ class _ReadTracker(dict):
         return super().values()
 
 
+class _ReadLog:
+    """The set of keys a tracker recorded, compared by identity (a hashable pytree aux)."""
+
+    def __init__(self, names: set[str]):
+        self.names = names
+
+
+def _flatten_tracker(tracker: _ReadTracker):
+    # Flattening is not reading: jit passes the tracker on as an argument unchanged.
+    keys = tuple(sorted(dict.keys(tracker)))
+    children = [(jax.tree_util.DictKey(k), dict.__getitem__(tracker, k)) for k in keys]
+    return children, (keys, _ReadLog(tracker._read))
+
+
+def _unflatten_tracker(aux, children) -> _ReadTracker:
+    keys, log = aux
+    return _ReadTracker(dict(zip(keys, children, strict=True)), log.names)
+
+
+# A tracker crosses jax.jit inside train_fn (fit's compiled chunks) and keeps recording there.
+jax.tree_util.register_pytree_with_keys(_ReadTracker, _flatten_tracker, _unflatten_tracker)
+
+
 def _check_configs(configs: Mapping[str, Any]) -> tuple[Configs, int]:
     if not isinstance(configs, Mapping) or not configs:
         raise ValueError("configs must be a non-empty dict of arrays with a leading axis")

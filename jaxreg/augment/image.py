@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_interval, check_non_negative
+from jaxreg._checks import check_interval, check_non_negative, is_concrete_zero
 from jaxreg.augment._util import check_rank, per_example
 from jaxreg.augment.mix import cutout
 from jaxreg.noise import gaussian_input_noise
@@ -187,7 +187,7 @@ def color_jitter(
     ):
         check_non_negative(value, name)
     rgb = images.shape[-1] == 3
-    if not rgb and (not _is_zero(saturation) or not _is_zero(hue)):
+    if not rgb and (not is_concrete_zero(saturation) or not is_concrete_zero(hue)):
         raise ValueError(f"saturation and hue need RGB images, got {images.shape[-1]} channels")
 
     def jitter(k, image):
@@ -200,10 +200,6 @@ def color_jitter(
         return image
 
     return per_example(jitter, key, images)
-
-
-def _is_zero(value: ArrayLike) -> bool:
-    return not isinstance(value, jax.core.Tracer) and float(value) == 0.0
 
 
 def gaussian_pixel_noise(key: jax.Array, images: ArrayLike, sigma: ArrayLike) -> jax.Array:

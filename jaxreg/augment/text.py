@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_interval
+from jaxreg._checks import check_interval, is_traced
 
 __all__ = [
     "host_transform",
@@ -43,7 +43,7 @@ def _check(tokens: ArrayLike, lengths: ArrayLike) -> Tokens:
         )
     if lengths.shape != tokens.shape[:1]:
         raise ValueError(f"lengths must have shape ({tokens.shape[0]},), got {lengths.shape}")
-    if not isinstance(lengths, jax.core.Tracer):
+    if not is_traced(lengths):
         values = np.asarray(lengths)
         if np.any(values < 0) or np.any(values > tokens.shape[1]):
             raise ValueError(f"lengths must lie in [0, {tokens.shape[1]}]")
@@ -116,7 +116,7 @@ def _check_synonyms(synonyms: ArrayLike, vocab_size: int) -> jax.Array:
             f"synonyms must be shaped (vocab_size={vocab_size}, num_candidates), "
             f"got {synonyms.shape}"
         )
-    if not isinstance(synonyms, jax.core.Tracer):
+    if not is_traced(synonyms):
         values = np.asarray(synonyms)
         if np.any(values >= vocab_size) or np.any(values < -1):
             raise ValueError("synonyms entries must be ids in [0, vocab_size) or -1 for none")

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_interval
+from jaxreg._checks import check_interval, is_concrete_zero, is_traced
 
 __all__ = [
     "ChannelDropout",
@@ -65,12 +65,8 @@ def _rate_variable(rate: ArrayLike, hparam: str | None) -> DropoutRate:
         raise TypeError(f"hparam must be a str or None, got {hparam!r}")
     # A concrete rate stays a NumPy value so that a rate of 0 is still recognisably 0 when
     # the model is built under jit (a jnp constant would become a tracer there).
-    value = rate if isinstance(rate, jax.core.Tracer) else np.asarray(rate, np.float32)
+    value = rate if is_traced(rate) else np.asarray(rate, np.float32)
     return DropoutRate(value, hparam=hparam)
-
-
-def _is_zero(rate: jax.Array) -> bool:
-    return not isinstance(rate, jax.core.Tracer) and float(rate) == 0.0
 
 
 def _require_key(rngs: nnx.Rngs | None, layer: str) -> nnx.Rngs:
@@ -110,7 +106,7 @@ class _StochasticLayer(nnx.Module):
         rate = self.rate.get_value()
         if not train:
             return x
-        if _is_zero(rate):
+        if is_concrete_zero(rate):
             _skip_key(rngs)
             return x
         return self._perturb(x, rate, _require_key(rngs, type(self).__name__))
@@ -244,7 +240,7 @@ class DropConnect(nnx.Linear):
         rate = self.rate.get_value()
         if not train:
             return super().__call__(x)
-        if _is_zero(rate):
+        if is_concrete_zero(rate):
             _skip_key(rngs)
             return super().__call__(x)
         kernel = self.kernel.get_value()

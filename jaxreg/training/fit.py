@@ -1,14 +1,16 @@
 """``fit``: the host driver around the pure training core (:mod:`jaxreg.training.loop`).
 
-From the host, :func:`fit` compiles :meth:`TrainLoop.run` once and runs it
-in chunks of epochs, which lets it show progress, write orbax checkpoints
-after every chunk (and resume from them bitwise), stop as soon as every
-early-stopping member has stopped, and raise on a run that diverged. Under
-any JAX transformation (``jit``, ``vmap``, ``grad``, ``scan``) it runs the pure
-core in one piece instead: the progress bar is silently off and checkpoints
-are refused. Which path runs is decided by asking JAX whether it is tracing,
-not by looking at some of the arguments, so a learning rate hidden in
-``optax.adam(lr)`` under ``vmap`` is handled like any other.
+:func:`fit` compiles :meth:`TrainLoop.run` once with ``jax.jit`` and runs it in
+chunks of epochs. What it does between chunks follows one rule, visible in its
+results: when a chunk's results are concrete arrays, fit reads them on the
+host — it shows progress, writes orbax checkpoints after every chunk (and
+resumes from them bitwise), stops as soon as every early-stopping member has
+stopped, and raises on a run that diverged. When they are tracers
+(``jax.core.Tracer``: fit is being traced by an enclosing ``jit``, ``vmap``,
+``grad`` or ``scan``, through its arguments or through a closure such as
+``optax.adam(lr)`` under ``vmap`` over ``lr``), nothing can be read on the host:
+fit runs every chunk, returns traced results, flags divergence per member
+(:attr:`FitResult.nonfinite_epoch`) and refuses checkpoints.
 
 Hyperparameters are data: one mapping ``hparams`` reaches the model's
 dropout rates (by name), an optimizer factory, the penalty strength and the
@@ -48,7 +50,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_non_negative, is_traced, under_transformation
+from jaxreg._checks import check_non_negative, is_traced
 from jaxreg.data import _check_batch_size, batches
 from jaxreg.losses import PerExampleLoss
 from jaxreg.nn.functional import Apply, Model, as_model
@@ -123,15 +125,22 @@ def _task(task: Task | None, loss: PerExampleLoss | None) -> Task:
     return task
 
 
-def _check_hparams(hparams: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """Validated ``hparams``, passed on as the same object (``sweeps.run`` tracks its reads)."""
+def _check_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validated ``hparams`` as a dict (a ``dict`` passes as the same object).
+
+    Checking a dict flattens it as a pytree instead of iterating it: a mapping that records
+    which names are looked up (as :func:`jaxreg.sweeps.run` does) sees no reads here.
+    """
     if hparams is None:
         return {}
     if not isinstance(hparams, Mapping):
         raise TypeError(
             f"hparams must be a mapping of names to values, got {type(hparams).__name__}"
         )
-    items = dict.items(hparams) if isinstance(hparams, dict) else hparams.items()
+    if not isinstance(hparams, dict):
+        hparams = dict(hparams)
+    flat, _ = jax.tree_util.tree_flatten_with_path(hparams, is_leaf=lambda v: v is not hparams)
+    items = [(path[0].key, value) for path, value in flat]
     for name, value in items:
         if not isinstance(name, str):
             raise TypeError(f"hparams keys must be str, got {name!r}")
@@ -335,23 +344,13 @@ def fit(
     if "eval" in data.evals:
         _check_targets(model, params, state, task, *eval_data, "eval_data labels", hparams)
 
-    if under_transformation():
-        if checkpoint_dir is not None:
-            raise ValueError(
-                "checkpoint_dir needs a host-side call of fit, not one under jit/vmap/grad"
-            )
-        train_state = loop.init(params, state, hparams=hparams)
-        train_state, history = loop.run(
-            train_state, data, key=key, num_epochs=num_epochs, hparams=hparams
-        )
-        return _result(train_state, history)
     return _drive(
         loop,
         data,
         params,
         state,
         key=key,
-        hparams=dict(dict.items(hparams) if isinstance(hparams, dict) else hparams.items()),
+        hparams=hparams,
         num_epochs=num_epochs,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
@@ -395,14 +394,18 @@ def _drive(
     if checkpoint_dir is not None and checkpoints.latest_step(checkpoint_dir) is not None:
         train_state, history, start = _resume(checkpoint_dir, train_state, key, num_epochs)
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_epochs, initial=start, desc="fit", unit="epoch", leave=False)
     try:
         while start < num_epochs:
             length = min(epochs_per_chunk, num_epochs - start)
             train_state, chunk = run_jit(train_state, data, key, hparams, length)
+            if is_traced(chunk):  # fit is being traced: nothing can be read on the host
+                if checkpoint_dir is not None:
+                    raise ValueError(
+                        "checkpoint_dir needs a host-side call of fit, not one under "
+                        "jit/vmap/grad (its results are traced)"
+                    )
+                rest = num_epochs - start - length
+                return _traced_result(run_jit, train_state, chunk, (data, key, hparams), rest)
             if history is None:
                 history = {k: np.zeros((num_epochs,), v.dtype) for k, v in chunk.items()}
             for name, values in chunk.items():
@@ -413,14 +416,9 @@ def _drive(
                 checkpoints.save(
                     checkpoint_dir, start, {"carry": train_state, "key": key}, extra=done
                 )
-            if bar is not None:
-                shown = {
-                    k: f"{float(v[-1]):.3f}"
-                    for k, v in chunk.items()
-                    if k.startswith("eval_") or k == "objective"
-                }
-                bar.set_postfix(shown)
-                bar.update(length)
+            if progress:
+                bar = bar or _progress_bar(num_epochs, start - length)
+                _show(bar, chunk, length)
             if _diverged(train_state, on_nonfinite):
                 break
             if train_state.stopping is not None and bool(np.all(train_state.stopping.stopped)):
@@ -430,6 +428,30 @@ def _drive(
             bar.close()
     _report_nonfinite(train_state, on_nonfinite)
     return _result(train_state, {k: jnp.asarray(v[:start]) for k, v in history.items()})
+
+
+def _traced_result(run_jit, train_state, chunk, arguments, rest: int) -> FitResult:
+    """Finish a traced run: the remaining epochs in one more call, histories joined."""
+    if rest > 0:
+        train_state, tail = run_jit(train_state, *arguments, rest)
+        chunk = {k: jnp.concatenate([v, tail[k]]) for k, v in chunk.items()}
+    return _result(train_state, chunk)
+
+
+def _progress_bar(total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="fit", unit="epoch", leave=False)
+
+
+def _show(bar, chunk: dict[str, jax.Array], length: int) -> None:
+    shown = {
+        k: f"{float(v[-1]):.3f}"
+        for k, v in chunk.items()
+        if k.startswith("eval_") or k == "objective"
+    }
+    bar.set_postfix(shown)
+    bar.update(length)
 
 
 def _diverged(train_state: TrainState, policy: NonFinitePolicy) -> bool:

@@ -55,3 +55,20 @@ def check_interval(
     if not np.all((array >= low) & upper_ok):
         bracket = "]" if closed_high else ")"
         raise ValueError(f"{name} must lie in [{low}, {high}{bracket}, got {value!r}")
+
+
+def check_batch_size(batch_size: int, n: int) -> None:
+    """``batch_size`` is a positive int no larger than the ``n`` examples it batches."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the data ({n} examples)")
+
+
+def require_params(params: chex.ArrayTree | None, name: str) -> chex.ArrayTree:
+    """``params`` as given to an optax ``update``; a ``ValueError`` naming ``name`` if None."""
+    if params is None:
+        raise ValueError(f"{name} needs params: call update(updates, state, params)")
+    return params

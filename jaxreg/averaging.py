@@ -37,8 +37,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_interval
-from jaxreg.transforms import _require_params
+from jaxreg._checks import check_interval, require_params
 
 __all__ = ["EmaState", "SwaState", "averaged_params", "ema", "recompute_batch_stats", "swa"]
 
@@ -117,7 +116,7 @@ def swa(start: int = 0, every: int = 1) -> optax.GradientTransformation:
         )
 
     def update_fn(updates, state, params=None):
-        params = _require_params(params, "swa")
+        params = require_params(params, "swa")
         new = optax.apply_updates(params, updates)
         take = (state.count >= start) & ((state.count - start) % every == 0)
         n = state.num_averaged
@@ -166,7 +165,7 @@ def ema(decay: ArrayLike, *, debias: bool = True) -> optax.GradientTransformatio
         )
 
     def update_fn(updates, state, params=None):
-        params = _require_params(params, "ema")
+        params = require_params(params, "ema")
         new = optax.apply_updates(params, updates)
         average = jax.tree.map(
             lambda a, w: (decay * a + (1 - decay) * w).astype(a.dtype), state.average, new

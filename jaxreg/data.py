@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxreg._checks import check_batch_size
 from jaxreg._io import atomic_savez
 
 __all__ = [
@@ -230,15 +231,6 @@ def train_val_split(
     return x[num_val:], y[num_val:], x[:num_val], y[:num_val]
 
 
-def _check_batch_size(batch_size: int, n: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size} is larger than the data ({n} examples)")
-
-
 def batches(
     x: ArrayLike,
     y: ArrayLike,
@@ -271,7 +263,7 @@ def batches(
       ((3, 2, 2), [[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
     """
     n = _check_xy(x, y)
-    _check_batch_size(batch_size, n)
+    check_batch_size(batch_size, n)
     x, y = jnp.asarray(x), jnp.asarray(y)
     num_batches, remainder = divmod(n, batch_size)
     if weight is None:

@@ -17,12 +17,11 @@ import optax
 from jax.typing import ArrayLike
 
 from jaxreg import prox
-from jaxreg._checks import check_interval, check_non_negative
+from jaxreg._checks import check_interval, check_non_negative, require_params
 from jaxreg.masks import MaskLike, resolve
 
 __all__ = [
     "PreconditionedProximalState",
-    "ProximalState",
     "ScheduleCountState",
     "SpectralNormState",
     "decoupled_weight_decay",
@@ -39,11 +38,10 @@ ScalarOrSchedule = ArrayLike | optax.Schedule
 
 
 class ScheduleCountState(NamedTuple):
-    """Step counter of :func:`decoupled_weight_decay` and the proximal transforms
-    (it drives their schedules).
+    """Step counter of the proximal transforms (it drives their learning-rate schedules).
 
     Example:
-      >>> tx = decoupled_weight_decay(1e-2)
+      >>> tx = proximal_l1(0.1, 1e-2)
       >>> state = tx.init({"w": jnp.ones(2)})
       >>> _, state = tx.update({"w": jnp.zeros(2)}, state, {"w": jnp.ones(2)})
       >>> isinstance(state, ScheduleCountState), int(state.count)
@@ -51,9 +49,6 @@ class ScheduleCountState(NamedTuple):
     """
 
     count: jax.Array
-
-
-ProximalState = ScheduleCountState  # the same state; the 0.1 name is kept
 
 
 def _with_mask(
@@ -70,12 +65,6 @@ def _with_mask(
 
 def _value_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
     return value(count) if callable(value) else value
-
-
-def _require_params(params: chex.ArrayTree | None, name: str) -> chex.ArrayTree:
-    if params is None:
-        raise ValueError(f"{name} needs params: call update(updates, state, params)")
-    return params
 
 
 def decoupled_weight_decay(
@@ -95,6 +84,11 @@ def decoupled_weight_decay(
     Under plain SGD the same step is an L2 penalty ``(rate/lr)·½Σw²``; under
     Adam it is not (the penalty's gradient would be rescaled by Adam).
 
+    Built on ``optax.add_decayed_weights``, which *adds* ``weight_decay · p`` to
+    the update (optax expects it before the learning-rate scaling, which then
+    negates it); placed after the optimizer, the decay must be subtracted, so
+    this passes ``weight_decay = -rate · s(t)``.
+
     Args:
       rate: decay per step (may be traced), ``>= 0``.
       schedule: optional multiplier ``s(count)``, e.g. an optax schedule divided
@@ -109,18 +103,15 @@ def decoupled_weight_decay(
       -0.01
     """
     check_non_negative(rate, "rate")
+    # optax adds ``weight_decay · p`` to the update; a negative weight decay subtracts it.
+    if schedule is None:
+        decay = -rate
+    else:
 
-    def init_fn(params):
-        del params
-        return ScheduleCountState(count=jnp.zeros((), jnp.int32))
+        def decay(count):
+            return -rate * schedule(count)
 
-    def update_fn(updates, state, params=None):
-        params = _require_params(params, "decoupled_weight_decay")
-        scale = rate if schedule is None else rate * schedule(state.count)
-        updates = jax.tree.map(lambda u, p: (u - scale * p).astype(u.dtype), updates, params)
-        return updates, ScheduleCountState(count=optax.safe_increment(state.count))
-
-    return _with_mask(optax.GradientTransformation(init_fn, update_fn), mask)
+    return _with_mask(optax.add_decayed_weights(decay), mask)
 
 
 class PreconditionedProximalState(NamedTuple):
@@ -137,18 +128,27 @@ class PreconditionedProximalState(NamedTuple):
     count: jax.Array
 
 
-def _adam_state(opt_state: optax.OptState):
-    """The single Adam-family state (a NamedTuple with ``nu`` and ``count``) in ``opt_state``,
-    or ``None`` when there is none (SGD, momentum)."""
+class _AdamMoments(NamedTuple):
+    nu: chex.ArrayTree
+    count: jax.Array
 
-    def is_adam(node) -> bool:
-        fields = getattr(node, "_fields", ())
-        return "nu" in fields and "count" in fields
 
-    found = [node for node in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(node)]
+def _adam_state(opt_state: optax.OptState) -> _AdamMoments | None:
+    """Adam's second moment ``nu`` and its ``count`` in ``opt_state`` (found by optax's
+    ``tree_get_all_with_path``), or ``None`` when there is none (SGD, momentum)."""
+    found = optax.tree_utils.tree_get_all_with_path(opt_state, "nu")
+    if not found:
+        return None
     if len(found) > 1:
         raise ValueError(f"optimizer holds {len(found)} Adam-family states; expected at most one")
-    return found[0] if found else None
+    (path, nu) = found[0]
+    owner = path[:-1]
+    counts = [
+        v for p, v in optax.tree_utils.tree_get_all_with_path(opt_state, "count") if p[:-1] == owner
+    ]
+    if len(counts) != 1:
+        raise ValueError("the optimizer's Adam-family state has no step count beside nu")
+    return _AdamMoments(nu, counts[0])
 
 
 def _preconditioned_proximal(
@@ -171,7 +171,7 @@ def _preconditioned_proximal(
         return PreconditionedProximalState(optimizer.init(params), jnp.zeros((), jnp.int32))
 
     def update_fn(updates, state, params=None, **extra_args):
-        params = _require_params(params, "proximal step")
+        params = require_params(params, "proximal step")
         inner_updates, inner = optimizer.update(updates, state.inner, params, **extra_args)
         threshold = _value_at(learning_rate, state.count) * strength
         adam = _adam_state(inner)
@@ -208,15 +208,15 @@ def _proximal(
 
     def init_fn(params):
         del params
-        return ProximalState(count=jnp.zeros((), jnp.int32))
+        return ScheduleCountState(count=jnp.zeros((), jnp.int32))
 
     def update_fn(updates, state, params=None):
-        params = _require_params(params, name)
+        params = require_params(params, name)
         threshold = _value_at(learning_rate, state.count) * strength
         target = prox_fn(optax.apply_updates(params, updates), threshold)
         # p + (prox - p) is exactly 0 wherever prox is 0 (x + (-x) == 0 in IEEE).
         new_updates = jax.tree.map(lambda t, p: (t - p).astype(p.dtype), target, params)
-        return new_updates, ProximalState(count=optax.safe_increment(state.count))
+        return new_updates, ScheduleCountState(count=optax.safe_increment(state.count))
 
     return _with_mask(optax.GradientTransformation(init_fn, update_fn), mask)
 
@@ -407,7 +407,7 @@ def max_norm(radius: ArrayLike, *, mask: MaskLike | None = None) -> optax.Gradie
         return jnp.where(norms > radius, new * scale.astype(new.dtype) - param, update)
 
     def update_fn(updates, state, params=None):
-        params = _require_params(params, "max_norm")
+        params = require_params(params, "max_norm")
         updates = jax.tree.map(constrain, updates, params)
         return updates, state
 
@@ -420,12 +420,12 @@ def _sam_ascent(rho: ArrayLike, adaptive: bool, eta: float) -> optax.GradientTra
 
     def update_fn(updates, state, params=None):
         if adaptive:
-            params = _require_params(params, "sam(adaptive=True)")
+            params = require_params(params, "sam(adaptive=True)")
             scale = jax.tree.map(lambda p: jnp.abs(p) + eta, params)
         else:
             scale = jax.tree.map(jnp.ones_like, updates)
         scaled = jax.tree.map(lambda t, g: t * g, scale, updates)
-        norm = jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(scaled)))
+        norm = optax.tree.norm(scaled)
         factor = rho / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny)
         return jax.tree.map(lambda t, tg: -factor * t * tg, scale, scaled), state
 
@@ -540,7 +540,7 @@ def spectral_norm_penalty(
         return SpectralNormState(u=jax.tree.unflatten(treedef, u))
 
     def update_fn(updates, state, params=None):
-        params = _require_params(params, "spectral_norm_penalty")
+        params = require_params(params, "spectral_norm_penalty")
         leaves, treedef = jax.tree.flatten(params)
         grads = treedef.flatten_up_to(updates)
         us = treedef.flatten_up_to(state.u)

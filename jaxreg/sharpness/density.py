@@ -8,8 +8,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxreg.sharpness._flat import flattened_operator
 from jaxreg.sharpness.hvp import LossFn, hvp
-from jaxreg.sharpness.lanczos import _flat_matvec, lanczos
+from jaxreg.sharpness.lanczos import lanczos
 
 __all__ = ["SpectralDensity", "spectral_density"]
 
@@ -103,7 +104,7 @@ def spectral_density(
             raise ValueError(f"tol must be non-negative, got {tol}")
         if not 2 <= min_runs <= num_runs:
             raise ValueError(f"min_runs must lie in [2, num_runs={num_runs}], got {min_runs}")
-    matvec, flat, _ = _flat_matvec(hvp(loss_fn, params, data), params)
+    matvec, flat, _ = flattened_operator(hvp(loss_fn, params, data), params)
     num_iters = min(num_iters, flat.size)
     keys = jax.random.split(key, num_runs)
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from jaxreg.masks import MaskLike, resolve
+from jaxreg.sharpness._flat import flattened_operator
 from jaxreg.sharpness.hvp import LossFn, hvp
 
 __all__ = [
@@ -142,11 +143,6 @@ def _error_bound(theta: jax.Array, wanted: jax.Array, residual: jax.Array) -> ja
     distance = jnp.where(jnp.arange(theta.shape[0])[None, :] == wanted[:, None], jnp.inf, distance)
     gap = jnp.min(distance, axis=1)
     return jnp.minimum(residual, residual**2 / jnp.where(gap > 0, gap, jnp.inf))
-
-
-def _flat_matvec(product: Callable, params: chex.ArrayTree):
-    flat, unravel = ravel_pytree(params)
-    return (lambda v: ravel_pytree(product(unravel(v)))[0]), flat, unravel
 
 
 def _default_iters(k: int, n: int, num_iters: int | None) -> int:
@@ -449,7 +445,7 @@ def top_eigenvalues(
       [4.0, 2.0]
     """
     product = matvec if matvec is not None else hvp(loss_fn, params, data)
-    flat_matvec, flat, unravel = _flat_matvec(product, params)
+    flat_matvec, flat, unravel = flattened_operator(product, params)
     start = jax.random.normal(key, flat.shape, flat.dtype)
     values, vectors, info = _eigenpairs(
         flat_matvec,
@@ -490,7 +486,7 @@ def min_eigenvalue(
       >>> round(float(value), 4), [round(abs(v), 4) for v in vector.tolist()]
       (-1.0, [0.0, 1.0, 0.0])
     """
-    flat_matvec, flat, unravel = _flat_matvec(hvp(loss_fn, params, data), params)
+    flat_matvec, flat, unravel = flattened_operator(hvp(loss_fn, params, data), params)
     start = jax.random.normal(key, flat.shape, flat.dtype)
     values, vectors, info = _eigenpairs(
         flat_matvec,
@@ -557,7 +553,7 @@ def block_top_eigenvalues(
         )
         if size == 0:
             raise ValueError(f"block {name!r} selects no parameters")
-        flat_matvec, flat, _ = _flat_matvec(product, params)
+        flat_matvec, flat, _ = flattened_operator(product, params)
         start = jax.random.normal(jax.random.fold_in(key, index), flat.shape, flat.dtype) * keep
         values, _, _ = _ritz(
             lambda v, f=flat_matvec, m=keep: m * f(m * v),
@@ -639,7 +635,7 @@ def power_iteration(
       >>> [round(v, 2) for v in out.eigenvalues.tolist()]
       [4.0, 2.0]
     """
-    flat_matvec, flat, unravel = _flat_matvec(hvp(loss_fn, params, data), params)
+    flat_matvec, flat, unravel = flattened_operator(hvp(loss_fn, params, data), params)
     n = flat.size
     found = jnp.zeros((k, n), flat.dtype)
     values = jnp.zeros(k, flat.dtype)

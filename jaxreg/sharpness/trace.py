@@ -8,8 +8,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxreg.sharpness._flat import flattened_operator
 from jaxreg.sharpness.hvp import LossFn, hvp
-from jaxreg.sharpness.lanczos import _flat_matvec
 
 __all__ = ["hessian_trace"]
 
@@ -108,7 +108,7 @@ def hessian_trace(
         raise ValueError(f"method must be 'hutch++' or 'hutchinson', got {method!r}")
     if target_se is not None and not target_se > 0:
         raise ValueError(f"target_se must be positive, got {target_se!r}")
-    matvec, flat, _ = _flat_matvec(hvp(loss_fn, params, data), params)
+    matvec, flat, _ = flattened_operator(hvp(loss_fn, params, data), params)
     n = flat.size
     if method == "hutchinson":
         if target_se is not None:

@@ -50,8 +50,8 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_non_negative, is_traced
-from jaxreg.data import _check_batch_size, batches
+from jaxreg._checks import check_batch_size, check_non_negative, is_traced
+from jaxreg.data import batches
 from jaxreg.losses import PerExampleLoss
 from jaxreg.nn.functional import Apply, Model, as_model
 from jaxreg.tasks import Task, classification
@@ -339,7 +339,7 @@ def fit(
         drop_remainder,
     )
     data = loop_data(train, eval_data, eval_batch_size=eval_batch_size)
-    _check_batch_size(batch_size, data.x.shape[0])
+    check_batch_size(batch_size, data.x.shape[0])
     _check_targets(model, params, state, task, data.x, data.y, "train labels", hparams)
     if "eval" in data.evals:
         _check_targets(model, params, state, task, *eval_data, "eval_data labels", hparams)

@@ -71,10 +71,13 @@ API_MODULES = [
     "jaxreg.sharpness.hvp",
     "jaxreg.landscape",
     "jaxreg.sweeps",
-    "jaxreg.study",
-    "jaxreg.study.runner",
-    "jaxreg.study.spec",
-    "jaxreg.tour",
+    "jaxreg.stats",
+    "jaxreg.io",
+    "experiments.study",
+    "experiments.study.runner",
+    "experiments.study.spec",
+    "experiments.study.models",
+    "experiments.tour",
     "jaxreg.plots",
     "jaxreg.solvers",
 ]
@@ -114,10 +117,10 @@ def defining_module(module_name: str, name: str) -> str:
 
 
 def is_documented_object(obj) -> bool:
-    """Functions and classes defined in jaxreg carry their own docstring (an autosummary
-    page); anything else (a dict, a number, a typing alias) is documented by the ``#:``
-    comment above its assignment."""
-    return callable(obj) and getattr(obj, "__module__", "").startswith("jaxreg")
+    """Functions and classes defined in jaxreg or its research scripts (``experiments``)
+    carry their own docstring (an autosummary page); anything else (a dict, a number, a
+    typing alias) is documented by the ``#:`` comment above its assignment."""
+    return callable(obj) and getattr(obj, "__module__", "").startswith(("jaxreg", "experiments"))
 
 
 def _write_api_page() -> None:

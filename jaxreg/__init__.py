@@ -4,6 +4,7 @@ from jaxreg import augment as augment
 from jaxreg import averaging as averaging
 from jaxreg import data as data
 from jaxreg import ensembles as ensembles
+from jaxreg import io as io
 from jaxreg import jacobian as jacobian
 from jaxreg import labels as labels
 from jaxreg import landscape as landscape
@@ -17,6 +18,7 @@ from jaxreg import plots as plots
 from jaxreg import prox as prox
 from jaxreg import sharpness as sharpness
 from jaxreg import solvers as solvers
+from jaxreg import stats as stats
 from jaxreg import sweeps as sweeps
 from jaxreg import tasks as tasks
 from jaxreg import training as training

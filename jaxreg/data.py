@@ -27,10 +27,11 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_batch_size
-from jaxreg._io import atomic_savez
+from jaxreg.io import atomic_savez
 
 __all__ = [
     "Dataset",
+    "HeldOut",
     "batch_weight",
     "batches",
     "cache_dir",
@@ -381,3 +382,45 @@ def mean_over_batches(fn: Callable[[Any], chex.ArrayTree], data: chex.ArrayTree)
     # All-zero weight (every batch padding, or bootstrap left every example out): 0, not NaN.
     safe = jnp.where(weight_sum > 0, weight_sum, 1)
     return jax.tree.map(lambda t: t / safe.astype(t.dtype), total)
+
+
+class HeldOut:
+    """A held-out split behind a lock: reading it before :meth:`unlock` raises.
+
+    A study unlocks its test split only after every choice is made on
+    validation, so no selection can see test data; ``reads`` counts the
+    evaluations (a study reads it once per final configuration).
+
+    Example:
+      >>> test = HeldOut(np.zeros((5, 40)), np.zeros(5))
+      >>> test.read()  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      RuntimeError: the test split was read before the final evaluation: ...
+      >>> test.unlock()
+      >>> x, y = test.read()
+      >>> len(test), test.reads
+      (5, 1)
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self._x, self._y = x, y
+        self.locked = True
+        self.reads = 0
+
+    def unlock(self) -> None:
+        """Open the split: every choice has been made."""
+        self.locked = False
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` of the unlocked split (counted in ``reads``)."""
+        if self.locked:
+            raise RuntimeError(
+                "the test split was read before the final evaluation: every selection must "
+                "use validation data"
+            )
+        self.reads += 1
+        return self._x, self._y
+
+    def __len__(self) -> int:
+        return len(self._y)

@@ -12,13 +12,21 @@ __all__ = [
     "error_bars",
     "landscapes",
     "learning_curves",
+    "pyplot",
     "reliability_diagram",
     "spectral_density",
     "weight_histograms",
 ]
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot``, on the file-only Agg backend unless a backend is already chosen.
+
+    Example:
+      >>> plt = pyplot()
+      >>> figure, axis = plt.subplots()
+      >>> plt.close(figure)
+    """
     import sys
 
     import matplotlib
@@ -56,7 +64,7 @@ def learning_curves(
       >>> [line.get_linestyle() for line in fig.axes[0].lines]  # train dashed, eval solid
       ['--', '-']
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for index, (name, history) in enumerate(histories.items()):
         color = f"C{index}"
@@ -102,7 +110,7 @@ def reliability_diagram(
       >>> "ECE = " in fig.axes[0].get_title()
       True
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.6), squeeze=False)
     for ax, (name, bins) in zip(axes[0], curves.items(), strict=True):
         count = np.asarray(bins["count"])
@@ -162,7 +170,7 @@ def error_bars(
       >>> fig.axes[0].get_ylabel(), len(fig.axes[0].patches)
       ('test accuracy', 2)
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.6))
     ax.bar(np.arange(len(names)), means, yerr=errors, capsize=4, color="C0", alpha=0.8)
     ax.set_xticks(
@@ -200,7 +208,7 @@ def spectral_density(
       >>> fig.axes[0].get_yscale()
       'log'
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for index, (name, (grid, density)) in enumerate(densities.items()):
         density = np.asarray(density)
@@ -238,7 +246,7 @@ def landscapes(
       >>> [ax.get_title() for ax in fig.axes[:2]]  # one colour scale shared by both panels
       ['flat', 'sharp']
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(
         1, len(slices), figsize=(4.0 * len(slices) + 1.0, 3.8), squeeze=False, layout="constrained"
     )
@@ -279,7 +287,7 @@ def weight_histograms(
       >>> [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
       ['L2 (0.0% exactly 0)', 'L1 (proximal) (60.0% exactly 0)']
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for index, (name, values) in enumerate(weights.items()):
         values = np.asarray(values).ravel()
@@ -320,7 +328,7 @@ def regularization_paths(
     Returns:
       The matplotlib ``Figure``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     count = max(1, len(paths))
     lines = -(-count // columns)
     fig, axes = plt.subplots(

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxreg._io import atomic_savez
+from jaxreg.io import atomic_savez
 from jaxreg.masks import leaf_path
 
 __all__ = ["Choice", "LogUniform", "SweepResult", "Uniform", "grid", "random", "run"]
@@ -371,8 +371,28 @@ _COMPILED: dict[tuple[Any, ...], tuple[Callable, set[str]]] = {}
 _COMPILED_LIMIT = 8
 
 
+def _check_fixed(fixed: Mapping[str, Any] | None, swept: Mapping[str, Any]) -> dict[str, Any]:
+    """``fixed`` as a dict of concrete scalars that no swept key repeats."""
+    if fixed is None:
+        return {}
+    if not isinstance(fixed, Mapping):
+        raise TypeError(f"fixed must be a mapping of names to scalars, got {type(fixed).__name__}")
+    for name, value in fixed.items():
+        if not isinstance(name, str):
+            raise TypeError(f"fixed keys must be str, got {name!r}")
+        if isinstance(value, str | bool) or np.ndim(value) != 0:
+            raise ValueError(f"fixed[{name!r}] must be a number, got {value!r}")
+    both = sorted(set(fixed) & set(swept))
+    if both:
+        raise ValueError(f"fixed and configs both set {both}: give each key in one of them")
+    return dict(fixed)
+
+
 def _compiled_for(
-    train_fn: Callable, names: tuple[str, ...], options: tuple[tuple[str, Any], ...] = ()
+    train_fn: Callable,
+    names: tuple[str, ...],
+    options: tuple[tuple[str, Any], ...] = (),
+    fixed: tuple[tuple[str, Any], ...] = (),
 ) -> tuple[Callable, set[str]]:
     """The jitted, vmapped ``train_fn`` and the config keys it read when traced.
 
@@ -380,14 +400,15 @@ def _compiled_for(
     :func:`run` with the same function and chunk shapes (e.g. the chosen
     config on more seeds after a tuning sweep) reuses the compiled program.
     """
-    cache_key = (train_fn, names, options)
+    cache_key = (train_fn, names, options, fixed)
     if cache_key in _COMPILED:
         _COMPILED[cache_key] = _COMPILED.pop(cache_key)  # most recently used last
         return _COMPILED[cache_key]
     read: set[str] = set()
 
     def tracked_fn(config, member_key):
-        return train_fn(_ReadTracker(config, read), member_key)
+        # Fixed values join each member's config as Python numbers: constants, not traced.
+        return train_fn(_ReadTracker({**dict(fixed), **config}, read), member_key)
 
     compiled = jax.jit(jax.vmap(tracked_fn), compiler_options=dict(options) or None)
     _COMPILED[cache_key] = (compiled, read)
@@ -408,6 +429,7 @@ def run(
     progress: bool = True,
     allow_unused: bool = False,
     compiler_options: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, float] | None = None,
 ) -> SweepResult:
     """Run ``train_fn(config, key)`` for every config × seed, vmapped and compiled once.
 
@@ -429,6 +451,9 @@ def run(
       allow_unused: accept config keys that ``train_fn`` never reads. By
         default such a key (usually a typo) raises ``ValueError``: its members
         would silently be duplicates of each other.
+      fixed: values every member shares (``{"learning_rate": 1e-3}``), merged into each
+        ``config`` as Python numbers (compile-time constants, not traced). Like a swept
+        key, a fixed key that ``train_fn`` never reads raises ``ValueError``.
       compiler_options: XLA compile options for the sweep's program (``jax.jit``'s
         ``compiler_options``), e.g. ``{"xla_backend_optimization_level": 0}``:
         on CPU it compiles a training loop faster and runs it about twice as slowly
@@ -446,6 +471,7 @@ def run(
       ((6,), 1.0)
     """
     arrays, n = _check_configs(configs)
+    fixed = _check_fixed(fixed, arrays)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, got {seeds!r}")
     members = n * seeds
@@ -472,6 +498,7 @@ def run(
         raw = {f"config_{k}": v for k, v in arrays.items()}
         raw["key"] = np.asarray(jax.random.key_data(key))
         raw["shape"] = np.asarray([n, seeds, chunk_size])
+        raw.update({f"fixed_{k}": np.asarray(v) for k, v in fixed.items()})
         return _digest(raw)
 
     writer = jax.process_index() == 0  # one writer when several processes share out_dir
@@ -495,14 +522,16 @@ def run(
             )
 
     options = tuple(sorted((compiler_options or {}).items()))
-    compiled, read = _compiled_for(train_fn, tuple(sorted(arrays)), options)
+    compiled, read = _compiled_for(
+        train_fn, tuple(sorted(arrays)), options, tuple(sorted(fixed.items()))
+    )
     index = np.arange(chunk_size).clip(max=members - 1)
     # Same shapes as every chunk, so this trace is the one the chunks reuse.
     shape_of = compiled.eval_shape(
         {k: jnp.asarray(v[index]) for k, v in member_configs.items()},
         member_keys[jnp.asarray(index)],
     )
-    unused = sorted(set(arrays) - read)
+    unused = sorted((set(arrays) | set(fixed)) - read)
     if unused and not allow_unused:
         raise ValueError(
             f"train_fn never reads the config key(s) {unused}: a typo? Members that differ only "

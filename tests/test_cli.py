@@ -5,26 +5,29 @@ import sys
 
 import pytest
 
-from jaxreg.cli import build_parser, main
-from jaxreg.tour import TourConfig
+from experiments.study import StudyConfig
+from experiments.tour import build_parser, main
 
 
-def test_help_lists_the_tour():
+def test_help_describes_the_tour():
     result = subprocess.run(
-        [sys.executable, "-m", "jaxreg.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "experiments.tour", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert "tour" in result.stdout
+    assert "--quick" in result.stdout and "MNIST-1D" in result.stdout
 
 
 def test_tour_arguments():
-    args = build_parser().parse_args(["tour", "--quick", "--seeds", "2", "--out", "x"])
+    args = build_parser().parse_args(["--quick", "--seeds", "2", "--out", "x"])
     assert args.quick and args.seeds == 2 and args.out == "x"
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["tour", "--seeds", "0"])
+        build_parser().parse_args(["--seeds", "0"])
 
 
 def _check_report(out, results):
-    from jaxreg.tour import COMBINATION, WIDE, default_rows
+    from experiments.tour import COMBINATION, WIDE, default_rows
 
     report = (out / "report.md").read_text()
     names = [row.name for row in default_rows()] + [COMBINATION, WIDE]
@@ -65,14 +68,13 @@ def _check_report(out, results):
 
 
 def test_quick_tour_end_to_end(tmp_path, execute_notebook):
-    """`jaxreg tour --quick` as a user runs it: the overfitting baseline and every row; then
-    the tour notebook renders that run (its table, DataFrame and every figure)."""
+    """`python -m experiments.tour --quick` as a user runs it: the overfitting baseline and
+    every row; then the tour notebook renders that run (its table, DataFrame and every figure)."""
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "jaxreg.cli",
-            "tour",
+            "experiments.tour",
             "--quick",
             "--seeds",
             "2",
@@ -105,71 +107,47 @@ def test_quick_tour_end_to_end(tmp_path, execute_notebook):
 
 
 def test_main_runs_the_tour(tmp_path, monkeypatch):
-    import jaxreg.tour
+    import experiments.tour
 
     seen = {}
     monkeypatch.setattr(
-        jaxreg.tour,
+        experiments.tour,
         "run_tour",
         lambda out, config, extended: seen.update(out=out, config=config, extended=extended),
     )
-    assert main(["tour", "--quick", "--out", str(tmp_path), "--seeds", "2"]) == 0
-    assert seen["config"] == TourConfig.quick(2) and seen["extended"] is False
+    assert main(["--quick", "--out", str(tmp_path), "--seeds", "2"]) == 0
+    assert seen["config"] == StudyConfig.quick(2) and seen["extended"] is False
     monkeypatch.chdir(tmp_path)
-    assert main(["tour", "--quick"]) == 0
-    assert seen["out"] == "jaxreg-tour-quick" and seen["config"] == TourConfig.quick()
-    assert main(["tour"]) == 0
-    assert seen["out"] == "jaxreg-tour" and seen["config"] == TourConfig()
-    assert main(["tour", "--extended"]) == 0
-    assert seen["extended"] is True and seen["config"] == TourConfig()
+    assert main(["--quick"]) == 0
+    assert seen["out"] == "jaxreg-tour-quick" and seen["config"] == StudyConfig.quick()
+    assert main([]) == 0
+    assert seen["out"] == "jaxreg-tour" and seen["config"] == StudyConfig()
+    assert main(["--extended"]) == 0
+    assert seen["extended"] is True and seen["config"] == StudyConfig()
 
 
-def test_version_and_clear_argument_errors(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--version"])
-    assert exit_info.value.code == 0
-    assert capsys.readouterr().out.startswith("jaxreg ")
+def test_clear_argument_errors(capsys):
     with pytest.raises(SystemExit):
-        main(["tour", "--seeds", "abc"])
+        main(["--seeds", "abc"])
     error = capsys.readouterr().err
     assert "--seeds" in error and "positive integer" in error and "_positive_int" not in error
 
 
-def test_experiment_commands_name_what_is_wrong(capsys, monkeypatch):
-    assert main(["experiment", "nope"]) == 2
-    assert "unknown name 'nope'" in capsys.readouterr().err
+def test_experiments_without_sklearn_say_how_to_get_it(capsys, monkeypatch):
     import importlib.util
+
+    from experiments import __main__ as runner
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a)
     )
-    assert main(["experiments", "--quick"]) == 2
+    assert runner.main(["--quick"]) == 2
     assert "pip install 'jaxreg[sklearn]'" in capsys.readouterr().err
 
 
-def test_experiment_command_forwards_full(monkeypatch, tmp_path):
-    import subprocess
-
-    seen = {}
-
-    def fake_run(command, check):
-        seen["command"] = command
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.setattr(subprocess, "run", fake_run)
-    assert main(["experiment", "early_stopping_vs_l2", "--full", "--out", str(tmp_path)]) == 0
-    assert seen["command"][-1] == "--full" and str(tmp_path) in seen["command"]
-    assert main(["experiment", "early_stopping_vs_l2", "--out", str(tmp_path)]) == 0
-    assert "--full" not in seen["command"] and "--quick" not in seen["command"]
-    assert main(["experiment", "dropout", "--quick", "--out", str(tmp_path)]) == 0
-    assert seen["command"][-1] == "--quick"
-    with pytest.raises(SystemExit):  # one or the other
-        main(["experiment", "dropout", "--quick", "--full"])
-
-
 def test_experiments_quick_runs_every_script_reduced(monkeypatch, tmp_path):
-    from jaxreg.experiments import __main__ as runner
+    from experiments import __main__ as runner
 
     calls = []
 

@@ -125,7 +125,8 @@ def test_batches_bad_input(x, y, batch_size, error, match):
 
 def test_tour_says_loading_when_the_cache_is_used(tmp_path, monkeypatch, capsys):
     """The tour's first message tells a cached read from a fresh generation."""
-    import jaxreg.tour as tour
+    import experiments.tour as tour
+    from experiments.study import StudyConfig
 
     monkeypatch.setenv("JAXREG_CACHE_DIR", str(tmp_path))
     stop = RuntimeError("stop after the data message")
@@ -136,11 +137,11 @@ def test_tour_says_loading_when_the_cache_is_used(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(tour, "prepare_data", prepare)
     monkeypatch.setattr(tour.data_lib, "mnist1d", lambda: None)
     with pytest.raises(RuntimeError, match="stop after"):
-        tour.run_tour(tmp_path / "out", tour.TourConfig.quick())
+        tour.run_tour(tmp_path / "out", StudyConfig.quick())
     assert "generating MNIST-1D" in capsys.readouterr().err
     data.mnist1d_cache_path().parent.mkdir(parents=True, exist_ok=True)
     data.mnist1d_cache_path().write_bytes(b"")
     with pytest.raises(RuntimeError, match="stop after"):
-        tour.run_tour(tmp_path / "out", tour.TourConfig.quick())
+        tour.run_tour(tmp_path / "out", StudyConfig.quick())
     err = capsys.readouterr().err
     assert "loading MNIST-1D" in err and "generating" not in err

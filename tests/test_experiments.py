@@ -33,7 +33,7 @@ HAS_QUICK = set(EXPERIMENTS) - {"l1_vs_l2", "noise_equals_l2", "early_stopping_v
 def _run_script(name: str, out: Path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
     """Run an experiment as a user does; it must end with a verdict (exit 0 PASS, 1 FAIL)."""
     result = subprocess.run(
-        [sys.executable, "-m", f"jaxreg.experiments.{name}", "--out", str(out), *flags],
+        [sys.executable, "-m", f"experiments.{name}", "--out", str(out), *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -114,7 +114,7 @@ def test_swa_flatness_runs_and_its_verdict_follows_its_paired_bounds(tmp_path):
 def test_swa_flatness_verdict_fails_on_its_negative_control():
     """SWA started at the last step averages only the final iterate: every paired
     difference is exactly 0, and a bound of 0 does not PASS."""
-    from jaxreg.experiments.swa_flatness import verdict
+    from experiments.swa_flatness import verdict
 
     arm = {
         "lambda_max": [1.2, 1.0, 1.1, 1.3, 0.9],
@@ -144,7 +144,7 @@ FAKES = {
 
 
 def test_runner_reports_crashes_and_missing_results_as_errors(tmp_path, monkeypatch, capsys):
-    from jaxreg.experiments import __main__ as runner
+    from experiments import __main__ as runner
 
     package = tmp_path / "fake_experiments"
     package.mkdir()
@@ -186,7 +186,7 @@ def test_runner_reports_crashes_and_missing_results_as_errors(tmp_path, monkeypa
 
 def test_early_stopping_mapping_verdict_fails_for_a_mapping_off_by_ten():
     """The negative controls: claiming α = 10/(ηt) or 0.1/(ηt) must FAIL, α = 1/(ηt) PASS."""
-    from jaxreg.experiments import early_stopping_vs_l2 as experiment
+    from experiments import early_stopping_vs_l2 as experiment
 
     _, curves, _ = experiment.least_squares_paths(scales=(0.01, 0.1, 1.0, 10.0, 100.0))
     distances = {c: float(curve.mean()) for c, curve in curves.items()}
@@ -198,7 +198,7 @@ def test_early_stopping_mapping_verdict_fails_for_a_mapping_off_by_ten():
 def test_dropout_verdict_needs_a_significant_paired_gain():
     """Negative controls: the rate-0 pipeline against itself (gain exactly 0) and a gain that
     one bad seed makes insignificant must FAIL; a consistent gain PASSes."""
-    from jaxreg.experiments.dropout import verdict
+    from experiments.dropout import verdict
 
     zero = np.array([0.60, 0.62, 0.58, 0.61, 0.59])
     gaps = dict(gap_chosen=[0.2] * 5, gap_zero=[0.4] * 5, mi_test=0.1, mi_noise=0.3)
@@ -210,7 +210,7 @@ def test_dropout_verdict_needs_a_significant_paired_gain():
 
 
 def test_augmentation_verdict_fails_without_a_consistent_gain():
-    from jaxreg.experiments.augmentation import verdict
+    from experiments.augmentation import verdict
 
     plain = np.array([0.60, 0.62, 0.58, 0.61, 0.59])
     assert not verdict(plain, plain)[0]  # strength 0 against itself
@@ -219,7 +219,7 @@ def test_augmentation_verdict_fails_without_a_consistent_gain():
 
 
 def test_label_smoothing_verdict_fails_without_a_consistent_ece_reduction():
-    from jaxreg.experiments.label_smoothing import verdict
+    from experiments.label_smoothing import verdict
 
     plain = np.array([0.25, 0.24, 0.26, 0.25, 0.27])
     assert not verdict(plain, plain)[0]  # ε = 0 against itself
@@ -228,7 +228,7 @@ def test_label_smoothing_verdict_fails_without_a_consistent_ece_reduction():
 
 
 def test_batch_size_verdict_fails_without_a_consistent_gain():
-    from jaxreg.experiments.batch_size import verdict
+    from experiments.batch_size import verdict
 
     large = np.array([0.61, 0.61, 0.62, 0.60, 0.59])
     assert not verdict(large, large)[0]  # a batch size against itself
@@ -237,7 +237,7 @@ def test_batch_size_verdict_fails_without_a_consistent_gain():
 
 
 def test_ensembles_verdict_needs_accuracy_and_nll_gains():
-    from jaxreg.experiments.ensembles import verdict
+    from experiments.ensembles import verdict
 
     acc_1, nll_1 = np.array([0.60, 0.61, 0.59, 0.60, 0.62]), np.array([1.6, 1.5, 1.7, 1.6, 1.5])
     assert not verdict(acc_1, acc_1, nll_1, nll_1)[0]  # k = 1 against itself
@@ -247,7 +247,7 @@ def test_ensembles_verdict_needs_accuracy_and_nll_gains():
 
 
 def test_bias_variance_verdict_needs_both_trends_and_both_endpoint_changes():
-    from jaxreg.experiments.bias_variance import per_example_terms, verdict
+    from experiments.bias_variance import per_example_terms, verdict
 
     rng = np.random.default_rng(0)
     strengths = [0.0, 1e-3, 1e-2, 3e-2, 1e-1]
@@ -273,7 +273,7 @@ def test_bias_variance_verdict_needs_both_trends_and_both_endpoint_changes():
 
 
 def test_parameter_sharing_verdict_needs_a_significant_gain_over_every_mlp():
-    from jaxreg.experiments.parameter_sharing import verdict
+    from experiments.parameter_sharing import verdict
 
     cnn = np.array([0.90, 0.91, 0.89, 0.92, 0.90])
     mlp = np.array([0.60, 0.62, 0.58, 0.61, 0.59])
@@ -286,7 +286,7 @@ def test_parameter_sharing_verdict_needs_a_significant_gain_over_every_mlp():
 
 
 def test_sharp_vs_flat_verdict_needs_a_significant_negative_rank_correlation():
-    from jaxreg.experiments.sharp_vs_flat import verdict
+    from experiments.sharp_vs_flat import verdict
 
     rng = np.random.default_rng(0)
     sharpness_values = rng.uniform(1, 50, (4, 5))
@@ -303,7 +303,7 @@ def test_rank_correlation_matches_scipy_rho_and_a_brute_force_permutation_p():
 
     from scipy import stats
 
-    from jaxreg.experiments._common import rank_correlation
+    from jaxreg.stats import rank_correlation
 
     rng = np.random.default_rng(3)
     x = rng.random(6)
@@ -321,7 +321,7 @@ def test_rank_correlation_matches_scipy_rho_and_a_brute_force_permutation_p():
 
 
 def test_l1_vs_l2_verdict_needs_exact_zeros_in_the_reference_pattern():
-    from jaxreg.experiments.l1_vs_l2 import verdict
+    from experiments.l1_vs_l2 import verdict
 
     reference = np.array([[0.0, 0.0, 1.0], [0.0, 0.5, 2.0], [0.3, 1.0, 2.5]])
     ridge = np.array([[0.1, 0.2, 0.9], [0.2, 0.6, 1.9], [0.3, 1.0, 2.4]])
@@ -332,7 +332,7 @@ def test_l1_vs_l2_verdict_needs_exact_zeros_in_the_reference_pattern():
 
 
 def test_noise_equals_l2_verdict_fails_for_a_wrong_mapping():
-    from jaxreg.experiments.noise_equals_l2 import ridge_path, verdict
+    from experiments.noise_equals_l2 import ridge_path, verdict
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4))

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxreg._io import json_safe, write_json
+from jaxreg.io import json_safe, write_json
 
 
 def _strict_load(text: str):
@@ -43,7 +43,7 @@ def test_write_json_is_strict_json(tmp_path):
 
 
 def test_experiment_reports_write_null_for_nan(tmp_path, capsys):
-    from jaxreg.experiments._common import report
+    from experiments.common import report
 
     assert report("demo", "a claim", {"bound": float("nan"), "effect": 0.5}, True, tmp_path) == 0
     written = _strict_load((tmp_path / "demo.json").read_text())
@@ -54,7 +54,7 @@ def test_experiment_reports_write_null_for_nan(tmp_path, capsys):
 def test_the_recorded_tour_results_are_strict_json():
     from pathlib import Path
 
-    from jaxreg.study import format_table
+    from experiments.study import format_table
 
     path = Path(__file__).resolve().parents[1] / "docs" / "tour_results.json"
     results = _strict_load(path.read_text())

@@ -3,7 +3,7 @@
 The sharpness notebook is a docs tutorial, executed by the docs build in ``.ci/run``
 (here under ``-m slow``). The tour notebook's study is the same
 ``run_tour`` path that ``tests/test_cli.py::test_quick_tour_end_to_end`` runs, so
-that test renders the notebook on its own ``jaxreg tour --quick`` folder
+that test renders the notebook on its own ``python -m experiments.tour --quick`` folder
 (``JAXREG_TOUR_DIR``) instead of compiling every row a second time; the notebook
 running its own quick study is ``-m slow``.
 """

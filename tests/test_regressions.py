@@ -179,7 +179,7 @@ def test_experiments_help_prints_usage_without_running_anything():
 
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "jaxreg.experiments", "--help"],
+        [sys.executable, "-m", "experiments", "--help"],
         capture_output=True,
         text=True,
         cwd=root,
@@ -241,11 +241,11 @@ def test_sweeps_refuse_unread_config_keys_and_string_axes():
 
 
 def test_tour_with_an_unwritable_out_fails_at_once_naming_the_argument(tmp_path, capsys):
-    from jaxreg.cli import main
+    from experiments.tour import main
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert main(["tour", "--quick", "--out", str(blocker / "report")]) == 2
+    assert main(["--quick", "--out", str(blocker / "report")]) == 2
     assert "--out" in capsys.readouterr().err
 
 
@@ -299,7 +299,7 @@ def test_import_jaxreg_stays_light_and_plots_keep_a_chosen_backend(monkeypatch):
     monkeypatch.delitem(sys.modules, "matplotlib.pyplot", raising=False)
     matplotlib.use("svg")
     try:
-        plots._pyplot()
+        plots.pyplot()
         assert matplotlib.get_backend().lower() == "svg"
     finally:
         matplotlib.use(before)

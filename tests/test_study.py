@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxreg import data as data_lib
-from jaxreg.study import (
+from experiments.study import (
     HeldOut,
     Row,
     StudyConfig,
@@ -24,8 +23,9 @@ from jaxreg.study import (
     prepare_data,
     run_row,
 )
-from jaxreg.study.runner import Trained
-from jaxreg.study.spec import LEARNING_RATE
+from experiments.study.runner import Trained
+from experiments.study.spec import LEARNING_RATE
+from jaxreg import data as data_lib
 
 TINY = StudyConfig(
     seeds=2, tune_seeds=1, epochs=2, wide_epochs=1, cnn_epochs=1, search_configs=2, search_seeds=2
@@ -69,6 +69,37 @@ def test_a_row_is_tuned_without_reading_test_and_its_strength_matters():
     assert not np.allclose(kernels[0], kernels[1])
     assert outcome["chosen"]["dropout_rate"] in (0.0, 0.9)
     assert outcome["final"].val_accuracy.shape == (TINY.seeds,)
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [
+        {"search": {"dropuot_rate": (0.0, 0.5)}},
+        {"search": {"dropout_rate": (0.0, 0.5)}, "fixed": {"learnig_rate": 3e-3}},
+    ],
+    ids=["swept", "fixed"],
+)
+def test_a_row_with_a_misspelt_key_fails_before_training(typo, monkeypatch):
+    """A key no part of training reads raises from sweeps.run before any member trains."""
+    from jaxreg import sweeps
+
+    trained = []
+    original = sweeps.run
+
+    def spy(train_fn, *args, **kwargs):
+        def counted(config, key):
+            trained.append(True)  # traced once when sweeps.run checks the keys
+            return train_fn(config, key)
+
+        return original(counted, *args, **kwargs)
+
+    monkeypatch.setattr(sweeps, "run", spy)
+    data = prepare_data(data_lib.mnist1d(), TINY)
+    misspelt = next(iter(typo.get("fixed", typo["search"])))
+    row = Row("typo", "a misspelt key", **typo)
+    with pytest.raises(ValueError, match=misspelt):
+        run_row(row, data, TINY, key=jax.random.key(0), final_key=jax.random.key(1))
+    assert len(trained) == 1 and data.test.reads == 0
 
 
 def test_the_compile_level_reaches_every_sweep(monkeypatch):
@@ -122,7 +153,7 @@ def test_a_rows_final_params_hook_chooses_what_is_evaluated():
 
 def test_the_tour_unlocks_test_only_after_every_choice(monkeypatch, tmp_path):
     """Replace the training by fakes that record whether test was locked when they ran."""
-    import jaxreg.tour as tour
+    import experiments.tour as tour
 
     calls = []
     seen = {}
@@ -239,7 +270,7 @@ def test_every_default_row_searches_at_least_six_values_and_names_a_known_model(
 
 
 def test_combination_search_includes_the_single_rows_choices():
-    from jaxreg.study.runner import combination_row, search
+    from experiments.study.runner import combination_row, search
 
     data = prepare_data(data_lib.mnist1d(), TINY)
     anchors = {"dropout_rate": 0.2, "augment_strength": 1.0}
@@ -274,7 +305,7 @@ def test_combination_search_includes_the_single_rows_choices():
 
 
 def test_search_refuses_anchors_that_are_not_combinable_strengths():
-    from jaxreg.study.runner import combination_row, search
+    from experiments.study.runner import combination_row, search
 
     data = prepare_data(data_lib.mnist1d(), TINY)
     with pytest.raises(ValueError, match="mixup_alpha"):
@@ -295,7 +326,7 @@ def test_combined_optimizer_schedule_matches_optax(decay):
     ``T`` the rate stays at its end value)."""
     import optax
 
-    from jaxreg.study.spec import combined_optimizer
+    from experiments.study.spec import combined_optimizer
 
     steps, peak = 10, 3e-3
     params = {"w": jnp.array([[1.0, -2.0], [0.5, 0.0]])}
@@ -323,7 +354,7 @@ def test_combined_optimizer_schedule_matches_optax(decay):
 
 
 def test_transfer_retunes_only_the_named_values_on_validation():
-    from jaxreg.study.runner import combination_row, transfer
+    from experiments.study.runner import combination_row, transfer
 
     data = prepare_data(data_lib.mnist1d(), TINY)
     chosen = {

@@ -217,3 +217,30 @@ def test_a_second_run_with_the_same_train_fn_and_chunks_reuses_the_compiled_prog
             chunk_size=2,
             progress=False,
         )
+
+
+def test_fixed_values_reach_every_member_as_constants_and_typos_in_them_raise():
+    seen = []
+
+    def train_fn(config, key):
+        seen.append(type(config["scale"]))
+        return {"value": config["scale"] * config["x"] + 0.0 * jax.random.normal(key)}
+
+    configs = sweeps.grid(x=[1.0, 2.0, 3.0])
+    result = sweeps.run(
+        train_fn, configs, key=jax.random.key(0), fixed={"scale": 10.0}, progress=False
+    )
+    np.testing.assert_allclose(result.metrics["value"], [10.0, 20.0, 30.0])
+    assert seen == [float]  # traced once, the fixed value a Python number (not a tracer)
+    with pytest.raises(ValueError, match="scael"):
+        sweeps.run(
+            train_fn,
+            configs,
+            key=jax.random.key(0),
+            fixed={"scale": 1.0, "scael": 2.0},
+            progress=False,
+        )
+    with pytest.raises(ValueError, match=r"fixed and configs both set \['x'\]"):
+        sweeps.run(train_fn, configs, key=jax.random.key(0), fixed={"x": 1.0, "scale": 1.0})
+    with pytest.raises(ValueError, match=r"fixed\['scale'\] must be a number"):
+        sweeps.run(train_fn, configs, key=jax.random.key(0), fixed={"scale": "big"})

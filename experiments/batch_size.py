@@ -15,7 +15,7 @@ its own sampling noise, as at an interpolating minimum).
 was +0.8 pp with a lower bound of +0.0003, too thin to survive another CPU's
 rounding, and the full run is cheap.
 
-Run: ``python -m jaxreg.experiments.batch_size [--out DIR] [--quick]``.
+Run: ``python -m experiments.batch_size [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -26,16 +26,11 @@ import jax
 import numpy as np
 import optax
 
+from experiments.common import configuration, parse_args, report, rounded
 from jaxreg import data, fit, metrics, plots
-from jaxreg.experiments._common import (
-    configuration,
-    one_sided_lower_bound,
-    parse_args,
-    report,
-    rounded,
-)
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, init_params
+from jaxreg.stats import one_sided_lower_bound
 
 NAME = "batch_size"
 CLAIM = (

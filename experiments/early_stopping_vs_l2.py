@@ -9,7 +9,7 @@ so a mapping off by 10× fails (the test suite checks that it does). Part 2 (wit
 ``--full``), MNIST-1D MLP: validation-based early stopping (3 seeds in one
 vmapped run) vs training to the last epoch, on test accuracy — reported, not judged.
 
-Run: ``python -m jaxreg.experiments.early_stopping_vs_l2 [--out DIR] [--full]``.
+Run: ``python -m experiments.early_stopping_vs_l2 [--out DIR] [--full]``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import optax
 from sklearn.datasets import load_diabetes
 
+from experiments.common import parse_args, report, rounded
 from jaxreg import data, fit
-from jaxreg.experiments._common import parse_args, report, rounded
 from jaxreg.nn import MLP, init_params
 from jaxreg.training import EarlyStopping, evaluate
 
@@ -131,9 +131,9 @@ def main() -> int:
             }
         )
 
-    from jaxreg.plots import _pyplot
+    from jaxreg.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for c, curve in curves.items():
         ax.plot(steps, curve, label=f"to ridge with α = {c:g}/(ηt)", lw=2 if c == 1.0 else 1)

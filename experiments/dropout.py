@@ -11,7 +11,7 @@ The same verdict on the rate-0 pipeline against itself FAILs (tested).
 
 ``--quick`` (the test suite): rates {0, 0.1, 0.3}, 40 epochs, same 5 seeds.
 
-Run: ``python -m jaxreg.experiments.dropout [--out DIR] [--quick]``.
+Run: ``python -m experiments.dropout [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -23,16 +23,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+from experiments.common import configuration, parse_args, report, rounded, train_mnist1d
 from jaxreg import plots
-from jaxreg.experiments._common import (
-    configuration,
-    one_sided_lower_bound,
-    parse_args,
-    report,
-    rounded,
-    train_mnist1d,
-)
 from jaxreg.nn import MLP, functional, mc_predict
+from jaxreg.stats import one_sided_lower_bound
 from jaxreg.training import evaluate
 
 NAME = "dropout"

@@ -20,7 +20,7 @@ The lowest expected loss is reported, not judged. A pipeline whose strength
 does nothing (strength 0 everywhere) FAILs (tested). ``--quick`` (the test
 suite): strengths {0, 1e-3, 3e-3, 1e-2, 3e-2}, 6 rounds, 30 epochs.
 
-Run: ``python -m jaxreg.experiments.bias_variance [--out DIR] [--quick]``.
+Run: ``python -m experiments.bias_variance [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -32,17 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.common import configuration, parse_args, report, rounded
 from jaxreg import data, ensembles, fit, metrics, penalties
-from jaxreg.experiments._common import (
-    configuration,
-    one_sided_lower_bound,
-    parse_args,
-    rank_correlation,
-    report,
-    rounded,
-)
 from jaxreg.masks import weights_only
 from jaxreg.nn import MLP, init_params
+from jaxreg.stats import one_sided_lower_bound, rank_correlation
 
 NAME = "bias_variance"
 CLAIM = (
@@ -140,9 +134,9 @@ def main() -> int:
         "test": "one-sided paired t over test examples; Spearman with an exact permutation p",
     }
 
-    from jaxreg.plots import _pyplot
+    from jaxreg.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     x = np.arange(len(strengths))
     ax.plot(x, loss, "o-", label="expected 0-1 loss")

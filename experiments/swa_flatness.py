@@ -25,7 +25,7 @@ average-case 0.0045 vs 0.0022) with test accuracy 66.4% vs 66.0% (lower bound
 schedule for the whole budget against SWA at a constant rate over the last
 25%) gave the same direction (λmax 4.4 vs 3.0, accuracy 65.3% vs 65.9%).
 
-Run: ``python -m jaxreg.experiments.swa_flatness [--out DIR] [--quick] [--control]``.
+Run: ``python -m experiments.swa_flatness [--out DIR] [--quick] [--control]``.
 """
 
 from __future__ import annotations
@@ -36,17 +36,11 @@ import jax
 import numpy as np
 import optax
 
+from experiments.common import configuration, parse_args, report, rounded, vmapped_curvature
 from jaxreg import averaging, data, fit, sharpness
-from jaxreg.experiments._common import (
-    configuration,
-    one_sided_lower_bound,
-    parse_args,
-    report,
-    rounded,
-    vmapped_curvature,
-)
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, init_params
+from jaxreg.stats import one_sided_lower_bound
 
 NAME = "swa_flatness"
 CLAIM = (

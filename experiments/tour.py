@@ -1,17 +1,22 @@
-"""``jaxreg tour``: the regularization study on MNIST-1D, tuned on validation, run end to end.
+"""The tour: the regularization study on MNIST-1D, tuned on validation, run end to end.
 
-The rows are data (:mod:`jaxreg.study.spec`); the runner (:mod:`jaxreg.study.runner`)
+Run it from a clone: ``python -m experiments.tour`` (``--quick`` for a smoke run,
+``--extended`` for the newer regularizers, ``--seeds N``, ``--out DIR``).
+
+The rows are data (:mod:`experiments.study.spec`); the runner (:mod:`experiments.study.runner`)
 turns each into a tuning sweep on validation and a final sweep over shared
 seeds; only then is the test split unlocked and read once per final model;
-:mod:`jaxreg.study.report` computes intervals, paired differences and the
+:mod:`experiments.study.report` computes intervals, paired differences and the
 sentences. ``report.md``, ``results.json`` and figures go to one folder.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,13 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg import data as data_lib
-from jaxreg import landscape, masks, metrics, sharpness
-from jaxreg._io import write_json
-from jaxreg.losses import classification_loss
-from jaxreg.nn import count_params
-from jaxreg.study import report as report_lib
-from jaxreg.study.runner import (
+from experiments.study import report as report_lib
+from experiments.study.runner import (
     StudyConfig,
     StudyData,
     combination_row,
@@ -37,12 +37,15 @@ from jaxreg.study.runner import (
     search,
     transfer,
 )
-from jaxreg.study.spec import Row, default_rows, extended_rows
+from experiments.study.spec import Row, default_rows, extended_rows
+from jaxreg import data as data_lib
+from jaxreg import landscape, masks, metrics, sharpness
+from jaxreg.io import write_json
+from jaxreg.losses import classification_loss
+from jaxreg.nn import count_params
 
-__all__ = ["TourConfig", "default_rows", "format_table", "run_tour"]
+__all__ = ["build_parser", "main", "run_tour"]
 
-TourConfig = StudyConfig
-format_table = report_lib.format_table
 COMBINATION = "best combination"
 WIDE = "wide MLP + combination"
 #: What the wide MLP re-tunes for itself (a wider net wants its own step size); the
@@ -201,7 +204,7 @@ def run_tour(
 ) -> dict[str, Any]:
     """Run the study and write ``report.md``, ``results.json`` and figures to ``out_dir``.
 
-    ``extended`` appends :func:`~jaxreg.study.spec.extended_rows` (max-norm, spectral
+    ``extended`` appends :func:`~experiments.study.spec.extended_rows` (max-norm, spectral
     norm, orthogonality, SWA, EMA, input-gradient penalty, R-Drop, SAM as a transform)
     to the single-regularizer rows;
     the default rows keep their keys and seeds, so the flag does not change what they train.
@@ -210,13 +213,14 @@ def run_tour(
       The results dict written to ``results.json``.
 
     Example:
-      >>> from jaxreg.study import StudyConfig
+      >>> from experiments.study import StudyConfig
       >>> results = run_tour("tour_out", StudyConfig.quick())  # doctest: +SKIP
       >>> [row["name"] for row in results["rows"]][:2]  # doctest: +SKIP
       ['baseline', 'weight decay']
 
-      The quick run above is what ``jaxreg tour --quick`` does (a few minutes on two CPU
-      cores; tested end to end in the suite); ``run_tour("tour_out")`` is the full study.
+      The quick run above is what ``python -m experiments.tour --quick`` does (a few
+      minutes on two CPU cores; tested end to end in the suite); ``run_tour("tour_out")``
+      is the full study.
     """
     from tqdm.auto import tqdm
 
@@ -454,3 +458,91 @@ def run_tour(
     print(table)
     _log(f"[tour] wrote {out / 'report.md'} in {elapsed:.1f}s")
     return results
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+_positive_int.__name__ = "positive integer"  # argparse names the type in its error message
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The tour's command line: ``python -m experiments.tour [--quick] [--extended] ...``.
+
+    Example:
+      >>> build_parser().parse_args(["--quick", "--seeds", "3"]).seeds
+      3
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.tour",
+        description="Train the overfitting MLP baseline and the regularized variants on "
+        "MNIST-1D (generated offline) and write report.md, results.json and figures.",
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter training, same sections")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: jaxreg-tour, or jaxreg-tour-quick with --quick)",
+    )
+    parser.add_argument(
+        "--extended",
+        action="store_true",
+        help="also the newer regularizers (max-norm, spectral norm, orthogonality, SWA, EMA, "
+        "input-gradient penalty, R-Drop, SAM as a transform), each tuned like the others",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help="final seeds per row (default: 5, or 2 with --quick)",
+    )
+    return parser
+
+
+def _writable_folder(path: str) -> str | None:
+    """Why ``path`` cannot hold the report (checked before minutes of training), or None."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create {folder}: {error.strerror or error}"
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tour from the command line; 0 on success, 2 for an unusable ``--out``.
+
+    Example:
+      >>> import tempfile
+      >>> blocker = Path(tempfile.mkdtemp()) / "a file"
+      >>> _ = blocker.write_text("not a folder")
+      >>> main(["--quick", "--out", str(blocker / "report")])  # checked before any training
+      2
+    """
+    args = build_parser().parse_args(argv)
+    out = args.out or ("jaxreg-tour-quick" if args.quick else "jaxreg-tour")
+    problem = _writable_folder(out)
+    if problem is not None:
+        print(f"python -m experiments.tour: --out: {problem}", file=sys.stderr)
+        return 2
+    if args.quick:
+        config = StudyConfig.quick() if args.seeds is None else StudyConfig.quick(args.seeds)
+    else:
+        config = StudyConfig() if args.seeds is None else StudyConfig(seeds=args.seeds)
+    run_tour(out, config, extended=args.extended)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
-"""The study behind ``jaxreg tour``: rows as data, a runner, a report writer."""
+"""The study behind ``python -m experiments.tour``: rows as data, a runner, a report writer."""
 
-from jaxreg.study.report import confidence_interval, format_table, paired_difference, sentences
-from jaxreg.study.runner import (
+from experiments.study.report import confidence_interval, format_table, paired_difference, sentences
+from experiments.study.runner import (
     HeldOut,
     StudyConfig,
     StudyData,
@@ -11,7 +11,7 @@ from jaxreg.study.runner import (
     search,
     transfer,
 )
-from jaxreg.study.spec import Row, combination_space, default_rows, extended_rows, log_grid
+from experiments.study.spec import Row, combination_space, default_rows, extended_rows, log_grid
 
 __all__ = [
     "HeldOut",

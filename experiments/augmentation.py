@@ -10,7 +10,7 @@ above 0; the same verdict on strength 0 against itself FAILs (tested).
 
 100 epochs; ``--quick`` (the test suite) 40 epochs, same 5 seeds.
 
-Run: ``python -m jaxreg.experiments.augmentation [--out DIR] [--quick]``.
+Run: ``python -m experiments.augmentation [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -20,16 +20,10 @@ import sys
 import numpy as np
 import optax
 
+from experiments.common import configuration, parse_args, report, rounded, train_mnist1d
 from jaxreg import plots
 from jaxreg.augment import signal
-from jaxreg.experiments._common import (
-    configuration,
-    one_sided_lower_bound,
-    parse_args,
-    report,
-    rounded,
-    train_mnist1d,
-)
+from jaxreg.stats import one_sided_lower_bound
 
 NAME = "augmentation"
 CLAIM = (

@@ -2,65 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
+from jaxreg.stats import confidence_interval, finite, paired_difference
 
 __all__ = ["confidence_interval", "format_table", "paired_difference", "sentences"]
 
 
-def _t_quantile(df: int, probability: float = 0.975) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(probability, df))
-
-
-def _finite(value: float | None) -> bool:
-    """A number that is not NaN/inf; ``None`` is how ``results.json`` stores NaN."""
-    return value is not None and bool(np.isfinite(value))
-
-
-def confidence_interval(values: Sequence[float]) -> dict[str, float]:
-    """Mean, sd and the 95% t-interval half-width of ``values`` (one per seed).
-
-    Example:
-      >>> ci = confidence_interval([0.70, 0.72, 0.74])
-      >>> round(ci["mean"], 2), round(ci["half_width"], 3)
-      (0.72, 0.05)
-    """
-    values = np.asarray(values, np.float64)
-    n = values.size
-    mean = float(np.mean(values))
-    if n < 2:
-        return {"mean": mean, "sd": float("nan"), "half_width": float("nan"), "n": n}
-    sd = float(np.std(values, ddof=1))
-    return {"mean": mean, "sd": sd, "half_width": _t_quantile(n - 1) * sd / math.sqrt(n), "n": n}
-
-
-def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
-    """Mean paired difference ``values - baseline`` (same seeds) with its 95% interval and
-    whether that interval excludes 0.
-
-    Example:
-      >>> d = paired_difference([0.64, 0.66, 0.65], [0.59, 0.60, 0.61])  # same 3 seeds
-      >>> round(d["mean"], 3), round(d["low"], 3), round(d["high"], 3), d["significant"]
-      (0.05, 0.025, 0.075, True)
-      >>> paired_difference([0.60, 0.62], [0.61, 0.60])["significant"]  # interval contains 0
-      False
-    """
-    diff = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
-    ci = confidence_interval(diff)
-    low, high = ci["mean"] - ci["half_width"], ci["mean"] + ci["half_width"]
-    significant = bool(_finite(ci["half_width"]) and (low > 0 or high < 0))
-    return {**ci, "low": low, "high": high, "significant": significant}
-
-
 def _pct(ci: Mapping[str, float], digits: int = 1) -> str:
-    if not _finite(ci["mean"]):
+    if not finite(ci["mean"]):
         return "—"
-    if not _finite(ci.get("half_width")):
+    if not finite(ci.get("half_width")):
         return f"{100 * ci['mean']:.{digits}f}"
     return f"{100 * ci['mean']:.{digits}f} ± {100 * ci['half_width']:.{digits}f}"
 
@@ -108,7 +61,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             )
             delta += " *" if diff["significant"] else ""
         lam = row["lambda_max"]
-        lam_text = "—" if not _finite(lam["mean"]) else f"{lam['mean']:.2f}"
+        lam_text = "—" if not finite(lam["mean"]) else f"{lam['mean']:.2f}"
         lines.append(
             f"| {row['name']} | {_chosen(row['chosen'])} | {_pct(row['train_accuracy'])} | "
             f"{_pct(row['val_accuracy'])} | {_pct(row['test_accuracy'])} | {delta} | "
@@ -155,7 +108,7 @@ def sentences(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
         direction = "raises" if diff["mean"] > 0 else "lowers"
         if diff["significant"]:
             verdict = f"{direction} test accuracy by {100 * abs(diff['mean']):.1f} points"
-        elif _finite(diff["half_width"]):
+        elif finite(diff["half_width"]):
             verdict = (
                 f"changes test accuracy by {100 * diff['mean']:+.1f} points, not distinguishable "
                 f"from 0 over {diff['n']} seeds"

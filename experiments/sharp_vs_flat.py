@@ -20,7 +20,7 @@ the least fit; SAM is the flattest arm (λmax 1.9 vs 2.8 for plain batch 32) and
 in accuracy, while weight decay is the most accurate at a λmax of 10: λmax is not
 comparable across different training losses.
 
-Run: ``python -m jaxreg.experiments.sharp_vs_flat [--out DIR] [--quick]``.
+Run: ``python -m experiments.sharp_vs_flat [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -31,18 +31,12 @@ import jax
 import numpy as np
 import optax
 
+from experiments.common import configuration, parse_args, report, rounded, vmapped_curvature
 from jaxreg import data, fit, landscape, plots, sharpness, transforms
-from jaxreg.experiments._common import (
-    configuration,
-    parse_args,
-    rank_correlation,
-    report,
-    rounded,
-    vmapped_curvature,
-)
 from jaxreg.losses import classification_loss
 from jaxreg.masks import weights_only
 from jaxreg.nn import MLP, init_params
+from jaxreg.stats import rank_correlation
 
 NAME = "sharp_vs_flat"
 CLAIM = (

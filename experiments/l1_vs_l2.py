@@ -9,7 +9,7 @@ PASS needs the lasso path to have exact zeros in scikit-learn's pattern (values
 within 1e-5 of its largest coefficient) and the ridge path none; a "lasso" without
 exact zeros, or a ridge path with them, FAILs (tested).
 
-Run: ``python -m jaxreg.experiments.l1_vs_l2 [--out DIR]``.
+Run: ``python -m experiments.l1_vs_l2 [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import lasso_path
 
+from experiments.common import parse_args, report
 from jaxreg import penalties, prox
-from jaxreg.experiments._common import parse_args, report
 from jaxreg.solvers import proximal_gradient
 
 NAME = "l1_vs_l2"

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from experiments.study.models import model_apply
 from jaxreg import averaging, jacobian, losses, masks, penalties, sweeps
 from jaxreg import transforms as tx
 from jaxreg.augment import signal
@@ -33,7 +34,7 @@ __all__ = [
 #: Adam's learning rate in every MLP row that does not tune it.
 #:
 #: Example:
-#:   >>> from jaxreg.study.spec import LEARNING_RATE
+#:   >>> from experiments.study.spec import LEARNING_RATE
 #:   >>> LEARNING_RATE
 #:   0.001
 LEARNING_RATE = 1e-3
@@ -166,8 +167,6 @@ def _transforms_sam(hparams: Hparams, steps: int) -> optax.GradientTransformatio
 
 
 def _mlp_apply():
-    from jaxreg.study.runner import model_apply  # the runner imports this module
-
     return model_apply("mlp")
 
 
@@ -359,9 +358,9 @@ def default_rows() -> list[Row]:
 
 def extended_rows() -> list[Row]:
     """Rows for the regularizers of the last decade, each tuned like :func:`default_rows`'
-    (``jaxreg tour --extended`` appends them to the study). The input-gradient and R-Drop
-    penalties see the minibatch (and R-Drop its own dropout key) through the training
-    loop's ``penalty(params, *, batch, key, hparams)`` keywords.
+    (``python -m experiments.tour --extended`` appends them to the study). The
+    input-gradient and R-Drop penalties see the minibatch (and R-Drop its own dropout key)
+    through the training loop's ``penalty(params, *, batch, key, hparams)`` keywords.
 
     Example:
       >>> [row.name for row in extended_rows()][:3]

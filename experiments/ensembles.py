@@ -13,7 +13,7 @@ shows ensemble test accuracy and the terms vs k.
 
 ``--quick`` (the test suite): 5 replicates × 6 members, 20 epochs, k = 1…6.
 
-Run: ``python -m jaxreg.experiments.ensembles [--out DIR] [--quick]``.
+Run: ``python -m experiments.ensembles [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -25,15 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.common import configuration, parse_args, report, rounded
 from jaxreg import data, ensembles, fit
-from jaxreg.experiments._common import (
-    configuration,
-    one_sided_lower_bound,
-    parse_args,
-    report,
-    rounded,
-)
 from jaxreg.nn import MLP, init_params
+from jaxreg.stats import one_sided_lower_bound
 
 NAME = "ensembles"
 CLAIM = (
@@ -141,9 +136,9 @@ def main() -> int:
     }
     evidence = {**config, **evidence}
 
-    from jaxreg.plots import _pyplot
+    from jaxreg.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ks = np.arange(1, members + 1)
     for index, (variant, r) in enumerate(results.items()):

@@ -1,4 +1,4 @@
-"""Turn each :class:`~jaxreg.study.spec.Row` into sweeps: tune on validation, then train seeds.
+"""Turn each :class:`~experiments.study.spec.Row` into sweeps: tune on validation, then train seeds.
 
 Protocol (every choice on validation, test read once at the end):
 
@@ -16,7 +16,6 @@ Protocol (every choice on validation, test read once at the end):
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -27,9 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxreg import ensembles, sweeps
-from jaxreg.nn import CNN1D, MLP, functional
-from jaxreg.study.spec import (
+from experiments.study.models import MODELS, model_apply
+from experiments.study.spec import (
     LEARNING_RATE,
     Row,
     adam,
@@ -37,6 +35,9 @@ from jaxreg.study.spec import (
     combined_optimizer,
     combined_transform,
 )
+from jaxreg import ensembles, sweeps
+from jaxreg.data import HeldOut
+from jaxreg.nn import functional
 from jaxreg.training import EarlyStopping, fit
 
 #: The learning rate and schedule of every single-regularizer row, as combination values.
@@ -87,45 +88,6 @@ class StudyConfig:
         )
 
 
-class HeldOut:
-    """The test split behind a lock: reading it before :meth:`unlock` raises.
-
-    The runner unlocks it only after every row's choices are made, so no
-    selection can see test data; ``reads`` counts the evaluations.
-
-    Example:
-      >>> test = HeldOut(np.zeros((5, 40)), np.zeros(5))
-      >>> test.read()  # doctest: +ELLIPSIS
-      Traceback (most recent call last):
-      ...
-      RuntimeError: the test split was read before the final evaluation: ...
-      >>> test.unlock()
-      >>> x, y = test.read()
-      >>> len(test), test.reads
-      (5, 1)
-    """
-
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self._x, self._y = x, y
-        self.locked = True
-        self.reads = 0
-
-    def unlock(self) -> None:
-        self.locked = False
-
-    def read(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.locked:
-            raise RuntimeError(
-                "the test split was read before the final evaluation: every selection must "
-                "use validation data"
-            )
-        self.reads += 1
-        return self._x, self._y
-
-    def __len__(self) -> int:
-        return len(self._y)
-
-
 @dataclass(frozen=True)
 class StudyData:
     """Training, validation and the locked test split.
@@ -172,25 +134,12 @@ def prepare_data(dataset, config: StudyConfig) -> StudyData:
     )
 
 
-MODELS: dict[str, Callable[[nnx.Rngs], nnx.Module]] = {
-    "mlp": lambda rngs: MLP((40, 100, 100, 10), rngs=rngs),
-    "wide_mlp": lambda rngs: MLP((40, 512, 512, 512, 10), rngs=rngs),
-    "cnn": lambda rngs: CNN1D(channels=64, rngs=rngs),
-}
-
-
 def _make_model(row: Row) -> Callable[[nnx.Rngs], nnx.Module]:
     if row.model not in MODELS:
         raise ValueError(
             f"row {row.name!r}: model must be one of {sorted(MODELS)}, got {row.model!r}"
         )
     return MODELS[row.model]
-
-
-@functools.cache
-def model_apply(model: str) -> Callable:
-    """One ``apply`` per model kind, so compiled measurements are shared between rows."""
-    return functional(MODELS[model](nnx.Rngs(0)))[0]
 
 
 def compiler_options(config: StudyConfig) -> dict[str, int] | None:
@@ -255,7 +204,6 @@ def _train_fn(row: Row, data: StudyData, config: StudyConfig):
     members = row.ensemble_members
 
     def train_fn(hparams: Mapping[str, Any], key: jax.Array) -> dict[str, Any]:
-        hparams = {**row.fixed, **hparams}
         init_key, train_key, boot_key = jax.random.split(key, 3)
         weights = (
             ensembles.bootstrap_weights(boot_key, members, n)
@@ -316,7 +264,7 @@ def _sweep(row: Row, data: StudyData, config: StudyConfig, configs, *, key, seed
         seeds=seeds,
         chunk_size=config.seeds,
         progress=True,  # a bar over the sweep's chunks, with ETA, under the tour's row bar
-        allow_unused=True,
+        fixed=row.fixed,
         compiler_options=compiler_options(config),
     )
     metrics = result.metrics
@@ -382,7 +330,7 @@ def run_row(
       >>> config = StudyConfig(seeds=2, tune_seeds=1, epochs=1, val_size=100, search_configs=2,
       ...                      search_seeds=1)
       >>> data = prepare_data(dataset, config)
-      >>> from jaxreg.study.spec import Row
+      >>> from experiments.study.spec import Row
       >>> row = Row("dropout", "after each hidden layer", search={"dropout_rate": (0.1, 0.3)})
       >>> out = run_row(row, data, config, key=jax.random.key(0), final_key=jax.random.key(1))
       >>> sorted(out), sorted(out["chosen"]), out["final"].val_accuracy.shape  # 2 final seeds
@@ -418,7 +366,7 @@ def search(
     final_key: jax.Array,
     anchors: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Random search over :func:`~jaxreg.study.spec.combination_space` (one compile,
+    """Random search over :func:`~experiments.study.spec.combination_space` (one compile,
     ``config.search_configs`` configs × ``search_seeds``), then the choice on the final seeds.
 
     ``anchors`` (strengths the single-regularizer rows chose on validation) add
@@ -436,7 +384,7 @@ def search(
       >>> config = StudyConfig(seeds=2, tune_seeds=1, epochs=1, val_size=100, search_configs=2,
       ...                      search_seeds=1)
       >>> data = prepare_data(dataset, config)
-      >>> from jaxreg.study.runner import combination_row
+      >>> from experiments.study.runner import combination_row
       >>> row = combination_row("combination", "searched strengths")
       >>> out = search(row, data, config, key=jax.random.key(0), final_key=jax.random.key(1),
       ...              anchors={"dropout_rate": 0.1})
@@ -489,7 +437,7 @@ def transfer(
       >>> config = StudyConfig(seeds=2, tune_seeds=1, epochs=1, val_size=100, search_configs=2,
       ...                      search_seeds=1)
       >>> data = prepare_data(dataset, config)
-      >>> from jaxreg.study.spec import Row
+      >>> from experiments.study.spec import Row
       >>> wide = Row("wide MLP", "40-512-512-512-10", model="wide_mlp")
       >>> out = transfer(wide, {"dropout_rate": 0.1}, data, config, final_key=jax.random.key(1))
       >>> out["chosen"], out["tuning"] is None  # transferred as chosen, nothing tuned
@@ -520,7 +468,7 @@ def transfer(
 
 def combination_row(name: str, description: str, model: str = "mlp") -> Row:
     """A row stacking weight decay, dropout, augmentation, input noise and label smoothing
-    under :func:`~jaxreg.study.spec.combined_optimizer`'s learning rate and cosine decay."""
+    under :func:`~experiments.study.spec.combined_optimizer`'s learning rate and cosine decay."""
     return Row(
         name,
         description,

@@ -13,7 +13,7 @@ CNN against itself FAILs (tested). Also reported: the classic arithmetic on a
 ``--quick`` (the test suite): 10 epochs, rates {3e-3, 1e-2} (measured: +24.6 and +28.7 pp,
 lower bounds +23.1 and +27.7 pp).
 
-Run: ``python -m jaxreg.experiments.parameter_sharing [--out DIR] [--quick]``.
+Run: ``python -m experiments.parameter_sharing [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,10 @@ import jax
 import numpy as np
 import optax
 
+from experiments.common import configuration, parse_args, report, rounded, train_mnist1d
 from jaxreg import plots
-from jaxreg.experiments._common import (
-    configuration,
-    one_sided_lower_bound,
-    parse_args,
-    report,
-    rounded,
-    train_mnist1d,
-)
 from jaxreg.nn import CNN1D, MLP, count_params, dense_vs_conv, init_params
+from jaxreg.stats import one_sided_lower_bound
 from jaxreg.training import evaluate
 
 NAME = "parameter_sharing"

@@ -1,5 +1,5 @@
-"""Run every experiment and print a table of verdicts: ``jaxreg experiments [--quick]``
-(or ``python -m jaxreg.experiments``).
+"""Run every experiment and print a table of verdicts: ``python -m experiments [--quick]``
+from a clone; one experiment is ``python -m experiments.NAME [--quick | --full]``.
 
 Each script prints its claim, evidence and PASS/FAIL and writes JSON and a
 figure to ``--out`` (default ``./jaxreg-experiments``). ``--quick`` runs every one in
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxreg.experiments._common import DEFAULT_OUT
+from experiments.common import DEFAULT_OUT
 
 EXPERIMENTS = [
     "l1_vs_l2",
@@ -36,12 +36,26 @@ EXPERIMENTS = [
     "bias_variance",
     "swa_flatness",
 ]
-PACKAGE = "jaxreg.experiments"
+PACKAGE = "experiments"
+
+
+def _sklearn_missing() -> bool:
+    """The experiments compare against scikit-learn: say how to get it, not a traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is None:
+        print(
+            "python -m experiments: the experiments need scikit-learn: "
+            "pip install 'jaxreg[sklearn]'",
+            file=sys.stderr,
+        )
+        return True
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jaxreg experiments",
+        prog="python -m experiments",
         description="Run every experiment script and print a table of verdicts.",
     )
     parser.add_argument(
@@ -84,6 +98,8 @@ def _run(name: str, out: Path, *flags: str) -> tuple[str, float, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if _sklearn_missing():
+        return 2
     verdicts = []
     for name in EXPERIMENTS:
         verdict, elapsed, claim = _run(name, args.out, *(["--quick"] if args.quick else []))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from jaxreg._io import write_json
+from jaxreg.io import write_json
 
 DEFAULT_OUT = Path("jaxreg-experiments")  # relative to where the command runs
 
@@ -60,85 +60,12 @@ def mnist1d_mlp(hyper, rngs):
 def mnist1d_splits():
     """MNIST-1D with the tour's validation split (500 training examples, fixed seed):
     ``(x_train, y_train, x_val, y_val, dataset)``."""
+    from experiments.study import StudyConfig, prepare_data
     from jaxreg import data
-    from jaxreg.study import StudyConfig, prepare_data
 
     dataset = data.mnist1d()
     split = prepare_data(dataset, StudyConfig())
     return split.x_train, split.y_train, split.x_val, split.y_val, dataset
-
-
-def one_sided_lower_bound(differences, confidence: float = 0.95) -> float:
-    """Lower one-sided ``confidence`` bound of the mean of paired ``differences`` (Student t).
-
-    A verdict "A beats B" PASSes only when this bound is above 0. Fewer than two
-    differences give ``-inf`` (no evidence); identical pipelines give differences of
-    exactly 0 and a bound of 0, which does not PASS.
-
-    Example:
-      >>> round(one_sided_lower_bound([0.02, 0.03, 0.01, 0.02, 0.02]), 4)
-      0.0133
-    """
-    import math
-
-    import numpy as np
-
-    from jaxreg.study.report import _t_quantile
-
-    d = np.asarray(differences, np.float64)
-    if d.size < 2:
-        return float("-inf")
-    spread = float(np.std(d, ddof=1))
-    return float(np.mean(d) - _t_quantile(d.size - 1, confidence) * spread / math.sqrt(d.size))
-
-
-def rank_correlation(x, y, alternative: str) -> tuple[float, float]:
-    """Spearman's rho of ``x`` and ``y`` and its one-sided permutation p-value.
-
-    ``alternative`` is ``"greater"`` (positive correlation) or ``"less"``. The
-    p-value is exact (every pairing enumerated) up to 8 points, otherwise from
-    20,000 random pairings with a fixed seed; scipy's default t approximation
-    is far off for a handful of points (it gives p ≈ 0 for rho = 1 at n = 5,
-    where the exact value is 1/120). Constant input has no rank correlation:
-    rho and p are NaN, which no verdict accepts.
-
-    Example:
-      >>> rho, p = rank_correlation([1, 2, 3, 4, 5], [2, 4, 5, 7, 9], "greater")
-      >>> round(rho, 3), round(p, 4)
-      (1.0, 0.0083)
-    """
-    import numpy as np
-    from scipy import stats
-
-    x, y = np.ravel(np.asarray(x, np.float64)), np.ravel(np.asarray(y, np.float64))
-    if alternative not in ("greater", "less"):
-        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), float("nan")
-    import inspect
-
-    # scipy >= 1.15 takes ``rng``; older releases ``random_state``.
-    seeding = (
-        "rng" if "rng" in inspect.signature(stats.permutation_test).parameters else "random_state"
-    )
-    fixed = stats.rankdata(x) - (len(x) + 1) / 2
-
-    def rho(ranks, axis):  # Spearman's rho is Pearson's r of the ranks
-        ranks = ranks - ranks.mean(axis, keepdims=True)
-        scale = np.sqrt((fixed * fixed).sum() * (ranks * ranks).sum(axis))
-        return (ranks * fixed).sum(axis) / scale
-
-    # One sample permuted against the fixed other: n! pairings, enumerated when n! <= 20,000.
-    result = stats.permutation_test(
-        (stats.rankdata(y),),
-        rho,
-        vectorized=True,
-        permutation_type="pairings",
-        alternative=alternative,
-        n_resamples=20_000,
-        **{seeding: np.random.default_rng(0)},
-    )
-    return float(result.statistic), float(result.pvalue)
 
 
 def train_mnist1d(

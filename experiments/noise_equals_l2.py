@@ -8,7 +8,7 @@ closed-form ridge weights.
 PASS needs every σ within 2% (relative) of ridge at λ = σ²; the same weights
 judged against λ = σ or λ = 2σ² FAIL (tested).
 
-Run: ``python -m jaxreg.experiments.noise_equals_l2 [--out DIR]``.
+Run: ``python -m experiments.noise_equals_l2 [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.common import parse_args, report, rounded
 from jaxreg import noise
-from jaxreg.experiments._common import parse_args, report, rounded
 
 NAME = "noise_equals_l2"
 CLAIM = "Training a linear model on inputs with N(0, σ²) noise gives the ridge solution, λ = σ²"
@@ -77,9 +77,9 @@ def main() -> int:
         "norm_ridge_weights": rounded(np.linalg.norm(ridge, axis=1)),
     }
 
-    from jaxreg.plots import _pyplot
+    from jaxreg.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for j in range(d):
         ax.plot(sigmas, ridge[:, j], "-", color=f"C{j}", lw=1.5)

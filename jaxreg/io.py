@@ -1,4 +1,4 @@
-"""File writes shared by the data cache, resumable sweeps and reports: atomic, strict JSON."""
+"""File writes for caches, resumable sweeps and research scripts: atomic, strict JSON."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["atomic_savez", "json_safe", "write_json"]
+
 
 def atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` as ``.npz`` via a temporary file and ``os.replace``.
 
     A reader never sees a half-written file: it finds the old one, or none, or the new one.
+
+    Example:
+      >>> import tempfile
+      >>> path = Path(tempfile.mkdtemp()) / "arrays.npz"
+      >>> atomic_savez(path, {"w": np.arange(3)})
+      >>> np.load(path)["w"].tolist()
+      [0, 1, 2]
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -55,5 +64,13 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Write ``value`` to ``path`` as strict JSON (non-finite floats as ``null``), indented."""
+    """Write ``value`` to ``path`` as strict JSON (non-finite floats as ``null``), indented.
+
+    Example:
+      >>> import tempfile
+      >>> path = Path(tempfile.mkdtemp()) / "result.json"
+      >>> write_json(path, {"accuracy": np.float32(0.5), "loss": float("nan")})
+      >>> json.loads(path.read_text())
+      {'accuracy': 0.5, 'loss': None}
+    """
     Path(path).write_text(json.dumps(json_safe(value), indent=2, allow_nan=False, default=float))

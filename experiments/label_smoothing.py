@@ -8,7 +8,7 @@ seed, Student t) above 0; ε = 0 against itself FAILs (tested).
 
 100 epochs; ``--quick`` (the test suite) ε ∈ {0, 0.1}, 40 epochs, same 5 seeds.
 
-Run: ``python -m jaxreg.experiments.label_smoothing [--out DIR] [--quick]``.
+Run: ``python -m experiments.label_smoothing [--out DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,9 @@ import jax
 import numpy as np
 import optax
 
+from experiments.common import configuration, parse_args, report, train_mnist1d
 from jaxreg import labels, metrics, plots
-from jaxreg.experiments._common import (
-    configuration,
-    one_sided_lower_bound,
-    parse_args,
-    report,
-    train_mnist1d,
-)
+from jaxreg.stats import one_sided_lower_bound
 
 NAME = "label_smoothing"
 CLAIM = (

@@ -1,0 +1,131 @@
+"""The shape of the project: public JAX only, no private cross-module imports, the research
+scripts on jaxreg's public API, no import cycles. Read from the source, so a new file is
+checked as soon as it exists."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("jaxreg", "experiments", "benchmarks", "tests")
+
+
+def _python_files(*folders: str) -> list[Path]:
+    return sorted(f for folder in folders for f in (ROOT / folder).rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path):
+    """``(imported module, imported name or None, line)`` for each import in ``path``,
+    including imports inside functions."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None, node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                yield node.module, alias.name, node.lineno
+
+
+def _private(dotted: str) -> bool:
+    return any(part.startswith("_") and not part.startswith("__") for part in dotted.split("."))
+
+
+def test_nothing_imports_private_jax():
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in _python_files(*SOURCES)
+        for module, name, line in _imports(path)
+        if module.startswith("jax._src") or (module == "jax" and name == "_src")
+    ]
+    found += [
+        f"{path.relative_to(ROOT)}"
+        for path in _python_files("jaxreg", "experiments")
+        if "jax._src" in path.read_text()
+    ]
+    assert not found, found
+
+
+def test_no_module_imports_another_modules_private_name():
+    """Inside jaxreg, a private module (``_checks``) may be shared; a private *name* of
+    another module (``data._check_batch_size``) may not."""
+    found = []
+    for path in _python_files("jaxreg"):
+        for module, name, line in _imports(path):
+            if module.startswith("jaxreg") and name and _private(name):
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {module}.{name}")
+    assert not found, found
+
+
+def test_experiments_use_only_the_public_api():
+    """The research scripts are what a researcher copies: public names only."""
+    found = []
+    for path in _python_files("experiments"):
+        for module, name, line in _imports(path):
+            if not module.startswith("jaxreg"):
+                continue
+            if _private(module) or (name is not None and _private(name)):
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {module}.{name}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and _private(node.attr)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in {"jaxreg", "data", "sweeps", "fit", "nn", "plots"}
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} reads .{node.attr}")
+    assert not found, found
+
+
+def test_the_library_does_not_import_the_research_scripts():
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in _python_files("jaxreg")
+        for module, _, line in _imports(path)
+        if module.split(".")[0] == "experiments"
+    ]
+    assert not found, found
+
+
+@pytest.mark.parametrize("package", ["jaxreg", "experiments"])
+def test_no_import_cycles(package):
+    """Two modules never import each other, not even lazily inside a function."""
+    modules = {_module_name(p): p for p in _python_files(package)}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, imported, _ in _imports(path):
+            for candidate in (f"{module}.{imported}", module):
+                if candidate in modules and candidate != name:
+                    targets.add(candidate)
+                    break
+        # A package's __init__ importing its own submodules is how it re-exports them.
+        graph[name] = {t for t in targets if not name or not t.startswith(name + ".")}
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                raise AssertionError(" -> ".join([*trail, node, target]))
+            if target not in state:
+                visit(target, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+
+
+def test_the_checks_catch_what_they_look_for(tmp_path):
+    """The scanners themselves: a planted private import is found."""
+    planted = tmp_path / "planted.py"
+    planted.write_text("from jax._src import core\nfrom jaxreg.data import _secret\n")
+    imports = list(_imports(planted))
+    assert ("jax._src", "core", 1) in imports
+    assert _private("_secret") and not _private("__init__") and _private("jaxreg._checks")

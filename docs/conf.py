@@ -48,6 +48,7 @@ API_MODULES = [
     "jaxreg.training.early_stopping",
     "jaxreg.training.checkpoints",
     "jaxreg.tasks",
+    "jaxreg.calling",
     "jaxreg.losses",
     "jaxreg.penalties",
     "jaxreg.prox",

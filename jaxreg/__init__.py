@@ -2,6 +2,7 @@
 
 from jaxreg import augment as augment
 from jaxreg import averaging as averaging
+from jaxreg import calling as calling
 from jaxreg import data as data
 from jaxreg import ensembles as ensembles
 from jaxreg import io as io

@@ -56,6 +56,9 @@ def test_public_api_is_reexported():
         "sweeps",
         "ensembles",
         "tasks",
+        "stats",
+        "io",
+        "calling",
     ):
         assert hasattr(jaxreg, name), name
 

@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from jaxreg import fit, noise, sweeps, transforms
+from jaxreg.calling import takes
 from jaxreg.nn import MLP, from_nnx, functional
 from jaxreg.training import EarlyStopping, TrainLoop, batch_transforms, loop_data
 
@@ -226,6 +227,7 @@ def test_a_penalty_gets_the_transformed_batch_and_a_key_of_its_own():
     def shift(key, b):
         return {**b, "x": b["x"] + 1.0}
 
+    @takes("batch", "key")
     def penalty(params, *, batch, key):
         return jnp.mean(batch["x"]) + jax.random.uniform(key)
 
@@ -348,3 +350,32 @@ def test_batch_transforms_read_their_strength_from_hparams_under_vmap():
     np.testing.assert_allclose(augmented["x"][0], batch["x"], atol=1e-6)  # strength 0: identity
     with pytest.raises(KeyError, match="mixup_alpha"):
         mixer(key, batch, hparams={})
+
+
+def test_callables_get_exactly_the_keywords_they_declare(problem):
+    """No signature probing: a penalty gets hparams only when it declares them, and a
+    declaration the loop cannot honour is refused before training."""
+    from jaxreg import penalties
+
+    apply, params, x, y = problem
+    seen = {}
+
+    @takes("hparams")
+    def declared(params, *, hparams):
+        seen["declared"] = sorted(hparams)
+        return penalties.l2(params)
+
+    def plain(params, **unexpected):  # would accept anything; gets params only
+        seen["plain"] = sorted(unexpected)
+        return penalties.l2(params)
+
+    kwargs = dict(key=jax.random.key(0), num_epochs=1, batch_size=32)
+    hparams = {"penalty_strength": 0.1}
+    for penalty in (declared, plain):
+        fit(apply, params, optax.sgd(0.1), (x, y), penalty=penalty, hparams=hparams, **kwargs)
+    assert seen == {"declared": ["penalty_strength"], "plain": []}
+    transform = takes("batch")(lambda key, batch, *, batch_again: batch)
+    with pytest.raises(ValueError, match=r"batch_transform declares \['batch'\]"):
+        fit(apply, params, optax.sgd(0.1), (x, y), batch_transform=transform, **kwargs)
+    with pytest.raises(ValueError, match="unknown keyword"):
+        takes("hparam")

@@ -20,6 +20,7 @@ from experiments.study.models import model_apply
 from jaxreg import averaging, jacobian, losses, masks, penalties, sweeps
 from jaxreg import transforms as tx
 from jaxreg.augment import signal
+from jaxreg.calling import takes
 from jaxreg.training import batch_transforms as bt
 
 __all__ = [
@@ -58,7 +59,8 @@ class Row:
     """One row of the study.
 
     Attributes:
-      name: row label in the table.
+      name: row label in the table (display text; may change freely).
+      key: the row's stable identifier, by which scripts look it up (never the name).
       description: what the row changes, for the report.
       model: ``"mlp"`` (40-100-100-10), ``"wide_mlp"`` (40-512-512-512-10) or ``"cnn"``
         (CNN1D with 64 channels).
@@ -88,6 +90,7 @@ class Row:
 
     name: str
     description: str
+    key: str = ""
     model: str = "mlp"
     search: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     fixed: Mapping[str, float] = field(default_factory=dict)
@@ -170,12 +173,14 @@ def _mlp_apply():
     return model_apply("mlp")
 
 
+@takes("batch")
 def _input_gradient(params, *, batch):
     return jacobian.input_gradient_norm(
         _mlp_apply(), params, batch["x"], batch["y"], weight=batch["weight"]
     )
 
 
+@takes("batch", "key", "hparams")
 def _r_drop(params, *, batch, key, hparams):
     return losses.r_drop(
         _mlp_apply(), params, batch["x"], key=key, weight=batch["weight"], hparams=hparams
@@ -253,10 +258,15 @@ def default_rows() -> list[Row]:
       True
     """
     return [
-        Row("baseline", "MLP 40-100-100-10, Adam 1e-3, batch 100, no regularization"),
+        Row(
+            "baseline",
+            "MLP 40-100-100-10, Adam 1e-3, batch 100, no regularization",
+            key="baseline",
+        ),
         Row(
             "weight decay",
             "decoupled weight decay per step on weights",
+            key="weight_decay",
             search={"weight_decay": log_grid(1e-5, 3e-3, 7)},
             optimizer=_weight_decay,
             combinable=True,
@@ -264,24 +274,28 @@ def default_rows() -> list[Row]:
         Row(
             "L2 penalty",
             "0.5·Σw² on weights added to the loss",
+            key="l2",
             search={"penalty_strength": log_grid(1e-5, 1e-1, 7)},
             penalty=_l2,
         ),
         Row(
             "L1 (proximal)",
             "proximal L1 step on weights (exact zeros)",
+            key="l1",
             search={"l1_strength": log_grid(1e-3, 3e-1, 6)},
             optimizer=_proximal_l1,
         ),
         Row(
             "elastic net (proximal)",
             "proximal elastic net on weights, l1_ratio 0.5",
+            key="elastic_net",
             search={"elastic_strength": log_grid(1e-3, 3e-1, 6)},
             optimizer=_elastic_net,
         ),
         Row(
             "input noise",
             "Gaussian input noise",
+            key="input_noise",
             search={"noise_std": log_grid(0.05, 1.6, 6)},
             batch_transform=bt.input_noise(),
             combinable=True,
@@ -289,6 +303,7 @@ def default_rows() -> list[Row]:
         Row(
             "1-D augmentation",
             "shift, scale, stretch and jitter at a tuned strength",
+            key="augmentation",
             search={"augment_strength": log_grid(0.125, 2.0, 6)},
             batch_transform=_augment(),
             combinable=True,
@@ -296,12 +311,14 @@ def default_rows() -> list[Row]:
         Row(
             "mixup",
             "mixup on inputs and labels",
+            key="mixup",
             search={"mixup_alpha": log_grid(0.05, 1.6, 6)},
             batch_transform=_mixup(),
         ),
         Row(
             "label smoothing",
             "label smoothing ε (off-target convention)",
+            key="label_smoothing",
             search={"label_smoothing": log_grid(0.01, 0.3, 6)},
             batch_transform=bt.label_smoothing(10),
             combinable=True,
@@ -309,23 +326,27 @@ def default_rows() -> list[Row]:
         Row(
             "dropout",
             "dropout after every hidden layer",
+            key="dropout",
             search={"dropout_rate": log_grid(0.05, 0.6, 6)},
             combinable=True,
         ),
         Row(
             "early stopping",
             "stop when validation accuracy stalls (patience 10), restore the best epoch",
+            key="early_stopping",
             early_stopping=True,
         ),
         Row(
             "bagged ensemble",
             "mean of 5 bootstrap-trained members",
+            key="bagging",
             ensemble_members=5,
             note="5× the training compute",
         ),
         Row(
             "small batch (16)",
             "batch size 16, learning rate tuned",
+            key="small_batch",
             search={"learning_rate": log_grid(1e-4, 3e-3, 6)},
             optimizer=adam,
             batch_size=16,
@@ -333,6 +354,7 @@ def default_rows() -> list[Row]:
         Row(
             "large batch (1000)",
             "batch size 1000, learning rate tuned",
+            key="large_batch",
             search={"learning_rate": log_grid(3e-4, 3e-2, 6)},
             optimizer=adam,
             batch_size=1000,
@@ -340,6 +362,7 @@ def default_rows() -> list[Row]:
         Row(
             "SAM",
             "optax.contrib.sam (ascent/descent alternate), twice the epochs: descent steps match",
+            key="sam",
             search={"sam_rho": log_grid(0.01, 0.5, 6)},
             optimizer=_sam,
             epoch_factor=2,
@@ -348,6 +371,7 @@ def default_rows() -> list[Row]:
             "CNN1D (parameter sharing)",
             "the MNIST-1D paper's CNN at 64 channels (it uses 25), Adam 1e-2 with a cosine "
             "schedule + 1-D augmentation at a tuned strength",
+            key="cnn",
             model="cnn",
             search={"augment_strength": log_grid(0.25, 2.0, 6)},
             optimizer=lambda h, steps: optax.adam(optax.cosine_decay_schedule(1e-2, steps)),
@@ -372,24 +396,28 @@ def extended_rows() -> list[Row]:
         Row(
             "max-norm",
             "each unit's incoming weights projected onto a ball after every step",
+            key="max_norm",
             search={"max_norm_radius": log_grid(0.5, 8.0, 6)},
             optimizer=_max_norm,
         ),
         Row(
             "spectral-norm penalty",
             "strength·½σ(W)² per kernel, σ by power iteration carried in the optimizer state",
+            key="spectral_norm",
             search={"spectral_strength": log_grid(1e-4, 1e-1, 6)},
             optimizer=_spectral_norm,
         ),
         Row(
             "orthogonality penalty",
             "soft orthogonality Σ‖WᵀW − I‖²_F on the kernels, added to the loss",
+            key="orthogonality",
             search={"penalty_strength": log_grid(1e-5, 1e-1, 7)},
             penalty=_orthogonality,
         ),
         Row(
             "SWA",
             "average of the iterates over the last quarter of training, learning rate tuned",
+            key="swa",
             search={"learning_rate": log_grid(1e-3, 3e-2, 6)},
             optimizer=_swa,
             final_params=_averaged,
@@ -397,6 +425,7 @@ def extended_rows() -> list[Row]:
         Row(
             "EMA of weights",
             "exponential moving average of the weights (debiased), decay tuned",
+            key="ema",
             search={"ema_decay": (0.9, 0.97, 0.99, 0.997, 0.999, 0.9997)},
             optimizer=_ema,
             final_params=_averaged,
@@ -404,12 +433,14 @@ def extended_rows() -> list[Row]:
         Row(
             "input-gradient penalty",
             "double backpropagation: strength·mean ‖∂ℓ/∂x‖² added to the loss",
+            key="input_gradient",
             search={"penalty_strength": log_grid(1e-3, 3.0, 7)},
             penalty=_input_gradient,
         ),
         Row(
             "R-Drop",
             "dropout 0.1 and strength·symmetric KL between two dropout passes (Liang et al.)",
+            key="r_drop",
             search={"penalty_strength": log_grid(0.03, 3.0, 6)},
             fixed={"dropout_rate": 0.1},
             penalty=_r_drop,
@@ -417,6 +448,7 @@ def extended_rows() -> list[Row]:
         Row(
             "SAM (one descent step per minibatch)",
             "transforms.sam: the gradient at the ascent point, one descent step per minibatch",
+            key="sam_transform",
             search={"sam_rho": log_grid(0.03, 3.0, 6)},
             optimizer=_transforms_sam,
         ),

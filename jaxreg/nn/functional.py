@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxreg.calling import keywords_of, takes
 from jaxreg.nn.dropout import DropoutRate, check_rate
 
 __all__ = [
@@ -156,8 +157,9 @@ class Model:
 def as_model(apply: Apply | Model, params: chex.ArrayTree | None = None) -> Model:
     """Wrap a plain ``apply(params, x, *, key=None, train=False)`` as a stateless :class:`Model`.
 
-    A :class:`Model` is returned unchanged. ``apply`` functions that take a
-    keyword ``hparams`` receive the mapping.
+    A :class:`Model` is returned unchanged. An ``apply`` declared with
+    :func:`jaxreg.calling.takes` ``("hparams")`` (as :func:`functional`'s is) receives the
+    mapping; any other is called without it.
 
     Example:
       >>> model = as_model(lambda p, x, **kw: x @ p, jnp.eye(2))
@@ -170,9 +172,7 @@ def as_model(apply: Apply | Model, params: chex.ArrayTree | None = None) -> Mode
         raise TypeError(
             f"apply must be a callable or a jaxreg.nn.Model, got {type(apply).__name__}"
         )
-    from jaxreg._signature import accepts_keyword
-
-    takes_hparams = accepts_keyword(apply, "hparams")
+    takes_hparams = "hparams" in keywords_of(apply)
 
     def stateful(params, state, x, *, key=None, train=False, hparams=None):
         extra = {"hparams": hparams} if takes_hparams else {}
@@ -290,6 +290,7 @@ def functional(model: nnx.Module) -> tuple[Apply, dict]:
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
     split = from_nnx(model)
 
+    @takes("hparams")
     def apply(
         params: chex.ArrayTree,
         x: jax.Array,

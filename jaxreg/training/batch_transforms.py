@@ -25,8 +25,8 @@ from jax.typing import ArrayLike
 
 from jaxreg import labels as labels_lib
 from jaxreg import noise
-from jaxreg._signature import accepts_keyword
 from jaxreg.augment import mix
+from jaxreg.calling import keywords_of, takes
 
 __all__ = ["augmentation", "chain", "input_noise", "label_smoothing", "mixup"]
 
@@ -57,6 +57,7 @@ def input_noise(name: str = "noise_std", default: ArrayLike | None = 0.0) -> Tra
       True
     """
 
+    @takes("hparams")
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
         sigma = _value(hparams, name, default)
         return {**batch, "x": noise.gaussian_input_noise(key, batch["x"], sigma)}
@@ -80,6 +81,7 @@ def label_smoothing(
       [0.8, 0.0667, 0.0667, 0.0667]
     """
 
+    @takes("hparams")
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
         del key
         eps = _value(hparams, name, default)
@@ -103,6 +105,7 @@ def mixup(
       ((4, 4), [1.0, 1.0, 1.0, 1.0])
     """
 
+    @takes("hparams")
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
         alpha = _value(hparams, name, default)
         x, y = mix.mixup(
@@ -134,6 +137,7 @@ def augmentation(
       ((4, 40), True)
     """
 
+    @takes("hparams")
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
         strength = _value(hparams, name, default)
         return {**batch, "x": make(strength)(key, batch["x"])}
@@ -156,10 +160,11 @@ def chain(*transforms: Transform) -> Transform:
       >>> out["weight"].tolist()
       [1.0, 1.0, 1.0, 0.0]
     """
-    takes = [accepts_keyword(t, "hparams") for t in transforms]
+    wanted = ["hparams" in keywords_of(t) for t in transforms]
 
+    @takes("hparams")
     def transform(key: jax.Array, batch: Batch, *, hparams: Hparams | None = None) -> Batch:
-        for index, (fn, takes_hparams) in enumerate(zip(transforms, takes, strict=True)):
+        for index, (fn, takes_hparams) in enumerate(zip(transforms, wanted, strict=True)):
             sub = jax.random.fold_in(key, index)
             batch = fn(sub, batch, hparams=hparams) if takes_hparams else fn(sub, batch)
         return batch

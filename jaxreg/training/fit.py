@@ -65,6 +65,7 @@ from jaxreg.training.loop import (
     TrainLoop,
     TrainState,
     loop_data,
+    task_metrics,
 )
 
 __all__ = ["FitResult", "evaluate", "fit"]
@@ -203,8 +204,8 @@ def evaluate(
     hparams = _check_hparams(hparams)
     x, y = jnp.asarray(x), jnp.asarray(y)
     _check_targets(model, params, state, task, x, y, "y", hparams)
-    loop = TrainLoop(model.apply, optax.identity(), 1, task)
-    return loop.evaluate(params, state, batches(x, y, min(batch_size, len(y))), hparams)
+    data = batches(x, y, min(batch_size, len(y)))
+    return task_metrics(model.apply, task, params, state, data, hparams)
 
 
 def fit(
@@ -264,16 +265,17 @@ def fit(
       eval_data: optional ``(x, y)`` evaluated after every epoch (``eval_*``).
       hparams: mapping of hyperparameter names to scalars (may be traced),
         handed to the model (dropout rates by name), the optimizer factory,
-        the penalty (``"penalty_strength"``) and every callable with a keyword
-        ``hparams`` (batch transforms, penalty, loss).
+        the penalty (``"penalty_strength"``) and every callable declared with
+        :func:`jaxreg.calling.takes` ``("hparams")`` (batch transforms, penalty, loss).
       state: initial model state; default the :class:`~jaxreg.nn.Model`'s.
       task: loss and metrics (:mod:`jaxreg.tasks`: classification by default,
         regression, sequence classification).
       loss: per-example classification loss ``(logits, labels) -> (n,)``
         (shorthand for ``task=tasks.classification(loss)``).
-      penalty: optional ``params -> scalar`` regularizer (e.g. ``penalties.l2``); it
-        may also take the keywords ``hparams``, ``batch`` (the transformed minibatch)
-        and ``key`` (its own step key), as :class:`TrainLoop` describes.
+      penalty: optional ``params -> scalar`` regularizer (e.g. ``penalties.l2``); one
+        declared with :func:`jaxreg.calling.takes` also gets the keywords it names of
+        ``hparams``, ``batch`` (the transformed minibatch) and ``key`` (its own step key),
+        as :class:`TrainLoop` describes.
       penalty_strength: multiplier of ``penalty`` unless ``hparams`` has
         ``"penalty_strength"`` (may be traced).
       batch_transform: optional ``(key, batch) -> batch`` applied to every

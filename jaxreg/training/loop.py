@@ -14,8 +14,8 @@ Hyperparameters are data. ``run(..., hparams=h)`` hands one mapping ``h`` to
 every part of a step: the model (dropout rates by name, see
 :func:`jaxreg.nn.from_nnx`), the optimizer (a factory ``hparams ->
 GradientTransformation``, or ``optax.inject_hyperparams`` values of the same
-name), the penalty (``h["penalty_strength"]``) and every callable that takes
-a keyword ``hparams`` (batch transforms, penalties, losses). Traced values
+name), the penalty (``h["penalty_strength"]``) and every callable declared with
+:func:`jaxreg.calling.takes` ``("hparams")`` (batch transforms, penalties, losses). Traced values
 in ``h`` make a whole sweep one compile.
 """
 
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._signature import accepts_keyword
+from jaxreg.calling import check_keywords
 from jaxreg.data import batch_weight, batches, mean_over_batches, shuffled_batches
 from jaxreg.losses import weighted_mean
 from jaxreg.nn.functional import StatefulApply
@@ -39,7 +39,7 @@ from jaxreg.tasks import Task, classification
 from jaxreg.training import early_stopping as es
 from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState
 
-__all__ = ["LoopData", "TrainLoop", "TrainState", "loop_data", "optimizer_for"]
+__all__ = ["LoopData", "TrainLoop", "TrainState", "loop_data", "optimizer_for", "task_metrics"]
 
 Hparams = Mapping[str, Any]
 Penalty = Callable[..., jax.Array]
@@ -198,6 +198,39 @@ def _call(fn: Callable, takes_hparams: bool, hparams: Hparams, *args):
     return fn(*args, hparams=hparams) if takes_hparams else fn(*args)
 
 
+def task_metrics(
+    apply: StatefulApply,
+    task: Task,
+    params: chex.ArrayTree,
+    model_state: chex.ArrayTree,
+    data: dict[str, jax.Array],
+    hparams: Hparams | None = None,
+) -> dict[str, jax.Array]:
+    """``task``'s loss and metrics of ``params`` on pre-batched ``data`` in eval mode.
+
+    Each batch's values are weighted means over its examples (padding rows weigh 0);
+    batches are then averaged by their total weight.
+
+    Example:
+      >>> from jaxreg.data import batches
+      >>> apply = lambda params, state, x, **kw: (x @ params, state)
+      >>> out = task_metrics(apply, classification(), jnp.eye(2), {},
+      ...                    batches(jnp.eye(2), jnp.array([0, 0]), 2))
+      >>> float(out["accuracy"])
+      0.5
+    """
+    hparams = {} if hparams is None else hparams
+    loss_takes_hparams = "hparams" in check_keywords(task.loss, frozenset({"hparams"}), "task.loss")
+
+    def batch_metrics(batch):
+        outputs, _ = apply(params, model_state, batch["x"], key=None, train=False, hparams=hparams)
+        values = {"loss": _call(task.loss, loss_takes_hparams, hparams, outputs, batch["y"])}
+        values.update(task.metrics(outputs, batch["y"]))
+        return {k: weighted_mean(v, batch["weight"]) for k, v in values.items()}
+
+    return task.summarize(mean_over_batches(batch_metrics, data))
+
+
 @dataclass(frozen=True, eq=False)
 class TrainLoop:
     """A training run's static description; :meth:`init` and :meth:`run` are pure.
@@ -210,14 +243,16 @@ class TrainLoop:
       batch_size: minibatch size (static).
       task: loss and metrics (:mod:`jaxreg.tasks`); classification by default.
       penalty: optional ``penalty(params) -> scalar``, added times
-        ``hparams.get("penalty_strength", penalty_strength)``. It may take the
-        keywords ``hparams``, ``batch`` (the minibatch after ``batch_transform``,
-        for input-space terms such as :func:`jaxreg.jacobian.input_gradient_norm`)
-        and ``key`` (a step key of its own, e.g. for :func:`jaxreg.losses.r_drop`'s
-        dropout passes); it gets those it names.
+        ``hparams.get("penalty_strength", penalty_strength)``. Declared with
+        :func:`jaxreg.calling.takes`, it also gets the keywords ``hparams``,
+        ``batch`` (the minibatch after ``batch_transform``, for input-space terms
+        such as :func:`jaxreg.jacobian.input_gradient_norm`) and ``key`` (a step
+        key of its own, e.g. for :func:`jaxreg.losses.r_drop`'s dropout passes):
+        those it declares, and only those.
       penalty_strength: default multiplier of ``penalty``.
-      batch_transform: optional ``(key, batch) -> batch`` (or with a keyword
-        ``hparams``) applied to every training minibatch.
+      batch_transform: optional ``(key, batch) -> batch`` applied to every training
+        minibatch (with ``hparams`` when declared with ``takes("hparams")``, as
+        :mod:`jaxreg.training.batch_transforms` does).
       early_stopping: an :class:`~jaxreg.training.EarlyStopping`, or None.
       drop_remainder: drop the short last training batch of every (shuffled)
         epoch instead of padding it — wanted with BatchNorm, whose batch
@@ -251,13 +286,16 @@ class TrainLoop:
             raise TypeError(f"batch_size must be an int, got {self.batch_size!r}")
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        hparams_only = frozenset({"hparams"})
+        penalty = check_keywords(self.penalty, frozenset({"hparams", "batch", "key"}), "penalty")
+        transform = check_keywords(self.batch_transform, hparams_only, "batch_transform")
+        loss = check_keywords(self.task.loss, hparams_only, "task.loss")
         takes = {
-            "penalty": self.penalty is not None and accepts_keyword(self.penalty, "hparams"),
-            "penalty_batch": self.penalty is not None and accepts_keyword(self.penalty, "batch"),
-            "penalty_key": self.penalty is not None and accepts_keyword(self.penalty, "key"),
-            "transform": self.batch_transform is not None
-            and accepts_keyword(self.batch_transform, "hparams"),
-            "loss": accepts_keyword(self.task.loss, "hparams"),
+            "penalty": "hparams" in penalty,
+            "penalty_batch": "batch" in penalty,
+            "penalty_key": "key" in penalty,
+            "transform": "hparams" in transform,
+            "loss": "hparams" in loss,
         }
         object.__setattr__(self, "_takes_hparams", takes)
 
@@ -333,21 +371,7 @@ class TrainLoop:
         hparams: Hparams | None = None,
     ) -> dict[str, jax.Array]:
         """Task metrics of ``params`` on pre-batched ``data`` in eval mode."""
-        hparams = {} if hparams is None else hparams
-
-        def batch_metrics(batch):
-            outputs, _ = self.apply(
-                params, model_state, batch["x"], key=None, train=False, hparams=hparams
-            )
-            values = {
-                "loss": _call(
-                    self.task.loss, self._takes_hparams["loss"], hparams, outputs, batch["y"]
-                )
-            }
-            values.update(self.task.metrics(outputs, batch["y"]))
-            return {k: weighted_mean(v, batch["weight"]) for k, v in values.items()}
-
-        return self.task.summarize(mean_over_batches(batch_metrics, data))
+        return task_metrics(self.apply, self.task, params, model_state, data, hparams)
 
     def run(
         self,

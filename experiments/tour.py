@@ -44,7 +44,7 @@ from jaxreg.io import write_json
 from jaxreg.losses import classification_loss
 from jaxreg.nn import count_params
 
-__all__ = ["build_parser", "main", "run_tour"]
+__all__ = ["FEATURED", "build_parser", "main", "row_names", "run_tour"]
 
 COMBINATION = "best combination"
 WIDE = "wide MLP + combination"
@@ -195,6 +195,15 @@ def _path(outcome: dict, data: StudyData, config: StudyConfig) -> dict | None:
     return out
 
 
+#: The rows the report and figures single out, by stable :attr:`Row.key` (never by name).
+#:
+#: Example:
+#:   >>> from experiments.tour import FEATURED
+#:   >>> "cnn" in FEATURED and "baseline" in FEATURED
+#:   True
+FEATURED = ("baseline", "weight_decay", "l1", "label_smoothing", "cnn")
+
+
 def run_tour(
     out_dir: str | Path,
     config: StudyConfig | None = None,
@@ -222,26 +231,97 @@ def run_tour(
       minutes on two CPU cores; tested end to end in the suite); ``run_tour("tour_out")``
       is the full study.
     """
-    from tqdm.auto import tqdm
-
-    from jaxreg import plots
-
     config = config or StudyConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rows = default_rows() + (extended_rows() if extended else [])
+    names = row_names(rows)
     start = time.perf_counter()
+    data = _load_data(config)
+    outcomes, seconds = _choose_and_train(rows, data, config, jax.random.key(seed))
+    _log(
+        f"[tour] every choice made on validation ({time.perf_counter() - start:.0f} s); "
+        "evaluating on test once"
+    )
+    data.test.unlock()
+    phases = {"choices_and_training": sum(seconds.values())}
+    with _timed(phases, "test_metrics_and_curvature"):
+        measured = _measure_all(outcomes, data, config, names["baseline"])
+        paths = {name: _path(o, data, config) for name, o in outcomes.items()}
+        paths = {k: v for k, v in paths.items() if v is not None}
+    for name, row in measured.items():
+        row["seconds"] = seconds[name]
+    _log(f"[tour] measured ({time.perf_counter() - start:.0f} s); drawing figures")
+    with _timed(phases, "figures"):
+        _draw_figures(measured, paths, data, config, names, out)
+    elapsed = time.perf_counter() - start
+    results = {
+        "config": config.__dict__,
+        "protocol": {
+            "train": len(data.y_train),
+            "validation": len(data.y_val),
+            "test": len(data.test),
+            "test_reads": data.test.reads,
+        },
+        "elapsed_seconds": elapsed,
+        "phase_seconds": phases,
+        "device": jax.devices()[0].device_kind,
+        "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in measured.values()],
+        "paths": paths,
+    }
+    write_json(out / "results.json", results)
+    table = report_lib.format_table(list(measured.values()))
+    (out / "report.md").write_text(_report(results, measured, table, data, config, names))
+    print(table)
+    _log(f"[tour] wrote {out / 'report.md'} in {elapsed:.1f}s")
+    return results
+
+
+def row_names(rows: list[Row]) -> dict[str, str]:
+    """Display name by stable key, for every row and the two the tour adds; raises at once
+    (before any training) when a row the report needs is missing or two rows share a key.
+
+    Example:
+      >>> names = row_names(default_rows())
+      >>> names["cnn"], names["combination"]
+      ('CNN1D (parameter sharing)', 'best combination')
+      >>> row_names(default_rows()[1:])  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: the tour needs rows with the keys ['baseline'] ...
+    """
+    keys = [row.key for row in rows]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated or not all(keys):
+        raise ValueError(f"every row needs its own non-empty key; repeated: {repeated}")
+    names = {row.key: row.name for row in rows} | {"combination": COMBINATION, "wide": WIDE}
+    missing = [key for key in FEATURED if key not in names]
+    if missing:
+        raise ValueError(f"the tour needs rows with the keys {missing} (its report features them)")
+    return names
+
+
+def _load_data(config: StudyConfig) -> StudyData:
     if data_lib.mnist1d_cache_path().exists():
         _log(f"[tour] loading MNIST-1D from {data_lib.mnist1d_cache_path()}")
     else:
         _log("[tour] generating MNIST-1D (cached after the first run)")
-    data = prepare_data(data_lib.mnist1d(), config)
-    key = jax.random.key(seed)
+    return prepare_data(data_lib.mnist1d(), config)
+
+
+def _wide_config(config: StudyConfig) -> StudyConfig:
+    return dataclasses.replace(config, tune_seeds=min(config.tune_seeds, WIDE_RETUNE_SEEDS))
+
+
+def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key: jax.Array):
+    """Every row's choice on validation and its final seeds; then the combination and the
+    wide MLP. Returns outcomes and wall seconds by display name."""
+    from tqdm.auto import tqdm
+
     final_key = jax.random.fold_in(key, 10_000)  # shared by every row: paired seeds
-    rows = default_rows() + (extended_rows() if extended else [])
-    total = len(rows) + 2
     outcomes: dict[str, dict] = {}
     seconds: dict[str, float] = {}  # wall time of each row's sweeps (tuning and final)
-    bar = tqdm(total=total, desc="tour", unit="row", file=sys.stderr)
+    bar = tqdm(total=len(rows) + 2, desc="tour", unit="row", file=sys.stderr)
     for index, row in enumerate(rows):
         bar.set_postfix_str(row.name)
         with _timed(seconds, row.name):
@@ -254,6 +334,7 @@ def run_tour(
         COMBINATION,
         "random search over the combinable strengths, learning rate and cosine decay (plus "
         "the single rows' choices)",
+        key="combination",
     )
     anchors = {
         name: value
@@ -277,46 +358,42 @@ def run_tour(
         "MLP 40-512-512-512-10 with the combination's strengths; its learning rate "
         "re-tuned on validation (full cosine decay)",
         model="wide_mlp",
+        key="wide",
     )
-    wide_config = dataclasses.replace(config, tune_seeds=min(config.tune_seeds, WIDE_RETUNE_SEEDS))
     with _timed(seconds, WIDE):
         outcomes[WIDE] = transfer(
             wide,
             outcomes[COMBINATION]["chosen"],
             data,
-            wide_config,
+            _wide_config(config),
             final_key=final_key,
             retune=WIDE_RETUNE,
             key=jax.random.fold_in(key, 2000),
         )
     bar.update()
     bar.close()
+    return outcomes, seconds
 
-    _log(
-        f"[tour] every choice made on validation ({time.perf_counter() - start:.0f} s); "
-        "evaluating on test once"
-    )
-    data.test.unlock()
-    phases = {"choices_and_training": sum(seconds.values())}
-    with _timed(phases, "test_metrics_and_curvature"):
-        measured = {
-            name: _measure(outcome, data, config, curvature=True)
-            for name, outcome in outcomes.items()
-        }
+
+def _measure_all(outcomes: dict, data: StudyData, config: StudyConfig, baseline: str) -> dict:
+    """Test metrics and curvature of every row; paired differences to ``baseline``."""
+    measured = {
+        name: _measure(outcome, data, config, curvature=True) for name, outcome in outcomes.items()
+    }
+    base = measured[baseline]["per_seed"]["test"]
     for name, row in measured.items():
-        row["seconds"] = seconds[name]
-    base = measured["baseline"]["per_seed"]["test"]
-    for name, row in measured.items():
-        if name != "baseline":
+        if name != baseline:
             row["difference"] = report_lib.paired_difference(row["per_seed"]["test"], base)
-    paths = {name: _path(o, data, config) for name, o in outcomes.items()}
-    paths = {k: v for k, v in paths.items() if v is not None}
+    return measured
 
-    _log(f"[tour] measured ({time.perf_counter() - start:.0f} s); drawing figures")
-    figures_start = time.perf_counter()
+
+def _draw_figures(measured, paths, data: StudyData, config: StudyConfig, names, out: Path):
+    from jaxreg import plots
+
+    baseline, combination = names["baseline"], names["combination"]
     plots.regularization_paths(paths, out / "paths.png")
     plots.learning_curves(
-        {name: measured[name]["_curves"] for name in ("baseline", COMBINATION)},
+        {name: measured[name]["_curves"] for name in (baseline, combination)},
         out / "learning_curves.png",
     )
     ordered = list(measured.values())
@@ -330,16 +407,30 @@ def run_tour(
     )
     _, y_test = data.test.read()  # labels for the reliability bins of the measured rows
     reliability = {}
-    for name in ("baseline", "label smoothing"):
+    for name in (baseline, names["label_smoothing"]):
         bins = metrics.reliability_bins(measured[name]["_probs"], y_test)
         reliability[name] = {
             **{k: np.asarray(v) for k, v in bins.items()},
             "ece": measured[name]["ece"]["mean"],
         }
     plots.reliability_diagram(reliability, out / "reliability.png")
+    densities, slices = _curvature_figures(measured, data, config, (baseline, combination))
+    plots.spectral_density(densities, out / "spectral_density.png")
+    plots.landscapes(slices, out / "landscape.png")
+    kernels = {
+        name: np.concatenate(
+            [np.ravel(leaf) for leaf in jax.tree.leaves(measured[name]["_first"]) if leaf.ndim >= 2]
+        )
+        for name in (names["weight_decay"], names["l1"])
+    }
+    plots.weight_histograms(kernels, out / "weights.png")
+
+
+def _curvature_figures(measured, data: StudyData, config: StudyConfig, shown: tuple[str, ...]):
+    """Hessian spectral densities and 2-D loss slices of the ``shown`` rows' first members."""
     train_batches = _curvature_batches(data)
     densities, slices = {}, {}
-    for name in ("baseline", COMBINATION):
+    for name in shown:
         loss_fn = classification_loss(measured[name]["_apply"])
         density = sharpness.spectral_density(
             loss_fn,
@@ -357,45 +448,29 @@ def run_tour(
             key=jax.random.key(10),
             resolution=21 if config.epochs >= 100 else 11,
         )
-    plots.spectral_density(densities, out / "spectral_density.png")
-    plots.landscapes(slices, out / "landscape.png")
-    plots.weight_histograms(
-        {
-            name: np.concatenate(
-                [
-                    np.ravel(leaf)
-                    for leaf in jax.tree.leaves(measured[name]["_first"])
-                    if leaf.ndim >= 2
-                ]
-            )
-            for name in ("weight decay", "L1 (proximal)")
-        },
-        out / "weights.png",
+    return densities, slices
+
+
+def _report(results, measured, table: str, data: StudyData, config: StudyConfig, names) -> str:
+    """``report.md``: the protocol, the table, the sentences, the featured rows, the figures."""
+    return "\n".join(
+        [
+            "# jaxreg tour: regularization on MNIST-1D",
+            "",
+            _protocol(results, data, config),
+            "",
+            table,
+            "",
+            *report_lib.sentences(measured),
+            *_featured(measured, config, names),
+            "",
+            *_figure_captions(measured, names),
+        ]
     )
 
-    elapsed = time.perf_counter() - start
-    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in ordered]
-    results = {
-        "config": config.__dict__,
-        "protocol": {
-            "train": len(data.y_train),
-            "validation": len(data.y_val),
-            "test": len(data.test),
-            "test_reads": data.test.reads,
-        },
-        "elapsed_seconds": elapsed,
-        "phase_seconds": {**phases, "figures": time.perf_counter() - figures_start},
-        "device": jax.devices()[0].device_kind,
-        "rows": public,
-        "paths": paths,
-    }
-    write_json(out / "results.json", results)
-    table = report_lib.format_table(ordered)
-    combo_row, wide_row = measured[COMBINATION], measured[WIDE]
-    cnn_row = measured["CNN1D (parameter sharing)"]
-    text = [
-        "# jaxreg tour: regularization on MNIST-1D",
-        "",
+
+def _protocol(results, data: StudyData, config: StudyConfig) -> str:
+    return (
         f"Protocol: {len(data.y_train)} training and {len(data.y_val)} validation examples "
         f"(a fixed split of MNIST-1D's training set, seed {config.split_seed}); every strength "
         f"is chosen on validation by a sweep over its grid × {config.tune_seeds} seed(s); the "
@@ -407,23 +482,33 @@ def run_tour(
         "(* where its 95% interval excludes 0). λmax: top Hessian eigenvalue of the training "
         "loss on "
         f"{CURVATURE_EXAMPLES} training examples. {config.epochs} epochs (wide MLP "
-        f"{config.wide_epochs}, CNN {config.cnn_epochs}); run time {elapsed:.0f} s on "
-        f"{results['device']}.",
-        "",
-        table,
-        "",
-        *report_lib.sentences(measured),
+        f"{config.wide_epochs}, CNN {config.cnn_epochs}); run time "
+        f"{results['elapsed_seconds']:.0f} s on {results['device']}."
+    )
+
+
+def _featured(measured, config: StudyConfig, names) -> list[str]:
+    combo_row, wide_row = measured[names["combination"]], measured[names["wide"]]
+    cnn_row = measured[names["cnn"]]
+    return [
         f"- **Regularization lets the model grow**: the wide MLP with the combination's "
         f"strengths (its learning rate re-tuned on validation: "
         f"{len(WIDE_RETUNE['learning_rate'])} rates × "
-        f"{wide_config.tune_seeds} seed, full cosine decay) reaches "
+        f"{_wide_config(config).tune_seeds} seed, full cosine decay) reaches "
         f"{100 * wide_row['test_accuracy']['mean']:.1f}% "
         f"({_target(wide_row['test_accuracy']['mean'], 0.90)}); the small MLP with the "
         f"combination {100 * combo_row['test_accuracy']['mean']:.1f}%.",
         f"- **Parameter sharing**: CNN1D reaches {100 * cnn_row['test_accuracy']['mean']:.1f}% "
         f"({_target(cnn_row['test_accuracy']['mean'], 0.97)}); "
         "the MNIST-1D paper reports 94% for its CNN and 96% for humans.",
-        "",
+    ]
+
+
+def _figure_captions(measured, names) -> list[str]:
+    base, combo = measured[names["baseline"]], measured[names["combination"]]
+    smoothing, l1 = measured[names["label_smoothing"]], measured[names["l1"]]
+    decay = measured[names["weight_decay"]]
+    return [
         "![paths](paths.png)",
         "",
         "*Regularization paths: validation (solid) and test (dashed) accuracy against each "
@@ -438,26 +523,22 @@ def run_tour(
         "",
         "![reliability](reliability.png)",
         "",
-        f"*Reliability diagrams: ECE {measured['baseline']['ece']['mean']:.3f} (baseline) vs "
-        f"{measured['label smoothing']['ece']['mean']:.3f} (label smoothing).*",
+        f"*Reliability diagrams: ECE {base['ece']['mean']:.3f} (baseline) vs "
+        f"{smoothing['ece']['mean']:.3f} (label smoothing).*",
         "",
         "![density](spectral_density.png) ![landscape](landscape.png)",
         "",
         f"*Hessian spectral density and filter-normalized 2-D loss slices (one colour scale), "
-        f"baseline (λmax {measured['baseline']['lambda_max']['mean']:.2f}) vs best combination "
-        f"(λmax {combo_row['lambda_max']['mean']:.2f}).*",
+        f"baseline (λmax {base['lambda_max']['mean']:.2f}) vs best combination "
+        f"(λmax {combo['lambda_max']['mean']:.2f}).*",
         "",
         "![weights](weights.png)",
         "",
         f"*Weight histograms: proximal L1 leaves "
-        f"{100 * measured['L1 (proximal)']['zero_fraction']:.1f}% exact zeros, weight decay "
-        f"{100 * measured['weight decay']['zero_fraction']:.1f}%.*",
+        f"{100 * l1['zero_fraction']:.1f}% exact zeros, weight decay "
+        f"{100 * decay['zero_fraction']:.1f}%.*",
         "",
     ]
-    (out / "report.md").write_text("\n".join(text))
-    print(table)
-    _log(f"[tour] wrote {out / 'report.md'} in {elapsed:.1f}s")
-    return results
 
 
 def _positive_int(text: str) -> int:

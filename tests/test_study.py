@@ -394,3 +394,19 @@ def test_transfer_retunes_only_the_named_values_on_validation():
             final_key=jax.random.key(1),
             retune={"learning_rate": (1e-3,)},
         )
+
+
+def test_rows_have_unique_stable_keys_and_the_tour_checks_them_before_training():
+    from experiments.tour import FEATURED, row_names
+
+    rows = default_rows() + extended_rows()
+    names = row_names(rows)
+    assert len({row.key for row in rows}) == len(rows)
+    assert all(key in names for key in FEATURED)
+    renamed = [dataclasses.replace(row, name=row.name + " (renamed)") for row in rows]
+    assert row_names(renamed)["cnn"] == "CNN1D (parameter sharing) (renamed)"
+    clash = [*rows, dataclasses.replace(rows[3], name="another")]
+    with pytest.raises(ValueError, match="repeated"):
+        row_names(clash)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        row_names([row for row in rows if row.key != "label_smoothing"])

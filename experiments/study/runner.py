@@ -466,12 +466,13 @@ def transfer(
     }
 
 
-def combination_row(name: str, description: str, model: str = "mlp") -> Row:
+def combination_row(name: str, description: str, model: str = "mlp", key: str = "") -> Row:
     """A row stacking weight decay, dropout, augmentation, input noise and label smoothing
     under :func:`~experiments.study.spec.combined_optimizer`'s learning rate and cosine decay."""
     return Row(
         name,
         description,
+        key=key,
         model=model,
         optimizer=combined_optimizer,
         batch_transform=combined_transform(),

@@ -11,7 +11,7 @@ RANDOMNESS_MODULES = ("jaxreg.noise", "jaxreg.labels", "jaxreg.augment")
 RANDOMNESS_FUNCTIONS = {
     "jaxreg.ensembles.bootstrap_weights",
     "jaxreg.ensembles.subspace_masks",
-    "jaxreg.sweeps.random",
+    "jaxreg.sweeps.spaces.random",
     "jaxreg.data.train_val_split",
     "jaxreg.data.shuffled_batches",
     "jaxreg.landscape.random_direction",

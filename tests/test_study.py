@@ -11,7 +11,6 @@ import pytest
 from scipy import stats
 
 from experiments.study import (
-    HeldOut,
     Row,
     StudyConfig,
     choose,
@@ -26,6 +25,7 @@ from experiments.study import (
 from experiments.study.runner import Trained
 from experiments.study.spec import LEARNING_RATE
 from jaxreg import data as data_lib
+from jaxreg.data import HeldOut
 
 TINY = StudyConfig(
     seeds=2, tune_seeds=1, epochs=2, wide_epochs=1, cnn_epochs=1, search_configs=2, search_seeds=2

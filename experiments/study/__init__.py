@@ -2,7 +2,6 @@
 
 from experiments.study.report import confidence_interval, format_table, paired_difference, sentences
 from experiments.study.runner import (
-    HeldOut,
     StudyConfig,
     StudyData,
     choose,
@@ -14,7 +13,6 @@ from experiments.study.runner import (
 from experiments.study.spec import Row, combination_space, default_rows, extended_rows, log_grid
 
 __all__ = [
-    "HeldOut",
     "Row",
     "StudyConfig",
     "StudyData",

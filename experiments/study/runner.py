@@ -43,7 +43,7 @@ from jaxreg.training import EarlyStopping, fit
 #: The learning rate and schedule of every single-regularizer row, as combination values.
 SINGLE_ROW_SCHEDULE = {"learning_rate": LEARNING_RATE, "lr_decay": 0.0}
 
-__all__ = ["HeldOut", "StudyConfig", "StudyData", "Trained", "prepare_data", "run_row", "search"]
+__all__ = ["StudyConfig", "StudyData", "Trained", "prepare_data", "run_row", "search"]
 
 
 @dataclass(frozen=True)

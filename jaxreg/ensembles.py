@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxreg._checks import check_interval
-from jaxreg.nn.functional import Model
-from jaxreg.nn.functional import init_params as stack_members
+from jaxreg.nn.bridges import init_params as stack_members
+from jaxreg.nn.model import Model
 
 __all__ = [
     "Ambiguity",

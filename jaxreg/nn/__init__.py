@@ -1,8 +1,12 @@
 """Flax NNX layers and models, MC dropout, and the bridges from NNX, Linen and Equinox to pure
 functions (:class:`Model`)."""
 
-from jaxreg.nn.adapters import from_equinox as from_equinox
-from jaxreg.nn.adapters import from_linen as from_linen
+from jaxreg.nn.bridges import from_equinox as from_equinox
+from jaxreg.nn.bridges import from_linen as from_linen
+from jaxreg.nn.bridges import from_nnx as from_nnx
+from jaxreg.nn.bridges import functional as functional
+from jaxreg.nn.bridges import init_model as init_model
+from jaxreg.nn.bridges import init_params as init_params
 from jaxreg.nn.conv import patch_conv as patch_conv
 from jaxreg.nn.dropout import ChannelDropout as ChannelDropout
 from jaxreg.nn.dropout import DropConnect as DropConnect
@@ -10,16 +14,12 @@ from jaxreg.nn.dropout import Dropout as Dropout
 from jaxreg.nn.dropout import DropoutRate as DropoutRate
 from jaxreg.nn.dropout import DropPath as DropPath
 from jaxreg.nn.dropout import GaussianDropout as GaussianDropout
-from jaxreg.nn.functional import Apply as Apply
-from jaxreg.nn.functional import Model as Model
-from jaxreg.nn.functional import StatefulApply as StatefulApply
-from jaxreg.nn.functional import as_model as as_model
-from jaxreg.nn.functional import from_nnx as from_nnx
-from jaxreg.nn.functional import functional as functional
-from jaxreg.nn.functional import init_model as init_model
-from jaxreg.nn.functional import init_params as init_params
 from jaxreg.nn.mc import MCPrediction as MCPrediction
 from jaxreg.nn.mc import mc_predict as mc_predict
+from jaxreg.nn.model import Apply as Apply
+from jaxreg.nn.model import Model as Model
+from jaxreg.nn.model import StatefulApply as StatefulApply
+from jaxreg.nn.model import as_model as as_model
 from jaxreg.nn.models import ACTIVATIONS as ACTIVATIONS
 from jaxreg.nn.models import CNN1D as CNN1D
 from jaxreg.nn.models import CNN2D as CNN2D

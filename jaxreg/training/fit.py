@@ -53,7 +53,7 @@ from jax.typing import ArrayLike
 from jaxreg._checks import check_batch_size, check_non_negative, is_traced
 from jaxreg.data import batches
 from jaxreg.losses import PerExampleLoss
-from jaxreg.nn.functional import Apply, Model, as_model
+from jaxreg.nn.model import Apply, Model, as_model
 from jaxreg.tasks import Task, classification
 from jaxreg.training import checkpoints
 from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState

@@ -34,7 +34,7 @@ from jax.typing import ArrayLike
 from jaxreg.calling import check_keywords
 from jaxreg.data import batch_weight, batches, mean_over_batches, shuffled_batches
 from jaxreg.losses import weighted_mean
-from jaxreg.nn.functional import StatefulApply
+from jaxreg.nn.model import StatefulApply
 from jaxreg.tasks import Task, classification
 from jaxreg.training import early_stopping as es
 from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState

@@ -1,43 +1,33 @@
-"""A model as pure functions: ``Model(apply, params, state)``, and the bridge from Flax NNX.
+"""Bridges from Flax NNX, Flax Linen and Equinox models to one :class:`~jaxreg.nn.Model`.
 
-Every training and analysis routine of jaxreg needs the model as a pure
-function of arrays. Two forms are accepted everywhere:
+Training, sweeps, ensembles and analysis in jaxreg take a model as pure
+functions (:mod:`jaxreg.nn.model`). Each bridge gives the same contract:
+``params`` (what is trained), ``state`` (BatchNorm statistics, updated in train
+mode) and ``apply(params, state, x, *, key, train, hparams) -> (outputs,
+new_state)``. :func:`from_nnx` is for NNX modules (dropout rates answer to
+``hparams`` by name), :func:`from_linen` and :func:`from_equinox` for the other
+frameworks; :func:`functional` gives an NNX module's plain ``apply`` and params.
 
-* a plain ``apply(params, x, *, key=None, train=False) -> outputs`` (no
-  non-parameter state), as :func:`functional` returns;
-* a :class:`Model`, whose ``apply(params, state, x, *, key=None, train=False,
-  hparams=None) -> (outputs, new_state)`` also carries non-parameter state
-  (BatchNorm running statistics) and reads hyperparameters (dropout rates)
-  at call time. :func:`from_nnx` builds one from an NNX module;
-  :func:`jaxreg.nn.from_linen` and :func:`jaxreg.nn.from_equinox` from the
-  other frameworks.
-
-``params`` holds only what is trained: the leaves that gradients, penalties,
-masks, sharpness and landscape functions see. ``state`` is updated in train
-mode (``new_state``) and used as is in eval mode; it is never differentiated
-or perturbed. Analysis runs in eval mode on the trained state through
-:meth:`Model.bind`, which gives back the plain ``apply`` form.
+Equinox is an optional dependency (``pip install 'jaxreg[equinox]'``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxreg.calling import keywords_of, takes
+from jaxreg.calling import takes
 from jaxreg.nn.dropout import DropoutRate, check_rate
+from jaxreg.nn.model import Apply, Model
 
 __all__ = [
-    "Apply",
-    "Model",
-    "StatefulApply",
-    "as_model",
+    "from_equinox",
+    "from_linen",
     "from_nnx",
     "functional",
     "init_model",
@@ -51,134 +41,6 @@ def _to_pure_dict(state: nnx.State) -> dict:
     if hasattr(nnx, "to_pure_dict"):
         return nnx.to_pure_dict(state)
     return state.to_pure_dict()  # flax < 0.12
-
-
-class Apply(Protocol):
-    """A model as a pure function of its parameters.
-
-    Example:
-      >>> def linear(params, x, *, key=None, train=False):  # any such function is an Apply
-      ...     return x @ params["w"]
-      >>> linear({"w": jnp.ones((3, 2))}, jnp.ones((4, 3))).shape
-      (4, 2)
-      >>> from jaxreg.nn import MLP
-      >>> apply, params = functional(MLP((3, 8, 2), dropout_rate=0.5, rngs=nnx.Rngs(0)))
-      >>> apply(params, jnp.ones((4, 3)), key=jax.random.key(0), train=True).shape
-      (4, 2)
-    """
-
-    def __call__(
-        self,
-        params: chex.ArrayTree,
-        x: jax.Array,
-        *,
-        key: jax.Array | None = None,
-        train: bool = False,
-    ) -> jax.Array: ...
-
-
-class StatefulApply(Protocol):
-    """A model as a pure function of parameters, non-parameter state and hyperparameters.
-
-    Example:
-      >>> from jaxreg.nn import MLP
-      >>> model = from_nnx(MLP((3, 8, 2), dropout_rate=0.5, rngs=nnx.Rngs(0)))
-      >>> logits, state = model.apply(model.params, model.state, jnp.ones((4, 3)),
-      ...     key=jax.random.key(0), train=True, hparams={"dropout_rate": 0.1})
-      >>> logits.shape, state == model.state  # an MLP has no BatchNorm statistics to update
-      ((4, 2), True)
-    """
-
-    def __call__(
-        self,
-        params: chex.ArrayTree,
-        state: chex.ArrayTree,
-        x: jax.Array,
-        *,
-        key: jax.Array | None = None,
-        train: bool = False,
-        hparams: Hparams | None = None,
-    ) -> tuple[jax.Array, chex.ArrayTree]: ...
-
-
-@dataclass(frozen=True)
-class Model:
-    """A model as pure functions plus its initial arrays.
-
-    Attributes:
-      apply: ``apply(params, state, x, *, key=None, train=False, hparams=None)
-        -> (outputs, new_state)``. In eval mode ``new_state`` is ``state``.
-      params: trainable parameters (a pytree; the only leaves that are
-        differentiated, penalized, masked or perturbed).
-      state: non-parameter state such as BatchNorm statistics (``{}`` if none).
-      hparam_names: the hyperparameter names ``apply`` reads from ``hparams``
-        (e.g. ``{"dropout_rate"}``).
-
-    Example:
-      >>> from jaxreg.nn import ResNet1D
-      >>> model = from_nnx(ResNet1D(rngs=nnx.Rngs(0)))
-      >>> x = jnp.ones((4, 40))
-      >>> logits, new_state = model.apply(model.params, model.state, x, train=True)
-      >>> logits.shape, model.bind()(model.params, x).shape   # bind: eval mode, plain apply
-      ((4, 10), (4, 10))
-    """
-
-    apply: StatefulApply
-    params: chex.ArrayTree
-    state: chex.ArrayTree = field(default_factory=dict)
-    hparam_names: frozenset[str] = frozenset()
-
-    @property
-    def has_state(self) -> bool:
-        """Whether the model carries any non-parameter state leaf."""
-        return bool(jax.tree.leaves(self.state))
-
-    def bind(self, state: chex.ArrayTree | None = None, hparams: Hparams | None = None) -> Apply:
-        """A plain ``apply(params, x, *, key=None, train=False)`` with ``state`` held fixed.
-
-        This is the form analysis functions take (through
-        :func:`jaxreg.losses.classification_loss`); state updates a train-mode
-        call would make are discarded.
-        """
-        fixed = self.state if state is None else state
-
-        def apply(
-            params: chex.ArrayTree,
-            x: jax.Array,
-            *,
-            key: jax.Array | None = None,
-            train: bool = False,
-        ) -> jax.Array:
-            return self.apply(params, fixed, x, key=key, train=train, hparams=hparams)[0]
-
-        return apply
-
-
-def as_model(apply: Apply | Model, params: chex.ArrayTree | None = None) -> Model:
-    """Wrap a plain ``apply(params, x, *, key=None, train=False)`` as a stateless :class:`Model`.
-
-    A :class:`Model` is returned unchanged. An ``apply`` declared with
-    :func:`jaxreg.calling.takes` ``("hparams")`` (as :func:`functional`'s is) receives the
-    mapping; any other is called without it.
-
-    Example:
-      >>> model = as_model(lambda p, x, **kw: x @ p, jnp.eye(2))
-      >>> model.apply(model.params, {}, jnp.ones((1, 2)))[0].tolist()
-      [[1.0, 1.0]]
-    """
-    if isinstance(apply, Model):
-        return apply
-    if not callable(apply):
-        raise TypeError(
-            f"apply must be a callable or a jaxreg.nn.Model, got {type(apply).__name__}"
-        )
-    takes_hparams = "hparams" in keywords_of(apply)
-
-    def stateful(params, state, x, *, key=None, train=False, hparams=None):
-        extra = {"hparams": hparams} if takes_hparams else {}
-        return apply(params, x, key=key, train=train, **extra), state
-
-    return Model(stateful, params, {})
 
 
 def _check_hparam_rates(hparams: Hparams, names: frozenset[str]) -> None:
@@ -349,3 +211,157 @@ def init_model(make_model: Callable[[nnx.Rngs], nnx.Module], keys: jax.Array) ->
 
     params, state = jax.vmap(arrays)(keys)
     return Model(template.apply, params, state, template.hparam_names)
+
+
+def from_linen(
+    module: Any,
+    variables: Mapping[str, Any],
+    *,
+    train_kwarg: str | None = "train",
+    rng_collection: str = "dropout",
+) -> Model:
+    """Wrap a Flax Linen module and its variables as a :class:`~jaxreg.nn.Model`.
+
+    ``variables["params"]`` become ``params``; every other collection
+    (``batch_stats``, ...) becomes ``state`` and is mutable in train mode.
+
+    Args:
+      module: a ``flax.linen.Module`` whose ``__call__(x, **{train_kwarg: bool})``
+        switches train/eval mode (e.g. ``nn.BatchNorm(use_running_average=not
+        train)``, ``nn.Dropout(deterministic=not train)``), or a function
+        ``hparams -> module`` so that rates can be set per call (Linen modules
+        are cheap dataclasses; build one with ``rate=hparams["dropout_rate"]``).
+        A swept rate is traced, and ``linen.Dropout`` tests ``rate == 0`` in
+        Python, so a Linen model with a swept rate draws its mask itself
+        (``jax.random.bernoulli(self.make_rng("dropout"), 1 - rate, h.shape)``).
+      variables: the output of ``module.init(...)``.
+      train_kwarg: name of the call's train/eval switch (None: not passed).
+      rng_collection: the RNG stream the key is given as (dropout).
+
+    Returns:
+      A :class:`~jaxreg.nn.Model`.
+
+    Example:
+      >>> import flax.linen as nn
+      >>> class Net(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x, train=False):
+      ...         x = nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x))
+      ...         return nn.Dense(3)(nn.relu(x))
+      >>> net = Net()
+      >>> model = from_linen(net, net.init(jax.random.key(0), jnp.ones((1, 4))))
+      >>> sorted(model.state), model.apply(model.params, model.state, jnp.ones((2, 4)))[0].shape
+      (['batch_stats'], (2, 3))
+    """
+    import flax.linen as nn
+    from flax.core import unfreeze
+
+    if not isinstance(module, nn.Module) and not callable(module):
+        raise TypeError("module must be a flax.linen.Module or a function hparams -> one")
+    variables = dict(unfreeze(variables))
+    if "params" not in variables:
+        raise ValueError(f"variables must have a 'params' collection, got {sorted(variables)}")
+    params = variables.pop("params")
+    collections = sorted(variables)
+
+    def build(hparams: Hparams | None):
+        if isinstance(module, nn.Module):
+            return module
+        return module({} if hparams is None else hparams)
+
+    def apply(
+        params: chex.ArrayTree,
+        state: chex.ArrayTree,
+        x: jax.Array,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+        hparams: Hparams | None = None,
+    ) -> tuple[jax.Array, chex.ArrayTree]:
+        kwargs = {} if train_kwarg is None else {train_kwarg: train}
+        rngs = None if key is None else {rng_collection: key}
+        net = build(hparams)
+        if train and collections:
+            outputs, updates = net.apply(
+                {"params": params, **state}, x, rngs=rngs, mutable=collections, **kwargs
+            )
+            return outputs, {**state, **unfreeze(updates)}
+        return net.apply({"params": params, **state}, x, rngs=rngs, **kwargs), state
+
+    return Model(apply, params, variables)
+
+
+def from_equinox(
+    module: Any,
+    state: Any = None,
+    *,
+    batched: bool = False,
+    axis_name: str = "batch",
+) -> Model:
+    """Wrap an Equinox module as a :class:`~jaxreg.nn.Model`.
+
+    ``params`` are the module's inexact arrays (``eqx.partition(module,
+    eqx.is_inexact_array)``); everything else is held fixed. Train/eval mode
+    is switched with ``eqx.nn.inference_mode`` (Dropout, BatchNorm).
+
+    Args:
+      module: an ``equinox.Module``. Equinox layers act on one example, so
+        by default ``apply`` vmaps it over the batch with one key per example
+        (``batched=True``: the module takes the whole batch itself).
+      state: an ``eqx.nn.State`` from ``eqx.nn.make_with_state`` for models
+        with BatchNorm; the module is then called as ``module(x, state,
+        key=k) -> (y, state)`` and vmapped with ``axis_name`` (the name its
+        BatchNorm layers were built with).
+      batched: the module already takes a batch.
+      axis_name: vmap axis name for batch statistics.
+
+    Returns:
+      A :class:`~jaxreg.nn.Model`.
+
+    Example:
+      >>> import equinox as eqx
+      >>> mlp = eqx.nn.MLP(4, 3, 8, 1, key=jax.random.key(0))
+      >>> model = from_equinox(mlp)
+      >>> model.apply(model.params, model.state, jnp.ones((2, 4)))[0].shape
+      (2, 3)
+    """
+    try:
+        import equinox as eqx
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError("from_equinox needs equinox: pip install 'jaxreg[equinox]'") from error
+    if not isinstance(module, eqx.Module):
+        raise TypeError(f"module must be an equinox.Module, got {type(module).__name__}")
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    stateful = state is not None
+
+    def call(net, x, model_state, key):
+        if stateful:
+            return net(x, model_state, key=key)
+        return net(x, key=key), model_state
+
+    def apply(
+        params: chex.ArrayTree,
+        state: chex.ArrayTree,
+        x: jax.Array,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+        hparams: Hparams | None = None,
+    ) -> tuple[jax.Array, chex.ArrayTree]:
+        del hparams  # Equinox rates are module fields; sweep them by rebuilding under vmap
+        net = eqx.nn.inference_mode(eqx.combine(params, static), value=not train)
+        if batched:
+            outputs, new_state = call(net, x, state if stateful else None, key)
+        else:
+            keys = None if key is None else jax.random.split(key, x.shape[0])
+            outputs, new_state = jax.vmap(
+                lambda xi, ki: call(net, xi, state if stateful else None, ki),
+                in_axes=(0, None if keys is None else 0),
+                out_axes=(0, None),
+                axis_name=axis_name,
+            )(x, keys)
+        if not stateful:
+            return outputs, state
+        return outputs, (new_state if train else state)
+
+    return Model(apply, params, state if stateful else {})

@@ -410,3 +410,41 @@ def test_rows_have_unique_stable_keys_and_the_tour_checks_them_before_training()
         row_names(clash)
     with pytest.raises(ValueError, match="label_smoothing"):
         row_names([row for row in rows if row.key != "label_smoothing"])
+
+
+def test_a_penalty_with_its_own_strength_trains_bitwise_like_penalty_strength():
+    """The study's rows name their strengths (l2_strength, ...) instead of sharing
+    penalty_strength; the objective loss + 1.0·(s·penalty) trains the same bits as
+    loss + s·penalty, so the recorded table still holds for these rows."""
+    import optax
+    from flax import nnx
+
+    from experiments.study.spec import scaled_by
+    from jaxreg import fit, masks, penalties
+    from jaxreg.nn import MLP, functional
+
+    x = jax.random.normal(jax.random.key(0), (64, 6))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    apply, params = functional(MLP((6, 16, 2), rngs=nnx.Rngs(0)))
+
+    def l2(p):
+        return penalties.l2(p, mask=masks.weights_only)
+
+    def train(penalty, **kwargs):
+        return fit(
+            apply,
+            params,
+            optax.adam(1e-2),
+            (x, y),
+            key=jax.random.key(1),
+            num_epochs=3,
+            batch_size=16,
+            penalty=penalty,
+            **kwargs,
+        ).params
+
+    shared = train(l2, hparams={"penalty_strength": 0.03})
+    named = train(scaled_by("l2_strength", l2), penalty_strength=1.0, hparams={"l2_strength": 0.03})
+    chex.assert_trees_all_equal(shared, named)
+    unpenalized = train(None)
+    assert not np.allclose(jax.tree.leaves(named)[1], jax.tree.leaves(unpenalized)[1])

@@ -224,6 +224,7 @@ def _train_fn(row: Row, data: StudyData, config: StudyConfig):
                 eval_data=(x_val, y_val),
                 hparams=hparams,
                 penalty=row.penalty,
+                penalty_strength=1.0,  # each row's penalty carries its own named strength
                 batch_transform=row.batch_transform,
                 early_stopping=stopping,
             )

@@ -20,7 +20,7 @@ from experiments.study.models import model_apply
 from jaxreg import averaging, jacobian, losses, masks, penalties, sweeps
 from jaxreg import transforms as tx
 from jaxreg.augment import signal
-from jaxreg.calling import takes
+from jaxreg.calling import Takes, keywords_of, takes
 from jaxreg.training import batch_transforms as bt
 
 __all__ = [
@@ -68,7 +68,8 @@ class Row:
       fixed: hyperparameters held fixed (also handed to every component).
       optimizer: factory ``(hparams, total_steps) -> GradientTransformation``;
         default Adam 1e-3.
-      penalty: ``params -> scalar`` scaled by ``hparams["penalty_strength"]``.
+      penalty: ``params -> scalar`` added to the loss as it is (trained at
+        ``penalty_strength=1``): it carries its own named strength, see :func:`scaled_by`.
       batch_transform: a ``jaxreg.training.batch_transforms`` transform.
       batch_size: minibatch size (default the study's).
       epoch_factor: epochs relative to the model's default (SAM: 2, since
@@ -195,6 +196,30 @@ def _l2(params):
     return penalties.l2(params, mask=masks.weights_only)
 
 
+def scaled_by(strength: str, penalty: Callable) -> Takes:
+    """``penalty`` times its own strength ``hparams[strength]``: each regularizer of the
+    study has a name of its own (``l2_strength``, ...), none shares ``penalty_strength``.
+
+    The runner trains a row's penalty at ``penalty_strength=1.0`` (an exact product), so
+    the objective is ``loss + hparams[strength] · penalty(params)``.
+
+    Example:
+      >>> l2 = scaled_by("l2_strength", lambda params: 0.5 * jnp.sum(params**2))
+      >>> float(l2(jnp.ones(4), hparams={"l2_strength": 0.25}))
+      0.5
+      >>> sorted(keywords_of(l2))
+      ['hparams']
+    """
+    inner = keywords_of(penalty)
+
+    @takes(*(inner | {"hparams"}))
+    def scaled(params, **keywords):
+        passed = {k: v for k, v in keywords.items() if k in inner}
+        return keywords["hparams"][strength] * penalty(params, **passed)
+
+    return scaled
+
+
 def _augment():
     return bt.augmentation(signal.mnist1d_pipeline)
 
@@ -275,8 +300,8 @@ def default_rows() -> list[Row]:
             "L2 penalty",
             "0.5·Σw² on weights added to the loss",
             key="l2",
-            search={"penalty_strength": log_grid(1e-5, 1e-1, 7)},
-            penalty=_l2,
+            search={"l2_strength": log_grid(1e-5, 1e-1, 7)},
+            penalty=scaled_by("l2_strength", _l2),
         ),
         Row(
             "L1 (proximal)",
@@ -411,8 +436,8 @@ def extended_rows() -> list[Row]:
             "orthogonality penalty",
             "soft orthogonality Σ‖WᵀW − I‖²_F on the kernels, added to the loss",
             key="orthogonality",
-            search={"penalty_strength": log_grid(1e-5, 1e-1, 7)},
-            penalty=_orthogonality,
+            search={"orthogonality_strength": log_grid(1e-5, 1e-1, 7)},
+            penalty=scaled_by("orthogonality_strength", _orthogonality),
         ),
         Row(
             "SWA",
@@ -434,16 +459,16 @@ def extended_rows() -> list[Row]:
             "input-gradient penalty",
             "double backpropagation: strength·mean ‖∂ℓ/∂x‖² added to the loss",
             key="input_gradient",
-            search={"penalty_strength": log_grid(1e-3, 3.0, 7)},
-            penalty=_input_gradient,
+            search={"input_gradient_strength": log_grid(1e-3, 3.0, 7)},
+            penalty=scaled_by("input_gradient_strength", _input_gradient),
         ),
         Row(
             "R-Drop",
             "dropout 0.1 and strength·symmetric KL between two dropout passes (Liang et al.)",
             key="r_drop",
-            search={"penalty_strength": log_grid(0.03, 3.0, 6)},
+            search={"r_drop_strength": log_grid(0.03, 3.0, 6)},
             fixed={"dropout_rate": 0.1},
-            penalty=_r_drop,
+            penalty=scaled_by("r_drop_strength", _r_drop),
         ),
         Row(
             "SAM (one descent step per minibatch)",

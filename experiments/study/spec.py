@@ -30,6 +30,7 @@ __all__ = [
     "default_rows",
     "extended_rows",
     "log_grid",
+    "scaled_by",
 ]
 
 #: Adam's learning rate in every MLP row that does not tune it.

@@ -78,7 +78,8 @@ def train_mnist1d(
     key_seed: int = 0,
     validation: bool = False,
 ):
-    """Train a model on MNIST-1D for every value in ``hyper`` × ``seeds``, vmapped in one compile.
+    """Train a model on MNIST-1D for every value in ``hyper`` × ``seeds``: one
+    :func:`jaxreg.sweeps.run` over the grid ``hyper × seed``, so one compile.
 
     ``make_model(h, rngs)`` builds the NNX model (``h`` may set e.g. a dropout
     rate); ``make_run(h)`` returns ``dict(optimizer=..., **fit_kwargs)``. Both get
@@ -87,12 +88,14 @@ def train_mnist1d(
     is for a model built with the first value of ``hyper``. With ``validation``,
     training uses :func:`mnist1d_splits`'s training part and the history's
     ``eval_*`` is the validation split (select on it, read test once at the end);
-    otherwise the full training set and ``eval_*`` on test.
+    otherwise the full training set and ``eval_*`` on test. Seed ``s`` initializes
+    from ``split(init_key, seeds)[s]`` and trains with ``split(train_key, seeds)[s]``
+    (both from ``key_seed``) for every value, so values are compared on the same seeds.
     """
     import jax
-    import jax.numpy as jnp
+    import numpy as np
 
-    from jaxreg import data, fit
+    from jaxreg import data, fit, sweeps
     from jaxreg.nn import init_params
 
     if validation:
@@ -103,10 +106,12 @@ def train_mnist1d(
         x_eval, y_eval = dataset.x_test, dataset.y_test
     init_key, train_key = jax.random.split(jax.random.key(key_seed))
     init_keys = jax.random.split(init_key, seeds)
-    keys = jax.random.split(train_key, seeds)
+    train_keys = jax.random.split(train_key, seeds)
 
-    def one(h, init_k, k):
-        apply, params = init_params(lambda rngs: make_model(h, rngs), init_k[None])
+    def train_fn(config, key):
+        del key  # each seed's keys come from key_seed (above), the same for every value
+        h, seed = config["hyper"], config["seed"]
+        apply, params = init_params(lambda rngs: make_model(h, rngs), init_keys[seed][None])
         params = jax.tree.map(lambda a: a[0], params)
         options = dict(make_run(h))
         optimizer = options.pop("optimizer")
@@ -115,20 +120,19 @@ def train_mnist1d(
             params,
             optimizer,
             (x_train, y_train),
-            key=k,
+            key=train_keys[seed],
             num_epochs=num_epochs,
             batch_size=100,
             eval_data=(x_eval, y_eval),
             **options,
         )
-        return result.history, result.params
+        return {"history": result.history, "params": result.params}
 
-    over_seeds = jax.vmap(one, in_axes=(None, 0, 0))
-    history, trained = jax.jit(jax.vmap(over_seeds, in_axes=(0, None, None)))(
-        jnp.asarray(hyper, jnp.float32), init_keys, keys
-    )
+    configs = sweeps.grid(hyper=np.asarray(hyper, np.float32), seed=np.arange(seeds))
+    sweep = sweeps.run(train_fn, configs, key=init_key, progress=False)
+    by_value = jax.tree.map(lambda a: a.reshape(len(hyper), seeds, *a.shape[1:]), sweep.metrics)
     apply, _ = init_params(lambda rngs: make_model(hyper[0], rngs), init_keys[:1])
-    return history, trained, dataset, apply
+    return by_value["history"], by_value["params"], dataset, apply
 
 
 def vmapped_curvature(loss_fn, batches, *, keys: tuple[int, int] = (1, 2), iterations: int = 30):

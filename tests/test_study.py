@@ -448,3 +448,24 @@ def test_a_penalty_with_its_own_strength_trains_bitwise_like_penalty_strength():
     chex.assert_trees_all_equal(shared, named)
     unpenalized = train(None)
     assert not np.allclose(jax.tree.leaves(named)[1], jax.tree.leaves(unpenalized)[1])
+
+
+def test_transfer_without_retune_trains_the_transferred_learning_rate(monkeypatch):
+    """A transferred learning rate is the one trained (it once lost silently to the
+    default 1e-3 the final sweep swept), and every other value travels as fixed."""
+    from experiments.study import transfer
+    from jaxreg import sweeps
+
+    seen = []
+    original = sweeps.run
+
+    def spy(train_fn, configs, **kwargs):
+        seen.append(({k: list(map(float, v)) for k, v in configs.items()}, kwargs["fixed"]))
+        return original(train_fn, configs, **kwargs)
+
+    monkeypatch.setattr(sweeps, "run", spy)
+    data = prepare_data(data_lib.mnist1d(), TINY)
+    chosen = {"learning_rate": 0.002, "dropout_rate": 0.1}
+    out = transfer(Row("moved", "", key="moved"), chosen, data, TINY, final_key=jax.random.key(1))
+    assert seen == [({"learning_rate": [0.002]}, {"dropout_rate": 0.1})]
+    assert out["chosen"] == chosen and out["tuning"] is None

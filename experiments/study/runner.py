@@ -247,17 +247,10 @@ def _train_fn(row: Row, data: StudyData, config: StudyConfig):
     return apply, train_fn
 
 
-_TRAIN_FNS: dict[tuple[int, int, StudyConfig], tuple[Callable, Callable]] = {}
-
-
-def _sweep(row: Row, data: StudyData, config: StudyConfig, configs, *, key, seeds) -> Trained:
-    # Tuning and final sweeps share one train_fn and chunks of config.seeds members, so
-    # sweeps.run compiles each row once.
-    cache_key = (id(row), id(data), config)
-    if cache_key not in _TRAIN_FNS:
-        _TRAIN_FNS.clear()
-        _TRAIN_FNS[cache_key] = _train_fn(row, data, config)
-    apply, train_fn = _TRAIN_FNS[cache_key]
+def _sweep(row: Row, trainer, config: StudyConfig, configs, *, key, seeds) -> Trained:
+    # Tuning and final sweeps get the same trainer (apply, train_fn) and chunks of
+    # config.seeds members, so sweeps.run compiles each row once.
+    apply, train_fn = trainer
     result = sweeps.run(
         train_fn,
         configs,
@@ -341,21 +334,26 @@ def run_row(
     """
     tuning = None
     chosen: dict[str, float] = {}
+    trainer = _train_fn(row, data, config)
     if row.search:
         grid = sweeps.grid(**{k: list(v) for k, v in row.search.items()})
-        tuning = _sweep(row, data, config, grid, key=key, seeds=config.tune_seeds)
+        tuning = _sweep(row, trainer, config, grid, key=key, seeds=config.tune_seeds)
         _, chosen = choose(tuning)
-    final = _train_choice(row, data, config, chosen, final_key=final_key)
+    final = _train_choice(row, trainer, config, chosen, final_key=final_key)
     return {"row": row, "chosen": chosen, "tuning": tuning, "final": final}
 
 
 def _train_choice(
-    row: Row, data: StudyData, config: StudyConfig, chosen: Mapping[str, float], *, final_key
+    row: Row, trainer, config: StudyConfig, chosen: Mapping[str, float], *, final_key
 ) -> Trained:
-    """``chosen`` on the shared final seeds; with nothing chosen, the row as specified (its
-    default learning rate as the one config value)."""
-    configs = {k: [v] for k, v in chosen.items()} or {"learning_rate": [LEARNING_RATE]}
-    return _sweep(row, data, config, configs, key=final_key, seeds=config.seeds)
+    """``chosen`` on the shared final seeds; with nothing chosen, the row as specified (one
+    config: its own fixed learning rate, else Adam's default)."""
+    if not chosen:
+        fixed = dict(row.fixed)
+        chosen = {"learning_rate": fixed.pop("learning_rate", LEARNING_RATE)}
+        row = replace(row, fixed=fixed)
+    configs = {k: [v] for k, v in chosen.items()}
+    return _sweep(row, trainer, config, configs, key=final_key, seeds=config.seeds)
 
 
 def search(
@@ -408,9 +406,10 @@ def search(
             name: np.concatenate([values, [candidate[name] for candidate in extra]])
             for name, values in configs.items()
         }
-    tuning = _sweep(row, data, config, configs, key=key, seeds=config.search_seeds)
+    trainer = _train_fn(row, data, config)
+    tuning = _sweep(row, trainer, config, configs, key=key, seeds=config.search_seeds)
     _, chosen = choose(tuning)
-    final = _train_choice(row, data, config, chosen, final_key=final_key)
+    final = _train_choice(row, trainer, config, chosen, final_key=final_key)
     return {"row": row, "chosen": chosen, "tuning": tuning, "final": final}
 
 
@@ -446,7 +445,9 @@ def transfer(
     """
     if not retune:
         fixed = replace(row, fixed={**row.fixed, **chosen})
-        final = _train_choice(fixed, data, config, {}, final_key=final_key)
+        final = _train_choice(
+            fixed, _train_fn(fixed, data, config), config, {}, final_key=final_key
+        )
         return {"row": row, "chosen": dict(chosen), "tuning": None, "final": final}
     if key is None:
         raise ValueError("transfer with retune needs a key for its tuning sweep")

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import optax
 
-from experiments.common import configuration, parse_args, report, rounded
+from experiments.common import configuration, parse_args, report, rounded, train_members
 from jaxreg import data, fit, metrics, plots
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, init_params
@@ -78,7 +78,7 @@ def main() -> int:
                 loss_fn, result.params, train_batches
             )
 
-        history, scale = jax.jit(jax.vmap(run))(params, jax.random.split(jax.random.key(1), seeds))
+        history, scale = train_members(run, params, jax.random.split(jax.random.key(1), seeds))
         trace, signal = np.asarray(scale.trace_covariance), np.asarray(scale.gradient_sq_norm)
         test = np.asarray(history["eval_accuracy"][:, -1])
         train = np.asarray(history["train_accuracy"][:, -1])

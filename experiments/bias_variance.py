@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from experiments.common import configuration, parse_args, report, rounded
-from jaxreg import data, ensembles, fit, metrics, penalties
+from jaxreg import data, ensembles, fit, metrics, penalties, sweeps
 from jaxreg.masks import weights_only
 from jaxreg.nn import MLP, init_params
 from jaxreg.stats import one_sided_lower_bound, rank_correlation
@@ -108,10 +108,14 @@ def main() -> int:
         ).params
         return jnp.argmax(apply(trained, dataset.x_test), axis=-1)
 
-    over_rounds = jax.vmap(member, in_axes=(None, 0, 0, 0))
-    preds = jax.jit(jax.vmap(over_rounds, in_axes=(0, None, None, None)))(
-        jnp.asarray(strengths), params, weights, keys
-    )
+    def train_fn(config, key):
+        del key  # round r trains from its own initial params, bootstrap weights and key
+        r = config["round"]
+        return member(config["strength"], *jax.tree.map(lambda a: a[r], (params, weights, keys)))
+
+    grid = sweeps.grid(strength=np.asarray(strengths, np.float32), round=np.arange(rounds))
+    sweep = sweeps.run(train_fn, grid, key=jax.random.key(3), progress=False)
+    preds = sweep.metrics.reshape(len(strengths), rounds, -1)
     rows = [
         metrics.bias_variance(preds[i], dataset.y_test, "0-1", num_classes=10)
         for i in range(len(strengths))

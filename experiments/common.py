@@ -135,6 +135,30 @@ def train_mnist1d(
     return by_value["history"], by_value["params"], dataset, apply
 
 
+def train_members(run, *member_args):
+    """``run(*args_i)`` for every member ``i`` of ``member_args`` (pytrees with a leading
+    member axis: initial params, keys, bootstrap weights, ...), as one :func:`jaxreg.sweeps.run`.
+
+    The member index is the sweep's one config axis, so member ``i`` trains from exactly
+    its own slices (the seeds a script fixed stay its seeds) and the whole set is one
+    compile. Returns ``run``'s outputs stacked along the member axis (host arrays).
+    """
+    import jax
+    import numpy as np
+
+    from jaxreg import sweeps
+
+    count = len(jax.tree.leaves(member_args[0])[0])
+
+    def train_fn(config, key):
+        del key  # each member's randomness is its own slice of member_args
+        index = config["member"]
+        return run(*jax.tree.map(lambda a: a[index], member_args))
+
+    configs = sweeps.grid(member=np.arange(count))
+    return sweeps.run(train_fn, configs, key=jax.random.key(0), progress=False).metrics
+
+
 def vmapped_curvature(loss_fn, batches, *, keys: tuple[int, int] = (1, 2), iterations: int = 30):
     """``(top_eigenvalue, trace)``: jitted functions of stacked params (leading member axis)
     giving each member's λmax (Lanczos, ``iterations`` steps) and Hutch++ trace

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from sklearn.datasets import load_diabetes
 
-from experiments.common import parse_args, report, rounded
+from experiments.common import parse_args, report, rounded, train_members
 from jaxreg import data, fit
 from jaxreg.nn import MLP, init_params
 from jaxreg.training import EarlyStopping, evaluate
@@ -92,7 +92,7 @@ def mnist1d_early_stopping():
             out[f"{name}_best_epoch"] = stopped.early_stopping.best_step
         return out
 
-    return jax.jit(jax.vmap(run))(params, jax.random.split(jax.random.key(2), SEEDS))
+    return train_members(run, params, jax.random.split(jax.random.key(2), SEEDS))
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common import configuration, parse_args, report, rounded
+from experiments.common import configuration, parse_args, report, rounded, train_members
 from jaxreg import data, ensembles, fit
 from jaxreg.nn import MLP, init_params
 from jaxreg.stats import one_sided_lower_bound
@@ -76,7 +76,7 @@ def main() -> int:
             x_test = dataset.x_test * m if variant == "random subspaces" else dataset.x_test
             return jax.nn.softmax(apply(trained, x_test), axis=-1)
 
-        probs = jax.jit(jax.vmap(member))(params, keys, weights, masks)
+        probs = train_members(member, params, keys, weights, masks)
         probs = np.asarray(probs).reshape(replicates, members, -1, 10)
         accuracy, terms, identity_gap = [], [], 0.0
         for k in range(1, members + 1):

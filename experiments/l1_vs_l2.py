@@ -23,7 +23,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import lasso_path
 
 from experiments.common import parse_args, report
-from jaxreg import penalties, prox
+from jaxreg import penalties, prox, sweeps
 from jaxreg.solvers import proximal_gradient
 
 NAME = "l1_vs_l2"
@@ -63,6 +63,16 @@ def main() -> int:
     def smooth_loss(w):
         return jnp.sum((xj @ w - yj) ** 2) / (2 * n)
 
+    def over_alphas(solve):
+        """``solve(alpha)`` for every alpha of the path: one sweep, one compile."""
+        sweep = sweeps.run(
+            lambda config, key: solve(config["alpha"]),
+            sweeps.grid(alpha=alphas),
+            key=jax.random.key(0),
+            progress=False,
+        )
+        return np.asarray(sweep.metrics)
+
     def path(make_prox, extra_lipschitz=0.0):
         def solve(alpha):
             return proximal_gradient(
@@ -73,7 +83,7 @@ def main() -> int:
                 num_iters=20000,
             )
 
-        return np.asarray(jax.jit(jax.vmap(solve))(jnp.asarray(alphas)))
+        return over_alphas(solve)
 
     l1_path = path(lambda a: lambda v, s: prox.l1(v, s * a))
     en_path = path(lambda a: lambda v, s: prox.elastic_net(v, s * a, 0.5))
@@ -86,7 +96,7 @@ def main() -> int:
         step = 1.0 / (lipschitz + alpha)
         return jax.lax.fori_loop(0, 20000, lambda _, w: w - step * grad(w), jnp.zeros(d))
 
-    l2_path = np.asarray(jax.jit(jax.vmap(ridge))(jnp.asarray(alphas)))
+    l2_path = over_alphas(ridge)
 
     scale = np.abs(sk_coefs).max()
     max_abs_diff = float(np.abs(l1_path - sk_coefs).max())

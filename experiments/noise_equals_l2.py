@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import parse_args, report, rounded
-from jaxreg import noise
+from jaxreg import noise, sweeps
 
 NAME = "noise_equals_l2"
 CLAIM = "Training a linear model on inputs with N(0, σ²) noise gives the ridge solution, λ = σ²"
@@ -66,7 +66,13 @@ def main() -> int:
         _, path = jax.lax.scan(step, jnp.zeros(d), jax.random.split(jax.random.key(1), steps))
         return path[steps // 2 :].mean(0)
 
-    noisy_weights = np.asarray(jax.jit(jax.vmap(train))(jnp.asarray(sigmas)))
+    sweep = sweeps.run(
+        lambda config, key: train(config["sigma"]),
+        sweeps.grid(sigma=sigmas),
+        key=jax.random.key(0),
+        progress=False,
+    )
+    noisy_weights = np.asarray(sweep.metrics)
     ridge = ridge_path(x, y, sigmas**2)
     passed, rel_error = verdict(noisy_weights, x, y, sigmas)
     evidence = {

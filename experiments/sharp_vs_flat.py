@@ -31,7 +31,14 @@ import jax
 import numpy as np
 import optax
 
-from experiments.common import configuration, parse_args, report, rounded, vmapped_curvature
+from experiments.common import (
+    configuration,
+    parse_args,
+    report,
+    rounded,
+    train_members,
+    vmapped_curvature,
+)
 from jaxreg import data, fit, landscape, plots, sharpness, transforms
 from jaxreg.losses import classification_loss
 from jaxreg.masks import weights_only
@@ -97,7 +104,7 @@ def main() -> int:
             )
             return result.params, result.history
 
-        final, history = jax.jit(jax.vmap(run))(params, jax.random.split(jax.random.key(3), seeds))
+        final, history = train_members(run, params, jax.random.split(jax.random.key(3), seeds))
         top, trace, rho_sharp = top_eigenvalue(final), trace_of(final), sam_of(final)
         trained[name] = jax.tree.map(lambda a: a[0], final)
         test = np.asarray(history["eval_accuracy"][:, -1])

@@ -36,7 +36,14 @@ import jax
 import numpy as np
 import optax
 
-from experiments.common import configuration, parse_args, report, rounded, vmapped_curvature
+from experiments.common import (
+    configuration,
+    parse_args,
+    report,
+    rounded,
+    train_members,
+    vmapped_curvature,
+)
 from jaxreg import averaging, data, fit, sharpness
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, init_params
@@ -106,7 +113,7 @@ def main() -> int:
         return result.params, averaging.averaged_params(result.opt_state)
 
     keys = jax.random.split(jax.random.key(1), seeds)
-    final_params, swa_params = jax.jit(jax.vmap(run))(params, keys)
+    final_params, swa_params = train_members(run, params, keys)
 
     loss_fn = classification_loss(apply)
     n = CURVATURE_EXAMPLES

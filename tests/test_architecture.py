@@ -129,3 +129,54 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     imports = list(_imports(planted))
     assert ("jax._src", "core", 1) in imports
     assert _private("_secret") and not _private("__init__") and _private("jaxreg._checks")
+
+
+def _trains(node: ast.AST) -> bool:
+    """Whether ``node`` calls ``fit`` or a solver (``proximal_gradient``) anywhere inside."""
+    for call in ast.walk(node):
+        if isinstance(call, ast.Call):
+            name = getattr(call.func, "id", None) or getattr(call.func, "attr", None)
+            if name in {"fit", "proximal_gradient"}:
+                return True
+    return False
+
+
+def _hand_vmapped_training(path: Path) -> list[int]:
+    """``jax.vmap`` over a function that trains, outside a sweep member (a ``train_fn`` given
+    to ``sweeps.run`` may vmap the bootstrap members of its one configuration)."""
+    tree = ast.parse(path.read_text())
+    training = {
+        node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and _trains(node)
+    }
+    inside_members = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == "train_fn"
+        for inner in ast.walk(node)
+    }
+    found = []
+    for node in ast.walk(tree):
+        is_vmap = (
+            isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "vmap" and node.args
+        )
+        if not is_vmap or id(node) in inside_members:
+            continue
+        target = node.args[0]
+        if (isinstance(target, ast.Name) and target.id in training) or (
+            isinstance(target, ast.Lambda) and _trains(target)
+        ):
+            found.append(node.lineno)
+    return found
+
+
+def test_experiments_train_many_configurations_only_through_sweeps_run(tmp_path):
+    """One sweep driver: no research script vmaps a training run by hand."""
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in _python_files("experiments")
+        for line in _hand_vmapped_training(path)
+    ]
+    assert not found, found
+    planted = tmp_path / "planted.py"
+    planted.write_text("def run(p):\n    return fit(p)\n\nout = jax.jit(jax.vmap(run))(ps)\n")
+    assert _hand_vmapped_training(planted) == [4]

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,11 +71,20 @@ def _softmax_outputs(apply, params, x):
     return jax.vmap(lambda p: jax.nn.softmax(apply(p, x)))(params)
 
 
-@functools.cache
-def _compiled(fn, static_argnums: tuple[int, ...], level: int | None):
-    """``fn`` jitted with the study's compile level (one jit object per level)."""
-    options = compiler_options(StudyConfig(compile_level=level))
-    return jax.jit(fn, static_argnums=static_argnums, compiler_options=options)
+class _Programs(NamedTuple):
+    """The tour's two measurement programs, jitted once per run at the study's compile level
+    (the ``apply`` functions are static: rows of one model share the compiled program)."""
+
+    probabilities: Callable
+    curvature: Callable
+
+
+def _programs(config: StudyConfig) -> _Programs:
+    options = compiler_options(config)
+    return _Programs(
+        jax.jit(_softmax_outputs, static_argnums=(0,), compiler_options=options),
+        jax.jit(_curvature, static_argnums=(0, 3), compiler_options=options),
+    )
 
 
 @contextlib.contextmanager
@@ -86,9 +95,9 @@ def _timed(seconds: dict[str, float], name: str):
     seconds[name] = time.perf_counter() - start
 
 
-def _probabilities(apply, params, x, seeds: int, config: StudyConfig) -> np.ndarray:
+def _probabilities(programs: _Programs, apply, params, x, seeds: int) -> np.ndarray:
     """Ensemble-mean class probabilities per seed, ``(seeds, n, classes)``."""
-    probs = _compiled(_softmax_outputs, (0,), config.compile_level)(apply, params, x)
+    probs = programs.probabilities(apply, params, x)
     return np.asarray(probs, np.float64).reshape(seeds, -1, *probs.shape[1:]).mean(1)
 
 
@@ -119,14 +128,14 @@ def _curvature(apply, params, batches, iters: int):
     return jax.lax.map(measure, params)
 
 
-def _measure(outcome: dict, data: StudyData, config: StudyConfig, curvature: bool) -> dict:
+def _measure(outcome: dict, data: StudyData, config: StudyConfig, programs: _Programs) -> dict:
     """Test metrics per seed (reads the unlocked test split once) and curvature of seed 0's
     first member per seed."""
     row: Row = outcome["row"]
     final = outcome["final"]
     seeds = config.seeds
     x_test, y_test = data.test.read()
-    probs = _probabilities(final.apply, final.params, jnp.asarray(x_test), seeds, config)
+    probs = _probabilities(programs, final.apply, final.params, jnp.asarray(x_test), seeds)
     test_acc = [float(metrics.accuracy(p, y_test)) for p in probs]
     nll = [float(metrics.nll(p, y_test)) for p in probs]
     ece = [float(metrics.ece(p, y_test)) for p in probs]
@@ -134,10 +143,9 @@ def _measure(outcome: dict, data: StudyData, config: StudyConfig, curvature: boo
     val_acc = np.asarray(final.val_accuracy)
     firsts = jax.tree.map(lambda a: a[:: final.members_per_seed], final.params)
     lam = trace = {"mean": float("nan"), "sd": float("nan")}
-    if curvature and final.members_per_seed == 1:
+    if final.members_per_seed == 1:
         batches = _curvature_batches(data)
-        curvature_fn = _compiled(_curvature, (0, 3), config.compile_level)
-        tops, traces = curvature_fn(final.apply, firsts, batches, config.sharpness_iters)
+        tops, traces = programs.curvature(final.apply, firsts, batches, config.sharpness_iters)
         lam = report_lib.confidence_interval(np.asarray(tops))
         trace = report_lib.confidence_interval(np.asarray(traces))
     first = jax.tree.map(lambda a: a[0], firsts)
@@ -175,7 +183,7 @@ def _measure(outcome: dict, data: StudyData, config: StudyConfig, curvature: boo
     }
 
 
-def _path(outcome: dict, data: StudyData, config: StudyConfig) -> dict | None:
+def _path(outcome: dict, data: StudyData, programs: _Programs) -> dict | None:
     """Validation and test accuracy per grid value (mean, sd over tuning seeds)."""
     tuning = outcome["tuning"]
     row: Row = outcome["row"]
@@ -184,7 +192,7 @@ def _path(outcome: dict, data: StudyData, config: StudyConfig) -> dict | None:
     (name,) = row.search
     x_test, y_test = data.test.read()
     seeds = len(tuning.val_accuracy)
-    probs = _probabilities(tuning.apply, tuning.params, jnp.asarray(x_test), seeds, config)
+    probs = _probabilities(programs, tuning.apply, tuning.params, jnp.asarray(x_test), seeds)
     test = np.mean(np.argmax(probs, -1) == np.asarray(y_test)[None], axis=1)
     values = np.unique(tuning.configs[name])
     out = {"parameter": name, "values": values.tolist(), "chosen": outcome["chosen"][name]}
@@ -246,8 +254,9 @@ def run_tour(
     data.test.unlock()
     phases = {"choices_and_training": sum(seconds.values())}
     with _timed(phases, "test_metrics_and_curvature"):
-        measured = _measure_all(outcomes, data, config, names["baseline"])
-        paths = {name: _path(o, data, config) for name, o in outcomes.items()}
+        programs = _programs(config)
+        measured = _measure_all(outcomes, data, config, programs, names["baseline"])
+        paths = {name: _path(o, data, programs) for name, o in outcomes.items()}
         paths = {k: v for k, v in paths.items() if v is not None}
     for name, row in measured.items():
         row["seconds"] = seconds[name]
@@ -375,10 +384,10 @@ def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key
     return outcomes, seconds
 
 
-def _measure_all(outcomes: dict, data: StudyData, config: StudyConfig, baseline: str) -> dict:
+def _measure_all(outcomes: dict, data: StudyData, config: StudyConfig, programs, baseline: str):
     """Test metrics and curvature of every row; paired differences to ``baseline``."""
     measured = {
-        name: _measure(outcome, data, config, curvature=True) for name, outcome in outcomes.items()
+        name: _measure(outcome, data, config, programs) for name, outcome in outcomes.items()
     }
     base = measured[baseline]["per_seed"]["test"]
     for name, row in measured.items():

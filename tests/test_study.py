@@ -166,7 +166,7 @@ def test_the_tour_unlocks_test_only_after_every_choice(monkeypatch, tmp_path):
     class Stop(Exception):
         pass
 
-    def measure(outcome, data, config, curvature):
+    def measure(outcome, data, config, programs):
         seen["locked_at_measure"] = data.test.locked
         seen["rows_before_measure"] = len(calls)
         raise Stop

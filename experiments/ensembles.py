@@ -63,7 +63,6 @@ def main() -> int:
     keys = jax.random.split(jax.random.key(1), total)
     weights = ensembles.bootstrap_weights(jax.random.key(2), total, n)
     masks = ensembles.subspace_masks(jax.random.key(3), total, features, 0.5)
-    targets = np.eye(10)[dataset.y_test].ravel()
     results = {}
     for variant in VARIANTS:
 
@@ -78,64 +77,77 @@ def main() -> int:
 
         probs = train_members(member, params, keys, weights, masks)
         probs = np.asarray(probs).reshape(replicates, members, -1, 10)
-        accuracy, terms, identity_gap = [], [], 0.0
-        for k in range(1, members + 1):
-            ensemble = probs[:, :k].mean(1)
-            accuracy.append(float(np.mean(ensemble.argmax(-1) == dataset.y_test)))
-            flat = probs[:, :k].reshape(replicates, k, -1)
-            if k == 1:
-                terms.append({"ensemble_mse": float(np.mean((flat[:, 0] - targets) ** 2))})
-                continue
-            d = ensembles.decompose(jnp.asarray(flat, jnp.float32), jnp.asarray(targets))
-            rhs = d.bias2 + d.variance / k + (1 - 1 / k) * d.covariance
-            identity_gap = max(identity_gap, abs(float(d.ensemble_mse - rhs)))
-            terms.append({name: float(v) for name, v in d._asdict().items()})
-
-        def per_replicate(k, probs=probs):
-            ensemble = probs[:, :k].mean(1)  # (replicates, n, classes)
-            acc = np.mean(ensemble.argmax(-1) == dataset.y_test, axis=1)
-            picked = np.take_along_axis(ensemble, np.asarray(dataset.y_test)[None, :, None], -1)
-            return acc, -np.mean(np.log(np.maximum(picked[..., 0], 1e-12)), axis=1)
-
-        (acc_1, nll_1), (acc_k, nll_k) = per_replicate(1), per_replicate(members)
-        passed_variant, acc_bound, nll_bound = verdict(acc_1, acc_k, nll_1, nll_k)
-        results[variant] = {
-            "accuracy": accuracy,
-            "terms": terms,
-            "identity_gap": identity_gap,
-            "passed": passed_variant,
-            "accuracy_k1": acc_1,
-            "accuracy_kmax": acc_k,
-            "nll_k1": nll_1,
-            "nll_kmax": nll_k,
-            "accuracy_gain_lower_95": acc_bound,
-            "nll_reduction_lower_95": nll_bound,
-        }
+        results[variant] = _analyse(probs, np.asarray(dataset.y_test))
+        accuracy, terms = results[variant]["accuracy"], results[variant]["terms"]
         print(
             f"  {variant:<17} test accuracy k=1 {100 * accuracy[0]:.1f}% → k={members} "
             f"{100 * accuracy[-1]:.1f}%; ensemble MSE {terms[0]['ensemble_mse']:.4f} → "
-            f"{terms[-1]['ensemble_mse']:.4f}; identity gap {identity_gap:.1e}"
+            f"{terms[-1]['ensemble_mse']:.4f}; identity gap {results[variant]['identity_gap']:.1e}"
         )
     passed = all(r["passed"] for r in results.values())
-    evidence = {
-        variant: {
-            "accuracy_by_k": rounded(r["accuracy"]),
-            "ensemble_mse_by_k": rounded([t["ensemble_mse"] for t in r["terms"]], 5),
-            "bias2_kmax": r["terms"][-1]["bias2"],
-            "variance_kmax": r["terms"][-1]["variance"],
-            "covariance_kmax": r["terms"][-1]["covariance"],
-            "identity_max_abs_gap": r["identity_gap"],
-            "accuracy_k1_per_replicate": rounded(r["accuracy_k1"]),
-            "accuracy_kmax_per_replicate": rounded(r["accuracy_kmax"]),
-            "accuracy_gain_lower_95": r["accuracy_gain_lower_95"],
-            "nll_k1_per_replicate": rounded(r["nll_k1"]),
-            "nll_kmax_per_replicate": rounded(r["nll_kmax"]),
-            "nll_reduction_lower_95": r["nll_reduction_lower_95"],
-        }
-        for variant, r in results.items()
-    }
-    evidence = {**config, **evidence}
+    evidence = {**config, **{variant: _evidence(r) for variant, r in results.items()}}
+    _figure(results, members, args.out)
+    return report(NAME, CLAIM, evidence, passed, args.out)
 
+
+def _analyse(probs: np.ndarray, y_test: np.ndarray) -> dict:
+    """Accuracy and the bias-variance-covariance terms for k = 1..members, and the verdict
+    inputs per replicate, from ``probs`` shaped ``(replicates, members, n, classes)``."""
+    replicates, members = probs.shape[:2]
+    targets = np.eye(10)[y_test].ravel()
+    accuracy, terms, identity_gap = [], [], 0.0
+    for k in range(1, members + 1):
+        ensemble = probs[:, :k].mean(1)
+        accuracy.append(float(np.mean(ensemble.argmax(-1) == y_test)))
+        flat = probs[:, :k].reshape(replicates, k, -1)
+        if k == 1:
+            terms.append({"ensemble_mse": float(np.mean((flat[:, 0] - targets) ** 2))})
+            continue
+        d = ensembles.decompose(jnp.asarray(flat, jnp.float32), jnp.asarray(targets))
+        rhs = d.bias2 + d.variance / k + (1 - 1 / k) * d.covariance
+        identity_gap = max(identity_gap, abs(float(d.ensemble_mse - rhs)))
+        terms.append({name: float(v) for name, v in d._asdict().items()})
+
+    def per_replicate(k):
+        ensemble = probs[:, :k].mean(1)  # (replicates, n, classes)
+        acc = np.mean(ensemble.argmax(-1) == y_test, axis=1)
+        picked = np.take_along_axis(ensemble, y_test[None, :, None], -1)
+        return acc, -np.mean(np.log(np.maximum(picked[..., 0], 1e-12)), axis=1)
+
+    (acc_1, nll_1), (acc_k, nll_k) = per_replicate(1), per_replicate(members)
+    passed, acc_bound, nll_bound = verdict(acc_1, acc_k, nll_1, nll_k)
+    return {
+        "accuracy": accuracy,
+        "terms": terms,
+        "identity_gap": identity_gap,
+        "passed": passed,
+        "accuracy_k1": acc_1,
+        "accuracy_kmax": acc_k,
+        "nll_k1": nll_1,
+        "nll_kmax": nll_k,
+        "accuracy_gain_lower_95": acc_bound,
+        "nll_reduction_lower_95": nll_bound,
+    }
+
+
+def _evidence(r: dict) -> dict:
+    return {
+        "accuracy_by_k": rounded(r["accuracy"]),
+        "ensemble_mse_by_k": rounded([t["ensemble_mse"] for t in r["terms"]], 5),
+        "bias2_kmax": r["terms"][-1]["bias2"],
+        "variance_kmax": r["terms"][-1]["variance"],
+        "covariance_kmax": r["terms"][-1]["covariance"],
+        "identity_max_abs_gap": r["identity_gap"],
+        "accuracy_k1_per_replicate": rounded(r["accuracy_k1"]),
+        "accuracy_kmax_per_replicate": rounded(r["accuracy_kmax"]),
+        "accuracy_gain_lower_95": r["accuracy_gain_lower_95"],
+        "nll_k1_per_replicate": rounded(r["nll_k1"]),
+        "nll_kmax_per_replicate": rounded(r["nll_kmax"]),
+        "nll_reduction_lower_95": r["nll_reduction_lower_95"],
+    }
+
+
+def _figure(results: dict, members: int, out) -> None:
     from jaxreg.plots import pyplot
 
     plt = pyplot()
@@ -169,9 +181,8 @@ def main() -> int:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out / f"{NAME}.png", dpi=120)
-    return report(NAME, CLAIM, evidence, passed, args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{NAME}.png", dpi=120)
 
 
 if __name__ == "__main__":

@@ -113,15 +113,18 @@ def main() -> int:
     }
     passed = verdict(l1_path, sk_coefs, l2_path)
 
-    import matplotlib
+    _figure(alphas, (l1_path, en_path, l2_path), sk_coefs, args.out)
+    return report(NAME, CLAIM, evidence, passed, args.out)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _figure(alphas, paths, sk_coefs, out) -> None:
+    from jaxreg.plots import pyplot
+
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
     for ax, coefs, title in zip(
         axes,
-        (l1_path, en_path, l2_path),
+        paths,
         ("L1 (lasso, proximal)", "elastic net (ρ=0.5)", "L2 (ridge)"),
         strict=True,
     ):
@@ -134,9 +137,8 @@ def main() -> int:
     axes[0].set_ylabel("coefficient")
     fig.suptitle("Regularization paths on diabetes (dotted: scikit-learn lasso_path)")
     fig.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out / f"{NAME}.png", dpi=120)
-    return report(NAME, CLAIM, evidence, passed, args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{NAME}.png", dpi=120)
 
 
 if __name__ == "__main__":

@@ -135,9 +135,17 @@ def main() -> int:
         "sharpest_arm": sharpest,
     }
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    shown = (sharpest, flattest) if config["figures"] else ()
+    _figures(rows, trained, shown, loss_fn, train_batches, (seeds, rho, p_value), args.out)
+    return report(NAME, CLAIM, evidence, passed, args.out)
+
+
+def _figures(rows, trained, shown, loss_fn, train_batches, stats, out) -> None:
+    """λmax per arm; with ``shown`` arms, their spectral densities and 2-D loss slices."""
+    seeds, rho, p_value = stats
+    out.mkdir(parents=True, exist_ok=True)
     densities, slices = {}, {}
-    for name in (sharpest, flattest) if config["figures"] else ():
+    for name in shown:
         density = sharpness.spectral_density(
             loss_fn, trained[name], train_batches, key=jax.random.key(4), num_iters=60, num_runs=2
         )
@@ -145,18 +153,17 @@ def main() -> int:
         slices[name] = landscape.slice_2d(
             loss_fn, trained[name], train_batches, key=jax.random.key(5), span=1.0, resolution=21
         )
-    if config["figures"]:
-        plots.spectral_density(densities, args.out / f"{NAME}_density.png")
-        plots.landscapes(slices, args.out / f"{NAME}_landscape.png")
+    if shown:
+        plots.spectral_density(densities, out / f"{NAME}_density.png")
+        plots.landscapes(slices, out / f"{NAME}_landscape.png")
     plots.error_bars(
         [name.replace(" + ", "\n+ ") for name in rows],
         np.array([np.mean(r["lambda_max"]) for r in rows.values()]),
         np.array([np.std(r["lambda_max"]) for r in rows.values()]),
-        args.out / f"{NAME}.png",
+        out / f"{NAME}.png",
         ylabel="top Hessian eigenvalue",
         title=f"λmax, {seeds} seeds; Spearman vs test acc. {rho:.2f} (p {p_value:.3f})",
     )
-    return report(NAME, CLAIM, evidence, passed, args.out)
 
 
 if __name__ == "__main__":

@@ -157,19 +157,23 @@ def main() -> int:
             "95% lower bounds are > 0"
         ),
     }
+    _figure(arms, seeds, lr, args.out)
+    return report(NAME, CLAIM, evidence, passed, args.out)
+
+
+def _figure(arms: dict, seeds: int, lr: float, out) -> None:
     from jaxreg import plots
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     names = list(arms)
     plots.error_bars(
         [f"{n}\nλmax {arms[n]['lambda_max'].mean():.2f}" for n in names],
         np.array([100 * arms[n]["test_accuracy"].mean() for n in names]),
         np.array([100 * arms[n]["test_accuracy"].std() for n in names]),
-        args.out / f"{NAME}.png",
+        out / f"{NAME}.png",
         ylabel="test accuracy (%)",
         title=f"SWA vs the final iterate ({seeds} seeds, constant lr {lr:g})",
     )
-    return report(NAME, CLAIM, evidence, passed, args.out)
 
 
 if __name__ == "__main__":

@@ -180,3 +180,23 @@ def test_experiments_train_many_configurations_only_through_sweeps_run(tmp_path)
     planted = tmp_path / "planted.py"
     planted.write_text("def run(p):\n    return fit(p)\n\nout = jax.jit(jax.vmap(run))(ps)\n")
     assert _hand_vmapped_training(planted) == [4]
+
+
+def _body_lines(node: ast.FunctionDef) -> int:
+    """Lines of a function after its docstring (the docstring's example is documentation)."""
+    first = node.body[0]
+    has_doc = isinstance(first, ast.Expr) and isinstance(
+        getattr(first, "value", None), ast.Constant
+    )
+    start = first.end_lineno + 1 if has_doc and len(node.body) > 1 else first.lineno
+    return node.end_lineno - start + 1
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({_body_lines(node)} lines)"
+        for path in _python_files("jaxreg", "experiments")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _body_lines(node) > 80
+    ]
+    assert not long, long

@@ -283,6 +283,11 @@ def default_rows() -> list[Row]:
       >>> all(len(values) >= 6 for row in rows for values in row.search.values())  # log grids
       True
     """
+    return _penalty_rows() + _data_rows() + _training_rows()
+
+
+def _penalty_rows() -> list[Row]:
+    """The baseline, then penalties and weight decay."""
     return [
         Row(
             "baseline",
@@ -318,6 +323,12 @@ def default_rows() -> list[Row]:
             search={"elastic_strength": log_grid(1e-3, 3e-1, 6)},
             optimizer=_elastic_net,
         ),
+    ]
+
+
+def _data_rows() -> list[Row]:
+    """Noise, augmentation, label smoothing and dropout."""
+    return [
         Row(
             "input noise",
             "Gaussian input noise",
@@ -356,6 +367,12 @@ def default_rows() -> list[Row]:
             search={"dropout_rate": log_grid(0.05, 0.6, 6)},
             combinable=True,
         ),
+    ]
+
+
+def _training_rows() -> list[Row]:
+    """Early stopping, bagging, batch size, SAM and parameter sharing."""
+    return [
         Row(
             "early stopping",
             "stop when validation accuracy stalls (patience 10), restore the best epoch",

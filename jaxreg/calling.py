@@ -35,6 +35,15 @@ __all__ = ["KEYWORDS", "Takes", "keywords_of", "takes"]
 KEYWORDS = frozenset({"hparams", "batch", "key"})
 
 
+def _known(keywords) -> frozenset[str]:
+    """``keywords`` as a frozenset, with a ``ValueError`` for any the loop does not hand."""
+    declared = frozenset(keywords)
+    unknown = sorted(declared - KEYWORDS)
+    if unknown:
+        raise ValueError(f"unknown keyword(s) {unknown}; the loop hands {sorted(KEYWORDS)}")
+    return declared
+
+
 class Takes:
     """A callable with the keywords it takes from the training loop (see :func:`takes`).
 
@@ -49,11 +58,8 @@ class Takes:
     def __init__(self, fn: Callable, keywords: frozenset[str]):
         if not callable(fn):
             raise TypeError(f"takes() wraps a callable, got {type(fn).__name__}")
-        unknown = sorted(set(keywords) - KEYWORDS)
-        if unknown:
-            raise ValueError(f"unknown keyword(s) {unknown}; the loop hands {sorted(KEYWORDS)}")
         self.fn = fn
-        self.keywords = frozenset(keywords)
+        self.keywords = _known(keywords)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -82,10 +88,7 @@ def takes(*keywords: str) -> Callable[[Callable], Takes]:
       >>> float(l2_with_its_strength(jnp.ones(2), hparams={"l2_strength": 0.5}))
       0.5
     """
-    declared = frozenset(keywords)
-    unknown = sorted(declared - KEYWORDS)
-    if unknown:
-        raise ValueError(f"unknown keyword(s) {unknown}; the loop hands {sorted(KEYWORDS)}")
+    declared = _known(keywords)  # checked at the decorator, before any function is wrapped
     return lambda fn: Takes(fn, declared)
 
 

@@ -25,6 +25,7 @@ from jaxreg import tasks as tasks
 from jaxreg import training as training
 from jaxreg import transforms as transforms
 from jaxreg.training import FitResult as FitResult
+from jaxreg.training import HostOptions as HostOptions
 from jaxreg.training import evaluate as evaluate
 from jaxreg.training import fit as fit
 

@@ -8,7 +8,7 @@ from flax import nnx
 
 from jaxreg import fit
 from jaxreg.nn import MLP, functional
-from jaxreg.training import EarlyStopping, checkpoints
+from jaxreg.training import EarlyStopping, HostOptions, checkpoints
 from jaxreg.training import early_stopping as es
 
 
@@ -51,9 +51,11 @@ def test_interrupted_and_resumed_fit_is_bitwise_equal(tmp_path):
         batch_size=32,
         eval_data=(x, y),
         early_stopping=EarlyStopping(50, monitor="eval_loss"),
-        epochs_per_chunk=3,
     )
-    reference = fit(apply, params, optax.adam(1e-2), (x, y), num_epochs=12, **kwargs)
+    chunks = dict(epochs_per_chunk=3)
+    reference = fit(
+        apply, params, optax.adam(1e-2), (x, y), num_epochs=12, host=HostOptions(**chunks), **kwargs
+    )
     # "Interrupted" after 6 epochs: a run that only got that far, writing checkpoints.
     fit(
         apply,
@@ -61,7 +63,7 @@ def test_interrupted_and_resumed_fit_is_bitwise_equal(tmp_path):
         optax.adam(1e-2),
         (x, y),
         num_epochs=6,
-        checkpoint_dir=tmp_path / "ck",
+        host=HostOptions(checkpoint_dir=tmp_path / "ck", **chunks),
         **kwargs,
     )
     assert checkpoints.latest_step(tmp_path / "ck") == 6
@@ -71,7 +73,7 @@ def test_interrupted_and_resumed_fit_is_bitwise_equal(tmp_path):
         optax.adam(1e-2),
         (x, y),
         num_epochs=12,
-        checkpoint_dir=tmp_path / "ck",
+        host=HostOptions(checkpoint_dir=tmp_path / "ck", **chunks),
         **kwargs,
     )
     chex.assert_trees_all_equal(resumed.params, reference.params)
@@ -84,7 +86,7 @@ def test_interrupted_and_resumed_fit_is_bitwise_equal(tmp_path):
             optax.adam(1e-2),
             (x, y),
             num_epochs=12,
-            checkpoint_dir=tmp_path / "ck",
+            host=HostOptions(checkpoint_dir=tmp_path / "ck", **chunks),
             **{**kwargs, "key": jax.random.key(2)},
         )
     np.testing.assert_array_equal(resumed.history["eval_loss"].shape, (12,))

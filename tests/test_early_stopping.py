@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxreg import fit
 from jaxreg.nn import MLP, functional
-from jaxreg.training import EarlyStopping
+from jaxreg.training import EarlyStopping, HostOptions
 from jaxreg.training import early_stopping as es
 
 
@@ -158,7 +158,7 @@ def test_host_loop_ends_early_when_stopped():
         batch_size=50,
         eval_data=val,
         early_stopping=EarlyStopping(1),
-        epochs_per_chunk=5,
+        host=HostOptions(epochs_per_chunk=5),
     )
     stop = int(result.early_stopping.stop_step)
     assert len(result.history["eval_loss"]) == 5 * (stop // 5 + 1) < 200

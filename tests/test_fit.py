@@ -9,7 +9,7 @@ from flax import nnx
 from jaxreg import fit
 from jaxreg.losses import classification_loss
 from jaxreg.nn import CNN1D, MLP, functional
-from jaxreg.training import evaluate
+from jaxreg.training import HostOptions, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_same_key_gives_a_bitwise_identical_run_however_chunked(small_problem):
     kwargs = dict(key=jax.random.key(7), num_epochs=6, batch_size=25, eval_data=(x, y))
     a = fit(apply, params, optax.sgd(0.1), (x, y), **kwargs)
     b = fit(apply, params, optax.sgd(0.1), (x, y), **kwargs)
-    c = fit(apply, params, optax.sgd(0.1), (x, y), epochs_per_chunk=4, **kwargs)
+    c = fit(apply, params, optax.sgd(0.1), (x, y), host=HostOptions(epochs_per_chunk=4), **kwargs)
     chex.assert_trees_all_equal(a.params, b.params)
     chex.assert_trees_all_equal(a.history, b.history)
     chex.assert_trees_all_equal(a.params, c.params)
@@ -158,7 +158,7 @@ def test_progress_bar_runs_from_the_host(small_problem, capsys):
         key=jax.random.key(0),
         num_epochs=3,
         batch_size=40,
-        progress=True,
+        host=HostOptions(progress=True),
     )
     assert result.history["train_accuracy"].shape == (3,)
 
@@ -171,6 +171,11 @@ def test_progress_bar_runs_from_the_host(small_problem, capsys):
         ({"num_epochs": 0}, ValueError, "num_epochs"),
         ({"penalty_strength": -1.0}, ValueError, "penalty_strength"),
         ({"optimizer": "adam"}, TypeError, "optimizer"),
+        ({"host": {"progress": True}}, TypeError, "host must be"),
+        ({"progres": True}, TypeError, "progres"),
+        ({"host": HostOptions(), "progress": True}, TypeError, "not both"),
+        ({"epochs_per_chunk": 0}, ValueError, "epochs_per_chunk"),
+        ({"on_nonfinite": "skip"}, ValueError, "on_nonfinite"),
         ({"train": (np.ones((10, 6)), np.ones(9, np.int32))}, ValueError, "same length"),
     ],
 )

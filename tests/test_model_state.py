@@ -144,6 +144,7 @@ def test_early_stopping_restores_the_statistics_of_the_best_epoch(toy):
 def test_batchnorm_run_resumes_bitwise_from_a_checkpoint(toy, tmp_path):
     x, y = toy
     model = from_nnx(_BNNet(nnx.Rngs(0)))
+    # The 0.2 keyword form of the host options (epochs_per_chunk=, checkpoint_dir=) still works.
     kwargs = dict(key=jax.random.key(2), batch_size=16, epochs_per_chunk=2)
     whole = fit(model, model.params, optax.adam(0.01), (x, y), num_epochs=6, **kwargs)
     fit(

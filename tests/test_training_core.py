@@ -17,7 +17,7 @@ from flax import nnx
 from jaxreg import fit, noise, sweeps, transforms
 from jaxreg.calling import takes
 from jaxreg.nn import MLP, from_nnx, functional
-from jaxreg.training import EarlyStopping, TrainLoop, batch_transforms, loop_data
+from jaxreg.training import EarlyStopping, HostOptions, TrainLoop, batch_transforms, loop_data
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_fit_under_a_bare_vmap_with_early_stopping_and_progress_equals_separate_
         batch_size=32,
         eval_data=(x[:40], y[:40]),
         early_stopping=EarlyStopping(2, monitor="eval_loss"),
-        progress=True,
+        host=HostOptions(progress=True),
     )
 
     @chex.assert_max_traces(n=1)
@@ -53,7 +53,7 @@ def test_fit_under_a_bare_vmap_with_early_stopping_and_progress_equals_separate_
     swept_params, swept_history, stop_steps = jax.vmap(train)(learning_rates)  # no jit around
     assert len(set(np.asarray(stop_steps).tolist())) > 1, "members must stop at different epochs"
     for i, lr in enumerate(learning_rates.tolist()):
-        single = fit(apply, params, optax.adam(lr), (x, y), **{**kwargs, "progress": False})
+        single = fit(apply, params, optax.adam(lr), (x, y), **{**kwargs, "host": HostOptions()})
         chex.assert_trees_all_close(_member(swept_params, i), single.params, rtol=1e-5, atol=1e-6)
         # The host run ends once it stopped; the vmapped one records frozen epochs after that.
         done = len(single.history["eval_loss"])
@@ -77,7 +77,7 @@ def test_checkpoints_are_refused_under_a_transformation(problem, tmp_path):
                     key=jax.random.key(0),
                     num_epochs=1,
                     batch_size=32,
-                    checkpoint_dir=tmp_path,
+                    host=HostOptions(checkpoint_dir=tmp_path),
                 ).params
             )
         )(jnp.array([0.1, 0.2]))
@@ -277,7 +277,14 @@ def test_nan_learning_rate_is_raised_on_the_host_and_flagged_per_member(problem)
         fit(apply, params, optax.sgd(jnp.nan), (x, y), **kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = fit(apply, params, optax.sgd(jnp.nan), (x, y), on_nonfinite="warn", **kwargs)
+        result = fit(
+            apply,
+            params,
+            optax.sgd(jnp.nan),
+            (x, y),
+            host=HostOptions(on_nonfinite="warn"),
+            **kwargs,
+        )
     assert any("non-finite" in str(w.message) for w in caught)
     assert bool(result.failed) and int(result.nonfinite_epoch) == 0
 

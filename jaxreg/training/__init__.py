@@ -9,6 +9,7 @@ from jaxreg.training.early_stopping import EarlyStoppingState as EarlyStoppingSt
 from jaxreg.training.fit import FitResult as FitResult
 from jaxreg.training.fit import evaluate as evaluate
 from jaxreg.training.fit import fit as fit
+from jaxreg.training.host import HostOptions as HostOptions
 from jaxreg.training.loop import LoopData as LoopData
 from jaxreg.training.loop import TrainLoop as TrainLoop
 from jaxreg.training.loop import TrainState as TrainState

@@ -37,11 +37,10 @@ Example:
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -57,6 +56,7 @@ from jaxreg.nn.model import Apply, Model, as_model
 from jaxreg.tasks import Task, classification
 from jaxreg.training import checkpoints
 from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState
+from jaxreg.training.host import HostOptions, NonFinitePolicy
 from jaxreg.training.loop import (
     BatchTransform,
     LoopData,
@@ -69,8 +69,6 @@ from jaxreg.training.loop import (
 )
 
 __all__ = ["FitResult", "evaluate", "fit"]
-
-NonFinitePolicy = Literal["raise", "warn", "ignore"]
 
 
 class FitResult(NamedTuple):
@@ -227,11 +225,9 @@ def fit(
     batch_transform: BatchTransform | None = None,
     early_stopping: EarlyStopping | None = None,
     drop_remainder: bool | None = None,
-    checkpoint_dir: str | Path | None = None,
     eval_batch_size: int = 1024,
-    progress: bool = False,
-    epochs_per_chunk: int | None = None,
-    on_nonfinite: NonFinitePolicy = "raise",
+    host: HostOptions | None = None,
+    **host_keywords: Any,
 ) -> FitResult:
     """Train a model with minibatch ``optimizer`` steps, the whole run compiled in ``lax.scan``.
 
@@ -288,17 +284,14 @@ def fit(
         has stopped (the history then has fewer entries).
       drop_remainder: drop each epoch's short last batch; default: only for
         models with state (BatchNorm batch statistics must not see padding).
-      checkpoint_dir: save the training state there (orbax) after every chunk
-        of epochs and resume from the latest checkpoint if one exists; the
-        resumed run is bitwise equal to an uninterrupted one. Host calls only.
       eval_batch_size: batch size of evaluation passes.
-      progress: show a progress bar (host calls; off under a transformation).
-      epochs_per_chunk: epochs per compiled call from the host; default one
-        chunk, or about 20 with ``progress`` (10 with checkpoints).
-      on_nonfinite: from the host, what to do when the training objective
-        becomes NaN or infinite: ``"raise"`` (default, ``FloatingPointError``
-        naming the epoch), ``"warn"`` or ``"ignore"``. Under a transformation
-        the run is only flagged (``FitResult.nonfinite_epoch``, ``.failed``).
+      host: what happens between compiled chunks when fit runs from the host
+        (:class:`~jaxreg.training.HostOptions`: ``checkpoint_dir``,
+        ``progress``, ``epochs_per_chunk``, ``on_nonfinite``). Under a
+        transformation a divergence is only flagged (``FitResult.nonfinite_epoch``,
+        ``.failed``) and checkpoints are refused.
+      **host_keywords: the same four options as keywords (the 0.2 form,
+        e.g. ``progress=True``); any other name raises ``TypeError``.
 
     Returns:
       A :class:`FitResult`.
@@ -315,8 +308,7 @@ def fit(
     """
     if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs <= 0:
         raise ValueError(f"num_epochs must be a positive int, got {num_epochs!r}")
-    if on_nonfinite not in ("raise", "warn", "ignore"):
-        raise ValueError(f"on_nonfinite must be 'raise', 'warn' or 'ignore', got {on_nonfinite!r}")
+    host = _host_options(host, host_keywords)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(
             f"early_stopping must be a jaxreg.training.EarlyStopping, got "
@@ -354,11 +346,20 @@ def fit(
         key=key,
         hparams=hparams,
         num_epochs=num_epochs,
-        checkpoint_dir=checkpoint_dir,
-        progress=progress,
-        epochs_per_chunk=epochs_per_chunk,
-        on_nonfinite=on_nonfinite,
+        host=host,
     )
+
+
+def _host_options(host: HostOptions | None, keywords: dict[str, Any]) -> HostOptions:
+    """``host``, or one built from the 0.2 keywords (never both)."""
+    unknown = sorted(set(keywords) - {f.name for f in dataclasses.fields(HostOptions)})
+    if unknown:
+        raise TypeError(f"fit() got unexpected keyword argument(s) {unknown}")
+    if host is not None and keywords:
+        raise TypeError(f"pass either host=HostOptions(...) or {sorted(keywords)}, not both")
+    if host is not None and not isinstance(host, HostOptions):
+        raise TypeError(f"host must be a jaxreg.training.HostOptions, got {type(host).__name__}")
+    return host if host is not None else HostOptions(**keywords)
 
 
 def _drive(
@@ -370,19 +371,11 @@ def _drive(
     key: jax.Array,
     hparams: dict,
     num_epochs: int,
-    checkpoint_dir,
-    progress: bool,
-    epochs_per_chunk: int | None,
-    on_nonfinite: NonFinitePolicy,
+    host: HostOptions,
 ) -> FitResult:
     """The host loop: compiled chunks, checkpoints, progress, early exit, divergence policy."""
-    if epochs_per_chunk is None:
-        chunks_wanted = 20 if progress else 10 if checkpoint_dir is not None else 1
-        epochs_per_chunk = max(1, math.ceil(num_epochs / chunks_wanted))
-    if isinstance(epochs_per_chunk, bool) or not isinstance(epochs_per_chunk, int):
-        raise TypeError(f"epochs_per_chunk must be an int, got {epochs_per_chunk!r}")
-    if epochs_per_chunk <= 0:
-        raise ValueError(f"epochs_per_chunk must be positive, got {epochs_per_chunk!r}")
+    epochs_per_chunk = host.chunk_length(num_epochs)
+    checkpoint_dir, on_nonfinite = host.checkpoint_dir, host.on_nonfinite
 
     # Arrays travel as arguments, not closure constants: XLA would otherwise
     # constant-fold the shuffles of the whole dataset at compile time.
@@ -418,7 +411,7 @@ def _drive(
                 checkpoints.save(
                     checkpoint_dir, start, {"carry": train_state, "key": key}, extra=done
                 )
-            if progress:
+            if host.progress:
                 bar = bar or _progress_bar(num_epochs, start - length)
                 _show(bar, chunk, length)
             if _diverged(train_state, on_nonfinite):

@@ -49,18 +49,6 @@ def _check_hparam_rates(hparams: Hparams, names: frozenset[str]) -> None:
             check_rate(hparams[name], f"hparams[{name!r}]")
 
 
-def _with_rates(rates: nnx.State, hparams: Hparams) -> nnx.State:
-    """``rates`` with every :class:`DropoutRate` named in ``hparams`` set to its value."""
-
-    def replace(variable):
-        name = variable.get_metadata().get("hparam") if isinstance(variable, DropoutRate) else None
-        if name is None or name not in hparams:
-            return variable
-        return variable.replace(jnp.asarray(hparams[name], jnp.float32))
-
-    return jax.tree.map(replace, rates, is_leaf=lambda v: isinstance(v, nnx.Variable))
-
-
 def from_nnx(module: nnx.Module) -> Model:
     """Split an NNX module into a :class:`Model`: pure ``apply``, ``params`` and ``state``.
 
@@ -113,7 +101,15 @@ def from_nnx(module: nnx.Module) -> Model:
         chosen = rates
         if hparams:
             _check_hparam_rates(hparams, names)
-            chosen = _with_rates(rates, hparams)
+            chosen = jax.tree.map(
+                lambda v: (
+                    v.replace(jnp.asarray(hparams[v.get_metadata()["hparam"]], jnp.float32))
+                    if v.get_metadata().get("hparam") in hparams
+                    else v
+                ),
+                rates,
+                is_leaf=lambda v: isinstance(v, nnx.Variable),
+            )
         model = nnx.merge(graphdef, params, chosen, state)
         rngs = None if key is None else nnx.Rngs(dropout=key)
         outputs = model(x, train=train, rngs=rngs)

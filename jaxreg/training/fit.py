@@ -379,10 +379,7 @@ def _drive(
 
     # Arrays travel as arguments, not closure constants: XLA would otherwise
     # constant-fold the shuffles of the whole dataset at compile time.
-    def run(train_state, data, key, hparams, length):
-        return loop.run(train_state, data, key=key, num_epochs=length, hparams=hparams)
-
-    run_jit = jax.jit(run, static_argnums=4)
+    run_jit = jax.jit(loop.run, static_argnames="num_epochs")
     train_state = loop.init(params, state, hparams=hparams)
     history: dict[str, np.ndarray] | None = None  # allocated from the first chunk's entries
     start = 0
@@ -392,7 +389,9 @@ def _drive(
     try:
         while start < num_epochs:
             length = min(epochs_per_chunk, num_epochs - start)
-            train_state, chunk = run_jit(train_state, data, key, hparams, length)
+            train_state, chunk = run_jit(
+                train_state, data, key=key, hparams=hparams, num_epochs=length
+            )
             if is_traced(chunk):  # fit is being traced: nothing can be read on the host
                 if checkpoint_dir is not None:
                     raise ValueError(
@@ -400,7 +399,8 @@ def _drive(
                         "jit/vmap/grad (its results are traced)"
                     )
                 rest = num_epochs - start - length
-                return _traced_result(run_jit, train_state, chunk, (data, key, hparams), rest)
+                arguments = dict(data=data, key=key, hparams=hparams)
+                return _traced_result(run_jit, train_state, chunk, arguments, rest)
             if history is None:
                 history = {k: np.zeros((num_epochs,), v.dtype) for k, v in chunk.items()}
             for name, values in chunk.items():
@@ -425,10 +425,10 @@ def _drive(
     return _result(train_state, {k: jnp.asarray(v[:start]) for k, v in history.items()})
 
 
-def _traced_result(run_jit, train_state, chunk, arguments, rest: int) -> FitResult:
+def _traced_result(run_jit, train_state, chunk, arguments: dict, rest: int) -> FitResult:
     """Finish a traced run: the remaining epochs in one more call, histories joined."""
     if rest > 0:
-        train_state, tail = run_jit(train_state, *arguments, rest)
+        train_state, tail = run_jit(train_state, **arguments, num_epochs=rest)
         chunk = {k: jnp.concatenate([v, tail[k]]) for k, v in chunk.items()}
     return _result(train_state, chunk)
 

@@ -112,6 +112,8 @@ def test_averaging_checks_its_arguments():
 class _InputNorm(nnx.Module):
     """BatchNorm on the inputs, then a linear layer: its statistics are those of ``x``."""
 
+    call_keywords = ("train", "rngs")
+
     def __init__(self, momentum: float, *, rngs: nnx.Rngs):
         self.norm = nnx.BatchNorm(3, momentum=momentum, rngs=rngs)
         self.linear = nnx.Linear(3, 2, rngs=rngs)

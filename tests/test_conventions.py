@@ -15,6 +15,7 @@ RANDOMNESS_FUNCTIONS = {
     "jaxreg.data.train_val_split",
     "jaxreg.data.shuffled_batches",
     "jaxreg.landscape.random_direction",
+    "jaxreg.nn.stock.stock_dropout",
 }
 
 

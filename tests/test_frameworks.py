@@ -27,6 +27,8 @@ def _reference_logits(w1, b1, w2, b2, x):
 
 
 class _NNXNet(nnx.Module):
+    call_keywords = ("train", "rngs")
+
     def __init__(self):
         self.hidden = nnx.Linear(4, 8, rngs=nnx.Rngs(0))
         self.out = nnx.Linear(8, 3, rngs=nnx.Rngs(0))

@@ -22,6 +22,8 @@ from jaxreg.training import EarlyStopping, evaluate
 class _BNNet(nnx.Module):
     """Tiny Linear → BatchNorm → ReLU → Linear, small enough for a dense Hessian."""
 
+    call_keywords = ("train", "rngs")
+
     def __init__(self, rngs):
         self.hidden = nnx.Linear(3, 5, rngs=rngs)
         self.norm = nnx.BatchNorm(5, momentum=0.8, rngs=rngs)

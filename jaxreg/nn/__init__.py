@@ -1,6 +1,7 @@
 """Flax NNX layers and models, MC dropout, and the bridges from NNX, Linen and Equinox to pure
 functions (:class:`Model`)."""
 
+from jaxreg.nn.bridges import call_keywords as call_keywords
 from jaxreg.nn.bridges import from_equinox as from_equinox
 from jaxreg.nn.bridges import from_linen as from_linen
 from jaxreg.nn.bridges import from_nnx as from_nnx
@@ -32,3 +33,7 @@ from jaxreg.nn.params import dense_vs_conv as dense_vs_conv
 from jaxreg.nn.resnet import BasicBlock as BasicBlock
 from jaxreg.nn.resnet import ResNet1D as ResNet1D
 from jaxreg.nn.resnet import ResNet20 as ResNet20
+from jaxreg.nn.stock import SweptDropout as SweptDropout
+from jaxreg.nn.stock import linen_dropout_interceptor as linen_dropout_interceptor
+from jaxreg.nn.stock import stock_dropout as stock_dropout
+from jaxreg.nn.stock import swap_stock_dropouts as swap_stock_dropouts

@@ -13,8 +13,9 @@ Equinox is an optional dependency (``pip install 'jaxreg[equinox]'``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -23,9 +24,11 @@ from flax import nnx
 
 from jaxreg.calling import takes
 from jaxreg.nn.dropout import DropoutRate, check_rate
-from jaxreg.nn.model import Apply, Model
+from jaxreg.nn.model import Apply, Model, StatefulApply
+from jaxreg.nn.stock import linen_dropout_interceptor, swap_stock_dropouts
 
 __all__ = [
+    "call_keywords",
     "from_equinox",
     "from_linen",
     "from_nnx",
@@ -43,36 +46,119 @@ def _to_pure_dict(state: nnx.State) -> dict:
     return state.to_pure_dict()  # flax < 0.12
 
 
+def call_keywords(module: nnx.Module) -> tuple[str, ...]:
+    """How :func:`from_nnx` calls ``module``: the class attribute ``call_keywords``.
+
+    ``("train", "rngs")`` declares jaxreg's convention, ``module(x, train=..., rngs=...)``
+    (every model in :mod:`jaxreg.nn`); none (the default) means the module is called as
+    the Flax docs write it, ``module(x)``, with its mode set through its attributes.
+
+    Example:
+      >>> from jaxreg.nn import MLP
+      >>> rngs = nnx.Rngs(0)
+      >>> call_keywords(MLP((2, 3), rngs=rngs)), call_keywords(nnx.Linear(2, 3, rngs=rngs))
+      (('train', 'rngs'), ())
+    """
+    keywords = tuple(getattr(type(module), "call_keywords", ()))
+    if keywords not in ((), ("train", "rngs")):
+        raise ValueError(
+            f"{type(module).__name__}.call_keywords must be () or ('train', 'rngs'), "
+            f"got {keywords!r}"
+        )
+    if not keywords and "train" in inspect.signature(type(module).__call__).parameters:
+        # Never guessed: a `train` argument nobody declared would silently stay False.
+        raise TypeError(
+            f"{type(module).__name__}.__call__ takes `train`, but from_nnx calls a module as "
+            "module(x) and sets its mode through deterministic/use_running_average "
+            "attributes. Declare jaxreg's convention on the class, call_keywords = "
+            "('train', 'rngs') (then __call__(x, *, train, rngs)), or drop the argument"
+        )
+    return keywords
+
+
 def _check_hparam_rates(hparams: Hparams, names: frozenset[str]) -> None:
     for name in sorted(names):
         if name in hparams:
             check_rate(hparams[name], f"hparams[{name!r}]")
 
 
-def from_nnx(module: nnx.Module) -> Model:
+def _rate_names(rates: nnx.State) -> frozenset[str]:
+    leaves = jax.tree.leaves(rates, is_leaf=_is_variable)
+    return frozenset(
+        name
+        for v in leaves
+        if isinstance(v, nnx.Variable) and (name := v.get_metadata().get("hparam")) is not None
+    )
+
+
+def _is_variable(value: Any) -> bool:
+    return isinstance(value, nnx.Variable)
+
+
+def _chosen_rates(rates: nnx.State, names: frozenset[str], hparams: Hparams | None) -> nnx.State:
+    """``rates`` with every :class:`DropoutRate` whose name ``hparams`` has set to its value."""
+    if not hparams:
+        return rates
+    _check_hparam_rates(hparams, names)
+    return jax.tree.map(
+        lambda v: (
+            v.replace(jnp.asarray(hparams[v.get_metadata()["hparam"]], jnp.float32))
+            if v.get_metadata().get("hparam") in hparams
+            else v
+        ),
+        rates,
+        is_leaf=_is_variable,
+    )
+
+
+def from_nnx(
+    module: nnx.Module, *, rates: Mapping[str, str | Sequence[str]] | None = None
+) -> Model:
     """Split an NNX module into a :class:`Model`: pure ``apply``, ``params`` and ``state``.
 
     ``params`` is a plain nested dict of the module's ``nnx.Param`` arrays;
     ``state`` holds every other variable that can change (``nnx.BatchStat``
-    running statistics, ...) as a plain dict; dropout rates
-    (:class:`~jaxreg.nn.DropoutRate`) stay inside the model and answer to
-    ``hparams`` by name, so ``apply(..., hparams={"dropout_rate": r})`` with a
-    traced ``r`` sweeps the rate with one compile. In train mode ``apply``
-    returns the updated state (BatchNorm: new running averages).
+    running statistics, ...) as a plain dict. In train mode ``apply`` returns the
+    updated state (BatchNorm: new running averages).
+
+    Two ways of writing a module are driven (see :func:`call_keywords`):
+
+    * **as the Flax docs write it** — ``__call__(self, x)``, with ``nnx.Dropout``
+      and ``nnx.BatchNorm`` switched by NNX's own mode attributes. ``apply(...,
+      train=t)`` sets ``deterministic=not t`` and ``use_running_average=not t`` on
+      every submodule that has them (what ``model.train()``/``model.eval()`` do),
+      and the RNG streams the module holds (``nnx.Rngs``) are re-keyed from the
+      call's ``key`` (the i-th stream gets ``fold_in(key, i)``), so the same key
+      gives the same masks and members of a ``vmap`` over keys independent ones;
+    * **jaxreg's convention** — ``__call__(x, *, train, rngs)``, declared by the class
+      attribute ``call_keywords = ("train", "rngs")`` (all models in :mod:`jaxreg.nn`):
+      the key arrives as ``rngs=nnx.Rngs(dropout=key)``.
+
+    Dropout rates are data. jaxreg's dropout layers (:class:`~jaxreg.nn.DropoutRate`)
+    answer to ``hparams`` by their name; stock ``nnx.Dropout`` layers answer to the
+    names ``rates`` gives them, so ``apply(..., hparams={"dropout_rate": r})`` with a
+    traced ``r`` sweeps the rate with one compile (a rate of 0 is the identity).
 
     Args:
-      module: an NNX module whose ``__call__(x, *, train, rngs)`` follows the
-        jaxreg model convention (all models in :mod:`jaxreg.nn` do). The
-        dropout key arrives at call time as ``rngs=nnx.Rngs(dropout=key)``.
+      module: an NNX module.
+      rates: hyperparameter name -> the attribute path(s) of the stock
+        ``nnx.Dropout`` layers it sets (``"dropout"``, ``"blocks.0.dropout"``), or
+        ``"*"`` for every ``nnx.Dropout`` in the module. A path that reaches no
+        ``nnx.Dropout`` raises ``ValueError``.
 
     Returns:
       A :class:`Model`.
 
     Example:
-      >>> from jaxreg.nn import MLP
-      >>> model = from_nnx(MLP((4, 8, 3), dropout_rate=0.0, rngs=nnx.Rngs(0)))
+      >>> class Net(nnx.Module):  # as the Flax NNX tutorials write a model
+      ...     def __init__(self, rngs):
+      ...         self.linear = nnx.Linear(4, 3, rngs=rngs)
+      ...         self.dropout = nnx.Dropout(0.2, rngs=rngs)
+      ...     def __call__(self, x):
+      ...         return self.dropout(self.linear(x))
+      >>> model = from_nnx(Net(nnx.Rngs(0)), rates={"dropout_rate": "dropout"})
       >>> sorted(model.hparam_names)
-      ['dropconnect_rate', 'dropout_rate']
+      ['dropout_rate']
       >>> out, _ = model.apply(model.params, model.state, jnp.ones((2, 4)),
       ...                      key=jax.random.key(0), train=True, hparams={"dropout_rate": 0.5})
       >>> out.shape
@@ -80,14 +166,37 @@ def from_nnx(module: nnx.Module) -> Model:
     """
     if not isinstance(module, nnx.Module):
         raise TypeError(f"module must be a flax.nnx.Module, got {type(module).__name__}")
-    graphdef, params, rates, state = nnx.split(module, nnx.Param, DropoutRate, ...)
-    rate_leaves = jax.tree.leaves(rates, is_leaf=lambda v: isinstance(v, nnx.Variable))
-    names = frozenset(
-        name
-        for v in rate_leaves
-        if isinstance(v, nnx.Variable) and (name := v.get_metadata().get("hparam")) is not None
+    keywords = call_keywords(module)
+    if rates:
+        module = swap_stock_dropouts(module, rates)
+    graphdef, params, rate_state, rng_state, state = nnx.split(
+        module, nnx.Param, DropoutRate, nnx.RngState, ...
     )
-    mutable = nnx.Not(nnx.Any(nnx.Param, DropoutRate))
+    names = _rate_names(rate_state)
+    if not keywords and names and not rates:
+        raise TypeError(
+            f"{type(module).__name__} holds jaxreg dropout layers, which take train= and "
+            "rngs= at call time; declare its convention on the class: "
+            "call_keywords = ('train', 'rngs')"
+        )
+    parts = _Parts(graphdef, rate_state, rng_state, names, keywords, type(module).__name__)
+    return Model(_nnx_apply(parts), _to_pure_dict(params), _to_pure_dict(state), names)
+
+
+class _Parts(NamedTuple):
+    graphdef: Any
+    rates: nnx.State
+    rngs: nnx.State
+    names: frozenset[str]
+    keywords: tuple[str, ...]
+    module_name: str
+
+
+_MUTABLE = nnx.Not(nnx.Any(nnx.Param, DropoutRate, nnx.RngState))
+
+
+def _nnx_apply(parts: _Parts) -> StatefulApply:
+    has_streams = bool(jax.tree.leaves(parts.rngs))
 
     def apply(
         params: chex.ArrayTree,
@@ -98,26 +207,56 @@ def from_nnx(module: nnx.Module) -> Model:
         train: bool = False,
         hparams: Hparams | None = None,
     ) -> tuple[jax.Array, chex.ArrayTree]:
-        chosen = rates
-        if hparams:
-            _check_hparam_rates(hparams, names)
-            chosen = jax.tree.map(
-                lambda v: (
-                    v.replace(jnp.asarray(hparams[v.get_metadata()["hparam"]], jnp.float32))
-                    if v.get_metadata().get("hparam") in hparams
-                    else v
-                ),
-                rates,
-                is_leaf=lambda v: isinstance(v, nnx.Variable),
+        if train and key is None and has_streams and not parts.keywords:
+            raise ValueError(
+                f"{parts.module_name} draws random numbers in train mode: pass key= "
+                "(fit and sweeps do)"
             )
-        model = nnx.merge(graphdef, params, chosen, state)
-        rngs = None if key is None else nnx.Rngs(dropout=key)
-        outputs = model(x, train=train, rngs=rngs)
+        streams = parts.rngs if key is None else _keyed_streams(parts.rngs, key)
+        rates = _chosen_rates(parts.rates, parts.names, hparams)
+        model = nnx.merge(parts.graphdef, params, rates, streams, state)
+        outputs = _call_module(model, x, parts, key=key, train=train)
         if not train:
             return outputs, state
-        return outputs, _to_pure_dict(nnx.state(model, mutable))
+        return outputs, _to_pure_dict(nnx.state(model, _MUTABLE))
 
-    return Model(apply, _to_pure_dict(params), _to_pure_dict(state), names)
+    return apply
+
+
+def _call_module(model: nnx.Module, x: jax.Array, parts: _Parts, *, key, train: bool):
+    if parts.keywords:
+        rngs = None if key is None else nnx.Rngs(dropout=key)
+        return model(x, train=train, rngs=rngs)
+    model.set_attributes(
+        deterministic=not train, use_running_average=not train, raise_if_not_found=False
+    )
+    try:
+        return model(x)
+    except TypeError as error:
+        if "__call__" not in str(error):
+            raise
+        raise TypeError(
+            f"from_nnx calls {parts.module_name} as module(x), with train/eval set by its "
+            "deterministic/use_running_average attributes; its __call__ needs more "
+            f"({error}). Give it defaults, or declare jaxreg's convention "
+            "call_keywords = ('train', 'rngs') on the class"
+        ) from error
+
+
+def _keyed_streams(streams: nnx.State, key: jax.Array) -> nnx.State:
+    """Every RNG stream re-keyed from ``key`` (the i-th gets ``fold_in(key, i)``, count 0)."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    leaves, treedef = jax.tree.flatten(streams, is_leaf=_is_variable)
+    keyed, index = [], 0
+    for variable in leaves:
+        if isinstance(variable, nnx.RngKey):
+            variable = variable.replace(jax.random.fold_in(key, index))
+            index += 1
+        elif isinstance(variable, nnx.RngCount):
+            variable = variable.replace(jnp.zeros_like(variable.get_value()))
+        keyed.append(variable)
+    return jax.tree.unflatten(treedef, keyed)
 
 
 def functional(model: nnx.Module) -> tuple[Apply, dict]:
@@ -215,24 +354,30 @@ def from_linen(
     *,
     train_kwarg: str | None = "train",
     rng_collection: str = "dropout",
+    rates: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Model:
     """Wrap a Flax Linen module and its variables as a :class:`~jaxreg.nn.Model`.
 
     ``variables["params"]`` become ``params``; every other collection
     (``batch_stats``, ...) becomes ``state`` and is mutable in train mode.
+    Stock ``linen.Dropout`` layers run with their rate as data (through
+    ``flax.linen.intercept_methods``, :func:`jaxreg.nn.linen_dropout_interceptor`):
+    the same key gives Linen's own mask, and a swept rate reaches them either
+    through ``rates`` or through a builder ``hparams -> module`` — no rewrite
+    of the layer, one compile for the whole sweep.
 
     Args:
       module: a ``flax.linen.Module`` whose ``__call__(x, **{train_kwarg: bool})``
         switches train/eval mode (e.g. ``nn.BatchNorm(use_running_average=not
         train)``, ``nn.Dropout(deterministic=not train)``), or a function
-        ``hparams -> module`` so that rates can be set per call (Linen modules
-        are cheap dataclasses; build one with ``rate=hparams["dropout_rate"]``).
-        A swept rate is traced, and ``linen.Dropout`` tests ``rate == 0`` in
-        Python, so a Linen model with a swept rate draws its mask itself
-        (``jax.random.bernoulli(self.make_rng("dropout"), 1 - rate, h.shape)``).
+        ``hparams -> module`` (``lambda h: Net(rate=h["dropout_rate"])``).
       variables: the output of ``module.init(...)``.
       train_kwarg: name of the call's train/eval switch (None: not passed).
       rng_collection: the RNG stream the key is given as (dropout).
+      rates: hyperparameter name -> the ``name`` of the ``linen.Dropout`` layers
+        it sets (``"Dropout_0"``, a name given in the module) or ``"*"`` (every
+        one). A name that reaches no ``linen.Dropout`` call raises ``ValueError``
+        when the model is first called.
 
     Returns:
       A :class:`~jaxreg.nn.Model`.
@@ -240,14 +385,19 @@ def from_linen(
     Example:
       >>> import flax.linen as nn
       >>> class Net(nn.Module):
+      ...     rate: float = 0.1
       ...     @nn.compact
       ...     def __call__(self, x, train=False):
       ...         x = nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x))
-      ...         return nn.Dense(3)(nn.relu(x))
+      ...         x = nn.Dropout(self.rate, deterministic=not train)(nn.relu(x))
+      ...         return nn.Dense(3)(x)
       >>> net = Net()
-      >>> model = from_linen(net, net.init(jax.random.key(0), jnp.ones((1, 4))))
-      >>> sorted(model.state), model.apply(model.params, model.state, jnp.ones((2, 4)))[0].shape
-      (['batch_stats'], (2, 3))
+      >>> model = from_linen(net, net.init(jax.random.key(0), jnp.ones((1, 4))),
+      ...                    rates={"dropout_rate": "*"})
+      >>> out, state = model.apply(model.params, model.state, jnp.ones((2, 4)),
+      ...     key=jax.random.key(1), train=True, hparams={"dropout_rate": jnp.float32(0.3)})
+      >>> sorted(model.state), out.shape, sorted(model.hparam_names)
+      (['batch_stats'], (2, 3), ['dropout_rate'])
     """
     import flax.linen as nn
     from flax.core import unfreeze
@@ -258,12 +408,7 @@ def from_linen(
     if "params" not in variables:
         raise ValueError(f"variables must have a 'params' collection, got {sorted(variables)}")
     params = variables.pop("params")
-    collections = sorted(variables)
-
-    def build(hparams: Hparams | None):
-        if isinstance(module, nn.Module):
-            return module
-        return module({} if hparams is None else hparams)
+    targets = _linen_targets(rates)
 
     def apply(
         params: chex.ArrayTree,
@@ -274,17 +419,56 @@ def from_linen(
         train: bool = False,
         hparams: Hparams | None = None,
     ) -> tuple[jax.Array, chex.ArrayTree]:
-        kwargs = {} if train_kwarg is None else {train_kwarg: train}
-        rngs = None if key is None else {rng_collection: key}
-        net = build(hparams)
-        if train and collections:
-            outputs, updates = net.apply(
-                {"params": params, **state}, x, rngs=rngs, mutable=collections, **kwargs
-            )
-            return outputs, {**state, **unfreeze(updates)}
-        return net.apply({"params": params, **state}, x, rngs=rngs, **kwargs), state
+        net = (
+            module if isinstance(module, nn.Module) else module({} if hparams is None else hparams)
+        )
+        call = dict(rngs=None if key is None else {rng_collection: key})
+        if train_kwarg is not None:
+            call[train_kwarg] = train
+        mutable = sorted(state) if train and state else False
+        reached: set[str] = set()
+        rate_of = _linen_rate_of(targets, reached)
+        with nn.intercept_methods(linen_dropout_interceptor(hparams, rate_of)):
+            result = net.apply({"params": params, **state}, x, mutable=mutable, **call)
+        _check_reached(targets, reached)
+        if not mutable:
+            return result, state
+        outputs, updates = result
+        return outputs, {**state, **unfreeze(updates)}
 
-    return Model(apply, params, variables)
+    return Model(apply, params, variables, frozenset(targets))
+
+
+def _linen_targets(rates: Mapping[str, str | Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
+    if rates is None:
+        return {}
+    if not isinstance(rates, Mapping):
+        raise TypeError(
+            f"rates must be a mapping of names to layer names, got {type(rates).__name__}"
+        )
+    return {
+        name: (where,) if isinstance(where, str) else tuple(where) for name, where in rates.items()
+    }
+
+
+def _linen_rate_of(targets: dict[str, tuple[str, ...]], reached: set[str]) -> Callable:
+    def rate_of(layer) -> str | None:
+        for name, layers in targets.items():
+            if "*" in layers or layer.name in layers:
+                reached.add(name)
+                return name
+        return None
+
+    return rate_of
+
+
+def _check_reached(targets: dict[str, tuple[str, ...]], reached: set[str]) -> None:
+    missing = sorted(set(targets) - reached)
+    if missing:
+        raise ValueError(
+            f"rates {missing} reached no linen.Dropout call; name the layers as the module "
+            f"does (e.g. 'Dropout_0', or name='...'), or '*' for all: {dict(targets)}"
+        )
 
 
 def from_equinox(
@@ -293,6 +477,7 @@ def from_equinox(
     *,
     batched: bool = False,
     axis_name: str = "batch",
+    fields: Mapping[str, Callable[[Any], Any]] | None = None,
 ) -> Model:
     """Wrap an Equinox module as a :class:`~jaxreg.nn.Model`.
 
@@ -310,6 +495,11 @@ def from_equinox(
         BatchNorm layers were built with).
       batched: the module already takes a batch.
       axis_name: vmap axis name for batch statistics.
+      fields: hyperparameter name -> ``where``, a function of the module giving
+        the field(s) the value sets, as :func:`equinox.tree_at` takes it
+        (``lambda m: m.dropout.p``; a tuple for several). Applied at every call,
+        so a traced rate sweeps ``eqx.nn.Dropout.p`` (or any float field) with
+        one compile. A ``where`` that reaches nothing raises ``ValueError`` here.
 
     Returns:
       A :class:`~jaxreg.nn.Model`.
@@ -327,6 +517,7 @@ def from_equinox(
         raise ImportError("from_equinox needs equinox: pip install 'jaxreg[equinox]'") from error
     if not isinstance(module, eqx.Module):
         raise TypeError(f"module must be an equinox.Module, got {type(module).__name__}")
+    fields = _equinox_fields(module, fields)
     params, static = eqx.partition(module, eqx.is_inexact_array)
     stateful = state is not None
 
@@ -344,8 +535,8 @@ def from_equinox(
         train: bool = False,
         hparams: Hparams | None = None,
     ) -> tuple[jax.Array, chex.ArrayTree]:
-        del hparams  # Equinox rates are module fields; sweep them by rebuilding under vmap
-        net = eqx.nn.inference_mode(eqx.combine(params, static), value=not train)
+        net = _set_fields(eqx.combine(params, static), fields, hparams)
+        net = eqx.nn.inference_mode(net, value=not train)
         if batched:
             outputs, new_state = call(net, x, state if stateful else None, key)
         else:
@@ -360,4 +551,35 @@ def from_equinox(
             return outputs, state
         return outputs, (new_state if train else state)
 
-    return Model(apply, params, state if stateful else {})
+    return Model(apply, params, state if stateful else {}, frozenset(fields))
+
+
+def _equinox_fields(module: Any, fields: Mapping[str, Callable] | None) -> dict[str, Callable]:
+    if fields is None:
+        return {}
+    if not isinstance(fields, Mapping):
+        raise TypeError(f"fields must be a mapping of names to functions, got {fields!r}")
+    for name, where in fields.items():
+        if not callable(where):
+            raise TypeError(f"fields[{name!r}] must be a function of the module, got {where!r}")
+        try:
+            where(module)
+        except (AttributeError, IndexError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"fields[{name!r}] reaches nothing in {type(module).__name__}: {error}"
+            ) from error
+    return dict(fields)
+
+
+def _set_fields(net: Any, fields: dict[str, Callable], hparams: Hparams | None) -> Any:
+    import equinox as eqx
+
+    for name, where in fields.items():
+        if hparams is None or name not in hparams:
+            continue
+        value = jnp.asarray(hparams[name], jnp.float32)
+        nodes = where(net)
+        several = isinstance(nodes, tuple | list)
+        replace = tuple(value for _ in nodes) if several else value
+        net = eqx.tree_at(where, net, replace=replace, is_leaf=lambda x: x is None)
+    return net

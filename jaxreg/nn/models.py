@@ -74,6 +74,8 @@ class SpectralNormalized(nnx.Module):
       (2, 4)
     """
 
+    call_keywords = ("train", "rngs")  # jaxreg's convention, for from_nnx
+
     def __init__(self, layer: nnx.Module, num_iterations: int = 1, *, rngs: nnx.Rngs):
         if not isinstance(num_iterations, int) or num_iterations < 1:
             raise ValueError(f"num_iterations must be a positive int, got {num_iterations!r}")
@@ -125,6 +127,8 @@ class MLP(nnx.Module):
       >>> model(jnp.ones((3, 40))).shape
       (3, 10)
     """
+
+    call_keywords = ("train", "rngs")  # jaxreg's convention, for from_nnx
 
     def __init__(
         self,
@@ -190,6 +194,8 @@ class CNN1D(nnx.Module):
       (2, 10)
     """
 
+    call_keywords = ("train", "rngs")  # jaxreg's convention, for from_nnx
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -252,6 +258,8 @@ class CNN2D(nnx.Module):
       >>> CNN2D(rngs=nnx.Rngs(0))(jnp.ones((2, 8, 8, 1))).shape
       (2, 10)
     """
+
+    call_keywords = ("train", "rngs")  # jaxreg's convention, for from_nnx
 
     def __init__(
         self,

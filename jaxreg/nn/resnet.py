@@ -105,6 +105,8 @@ class BasicBlock(nnx.Module):
 class _ResNet(nnx.Module):
     """Stem conv + BN, stages of :class:`BasicBlock` (stride 2 from the second), pool, head."""
 
+    call_keywords = ("train", "rngs")  # jaxreg's convention, for from_nnx
+
     def __init__(
         self,
         *,

@@ -179,14 +179,17 @@ def from_nnx(
             "rngs= at call time; declare its convention on the class: "
             "call_keywords = ('train', 'rngs')"
         )
-    parts = _Parts(graphdef, rate_state, rng_state, names, keywords, type(module).__name__)
+    # Streams as a pure dict: merge then builds fresh variables inside each trace, which
+    # NNX requires before a stream's count can advance there.
+    streams = _to_pure_dict(rng_state)
+    parts = _Parts(graphdef, rate_state, streams, names, keywords, type(module).__name__)
     return Model(_nnx_apply(parts), _to_pure_dict(params), _to_pure_dict(state), names)
 
 
 class _Parts(NamedTuple):
     graphdef: Any
     rates: nnx.State
-    rngs: nnx.State
+    rngs: dict
     names: frozenset[str]
     keywords: tuple[str, ...]
     module_name: str
@@ -243,19 +246,21 @@ def _call_module(model: nnx.Module, x: jax.Array, parts: _Parts, *, key, train: 
         ) from error
 
 
-def _keyed_streams(streams: nnx.State, key: jax.Array) -> nnx.State:
-    """Every RNG stream re-keyed from ``key`` (the i-th gets ``fold_in(key, i)``, count 0)."""
+def _keyed_streams(streams: dict, key: jax.Array) -> dict:
+    """Every RNG stream re-keyed from ``key`` (the i-th gets ``fold_in(key, i)``, count 0).
+
+    ``streams`` is a pure dict: its key leaves have a PRNG-key dtype, its counts do not.
+    """
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)
-    leaves, treedef = jax.tree.flatten(streams, is_leaf=_is_variable)
+    leaves, treedef = jax.tree.flatten(streams)
     keyed, index = [], 0
-    for variable in leaves:
-        if isinstance(variable, nnx.RngKey):
-            variable = variable.replace(jax.random.fold_in(key, index))
+    for leaf in leaves:
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            keyed.append(jax.random.fold_in(key, index))
             index += 1
-        elif isinstance(variable, nnx.RngCount):
-            variable = variable.replace(jnp.zeros_like(variable.get_value()))
-        keyed.append(variable)
+        else:
+            keyed.append(jnp.zeros_like(leaf))
     return jax.tree.unflatten(treedef, keyed)
 
 

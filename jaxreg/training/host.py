@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["HostOptions", "NonFinitePolicy"]
+__all__ = ["HostOptions"]
 
 NonFinitePolicy = Literal["raise", "warn", "ignore"]
 

@@ -270,5 +270,9 @@ def test_equinox_dropout_p_is_swept_through_declared_fields():
         single = _fit(from_equinox(_equinox_net(p)))  # the rate written into the module
         member = jax.tree.map(lambda a, i=i: a[i], swept)
         chex.assert_trees_all_close(member, single.params, rtol=1e-5, atol=1e-6)
+    x = X[:4]
+    zero = model.apply(model.params, {}, x, key=jax.random.key(0), train=True,
+                       hparams={"dropout_rate": jnp.float32(0.0)})[0]  # fmt: skip
+    chex.assert_trees_all_equal(zero, model.apply(model.params, {}, x)[0])  # rate 0: identity
     with pytest.raises(ValueError, match="fields\\['dropout_rate'\\] reaches nothing"):
         from_equinox(_equinox_net(0.2), fields={"dropout_rate": lambda m: m.layers[9].p})

@@ -1,0 +1,207 @@
+"""``fit`` on stock gallery models vs each framework's idiomatic hand-written loop.
+
+Workload: the gallery's NNX tutorial CNN, Linen ResNet and Equinox CNN
+(``experiments/gallery.py``, full width) on scikit-learn's 8×8 digits (1,437 training
+images), Adam 1e-3, batches of 64, ``EPOCHS`` epochs, the training set evaluated after
+every epoch (what ``fit`` records). The hand-written loops are written the way each
+framework's documentation writes them: NNX ``nnx.jit`` + ``nnx.Optimizer``; Linen a
+``TrainState`` with ``jax.jit``; Equinox ``eqx.filter_jit``; each with a Python loop
+over host-shuffled minibatches and a jitted evaluation pass per epoch.
+
+Steady: ``fit`` jitted once (the form sweeps use) against the warmed loop; one run
+from scratch: ``fit``'s host call against the loop with its compiles, both included.
+Also: one HVP against one gradient on the gallery Transformer (whole data,
+``jaxreg.sharpness.hvp``). Targets (DESIGN.md):
+fit/hand-written ≤ 1.05, HVP/gradient ≤ 2.5. Run: ``python -m benchmarks.frameworks``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import equinox as eqx
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from flax.training import train_state
+
+import jaxreg
+from benchmarks._machine import describe
+from experiments import gallery
+
+EPOCHS, BATCH, REPEATS = 5, 64, 3
+
+
+def _batches(epoch: int, n: int):
+    order = np.random.default_rng(epoch).permutation(n)
+    return [order[i : i + BATCH] for i in range(0, n - BATCH + 1, BATCH)]
+
+
+def _nnx_loop(x, y):
+    model = gallery.NNXCNN(rngs=nnx.Rngs(0), image=8)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, xb, yb):
+        def loss_fn(model):
+            logits = model(xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        optimizer.update(model, nnx.grad(loss_fn)(model))
+
+    @nnx.jit
+    def eval_step(model, xb, yb):
+        return optax.softmax_cross_entropy_with_integer_labels(model(xb), yb).mean()
+
+    def run():
+        for epoch in range(EPOCHS):
+            model.train()
+            for index in _batches(epoch, len(y)):
+                train_step(model, optimizer, x[index], y[index])
+            model.eval()
+            loss = eval_step(model, x, y)
+        return loss
+
+    return run
+
+
+def _linen_loop(x, y):
+    net = gallery.LinenResNet()
+    variables = net.init(jax.random.key(0), x[:1], train=False)
+
+    class State(train_state.TrainState):
+        batch_stats: dict
+
+    state = State.create(apply_fn=net.apply, params=variables["params"],
+                         tx=optax.adam(1e-3), batch_stats=variables["batch_stats"])  # fmt: skip
+
+    @jax.jit
+    def train_step(state, xb, yb):
+        def loss_fn(params):
+            logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
+                                             xb, train=True, mutable=["batch_stats"])  # fmt: skip
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+            return loss, updates
+
+        grads, updates = jax.grad(loss_fn, has_aux=True)(state.params)
+        return state.apply_gradients(grads=grads).replace(batch_stats=updates["batch_stats"])
+
+    @jax.jit
+    def eval_step(state, xb, yb):
+        logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, xb,
+                                train=False)  # fmt: skip
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    def run():
+        current = state
+        for epoch in range(EPOCHS):
+            for index in _batches(epoch, len(y)):
+                current = train_step(current, x[index], y[index])
+            loss = eval_step(current, x, y)
+        return loss
+
+    return run
+
+
+def _equinox_loop(x, y):
+    model = gallery.EquinoxCNN(jax.random.key(0), image=8, hidden=128)
+    optimizer = optax.adam(1e-3)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+
+    def loss(model, xb, yb, key):
+        keys = jax.random.split(key, len(yb))
+        logits = jax.vmap(lambda xi, ki: model(xi, key=ki))(xb, keys)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    @eqx.filter_jit
+    def make_step(model, opt_state, xb, yb, key):
+        grads = eqx.filter_grad(loss)(model, xb, yb, key)
+        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), opt_state
+
+    @eqx.filter_jit
+    def evaluate(model, xb, yb):
+        logits = jax.vmap(eqx.nn.inference_mode(model))(xb)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    def run():
+        current, state, key = model, opt_state, jax.random.key(1)
+        for epoch in range(EPOCHS):
+            for index in _batches(epoch, len(y)):
+                key, step_key = jax.random.split(key)
+                current, state = make_step(current, state, x[index], y[index], step_key)
+            loss = evaluate(current, x, y)
+        return loss
+
+    return run
+
+
+def _fit_calls(name: str, x, y):
+    """``fit`` as one host call (compile included), and jitted once (the form sweeps use)."""
+    model = gallery.GALLERY[name].build(jax.random.key(0), False, None)
+    hparams = {"dropout_rate": 0.025} if "dropout_rate" in model.hparam_names else None
+
+    def train(params, x, y):
+        result = jaxreg.fit(model, params, optax.adam(1e-3), (x, y), key=jax.random.key(1),
+                            num_epochs=EPOCHS, batch_size=BATCH, hparams=hparams,
+                            drop_remainder=True)  # fmt: skip
+        return result.history["train_loss"][-1]
+
+    steady = jax.jit(train)
+    return (lambda: train(model.params, x, y)), (lambda: steady(model.params, x, y))
+
+
+def _seconds(fn, warm: bool) -> float:
+    if warm:
+        jax.block_until_ready(fn())  # compile outside the timings
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _median_seconds(fn) -> float:
+    return _seconds(fn, warm=True)
+
+
+def _hvp_over_gradient() -> float:
+    x, y = gallery.majority_tokens(jax.random.key(0), 512)
+    model = gallery.GALLERY["transformer"].build(jax.random.key(0), False, None)
+    loss_fn = jaxreg.losses.classification_loss(model.bind())
+    data = jaxreg.data.batches(x, y, 128)
+    gradient = jax.jit(jax.grad(lambda p: jaxreg.data.dataset_loss(loss_fn, p, data)))
+    hvp = jax.jit(lambda p, v: jaxreg.sharpness.hvp(loss_fn, p, data)(v))
+    t_grad = _median_seconds(lambda: gradient(model.params))
+    t_hvp = _median_seconds(lambda: hvp(model.params, model.params))
+    return t_hvp / t_grad
+
+
+def main() -> None:
+    digits = jaxreg.data.digits()
+    x, y = np.asarray(digits.x_train), np.asarray(digits.y_train)
+    x_first = np.moveaxis(x, -1, 1)  # Equinox convolutions take channels first
+    loops = {"nnx_cnn": (_nnx_loop, x), "linen_resnet": (_linen_loop, x),
+             "equinox_cnn": (_equinox_loop, x_first)}  # fmt: skip
+    print(f"machine: {describe()}")
+    print(f"digits 8×8, {len(y)} images, {EPOCHS} epochs of batch {BATCH}, median of {REPEATS}")
+    for name, (loop, inputs) in loops.items():
+        host, steady = _fit_calls(name, inputs, y)
+        t_steady, t_hand = _seconds(steady, warm=True), _seconds(loop(inputs, y), warm=True)
+        # One run from scratch: each side compiles what it runs (the loop's jitted steps).
+        t_host, t_hand_cold = (
+            _seconds(host, warm=False),
+            _seconds(lambda loop=loop, inputs=inputs: loop(inputs, y)(), warm=False),
+        )
+        print(f"  {name:13s} steady: fit {t_steady:.3f} s, hand-written {t_hand:.3f} s, "
+              f"ratio {t_steady / t_hand:.3f} (target <= 1.05); one run with compile: "
+              f"fit {t_host:.2f} s, hand-written {t_hand_cold:.2f} s, "
+              f"ratio {t_host / t_hand_cold:.2f}")  # fmt: skip
+    print(f"Transformer HVP/gradient: {_hvp_over_gradient():.2f} (target <= 2.5)")
+
+
+if __name__ == "__main__":
+    main()

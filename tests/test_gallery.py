@@ -64,9 +64,9 @@ def test_a_member_equals_the_separate_run_with_its_values_written_in(trained):
     assert not all(jax.tree.leaves(jax.tree.map(np.allclose, first, member))), name
 
 
-# The dense Hessians of the attention, residual and Equinox models take a minute each on
-# two cores: they run with -m slow; the default run keeps the NNX CNN and the GRU.
-HEAVY = {"transformer", "linen_resnet", "equinox_cnn"}
+# The dense Hessians of the attention, residual, Equinox and GRU models take up to a minute on
+# two cores: they run with -m slow; the default run keeps the NNX CNN (conv, BatchNorm).
+HEAVY = {"transformer", "linen_resnet", "equinox_cnn", "gru"}
 CURVATURE = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in sorted(GALLERY)]
 
 

@@ -392,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             f"test {r['test_accuracy']:.3f}  {r['chosen']}  {r['seconds']:.0f} s",
             flush=True,
         )
+    args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "gallery.json", results)
     return 0
 

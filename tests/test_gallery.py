@@ -99,3 +99,15 @@ def test_an_ensemble_of_members_predicts_the_mean_of_their_probabilities(trained
         for i in range(members)
     ]  # fmt: skip
     np.testing.assert_allclose(predicted, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_the_gallery_script_sweeps_chooses_on_validation_and_reads_test_once(tmp_path):
+    import json
+
+    from experiments.gallery import main
+
+    assert main(["--quick", "--only", "equinox_cnn", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gallery.json").read_text())["equinox_cnn"]
+    assert result["configs"] == 4 and set(result["chosen"]) == {"dropout_rate", "weight_decay"}
+    # Three epochs of the quick run: above chance (0.1), not converged.
+    assert 0.2 < result["test_accuracy"] <= 1.0 and 0.2 < result["val_accuracy"] <= 1.0

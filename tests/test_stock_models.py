@@ -192,6 +192,18 @@ def test_stock_nnx_errors_name_the_module_and_the_fix():
 
     with pytest.raises(TypeError, match="JaxregLayers holds jaxreg dropout layers"):
         from_nnx(JaxregLayers())
+
+    class NoStream(nnx.Module):
+        def __init__(self):
+            self.linear = nnx.Linear(6, 2, rngs=nnx.Rngs(0))
+            self.dropout = nnx.Dropout(0.5)  # no rngs: nothing the key can reach
+
+        def __call__(self, x):
+            return self.dropout(self.linear(x))
+
+    model = from_nnx(NoStream())
+    with pytest.raises(ValueError, match="a dropout layer of NoStream has no RNG stream"):
+        model.apply(model.params, model.state, X, key=jax.random.key(0), train=True)
     model = from_nnx(_StockNNX(nnx.Rngs(0)))
     with pytest.raises(ValueError, match="_StockNNX draws random numbers in train mode"):
         model.apply(model.params, model.state, X, train=True)

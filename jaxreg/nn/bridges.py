@@ -235,6 +235,14 @@ def _call_module(model: nnx.Module, x: jax.Array, parts: _Parts, *, key, train: 
     )
     try:
         return model(x)
+    except ValueError as error:
+        if not train or "no `rngs`" not in str(error):
+            raise
+        raise ValueError(
+            f"a dropout layer of {parts.module_name} has no RNG stream the call's key can "
+            "re-key: build it with the module's streams (nnx.Dropout(rate, rngs=rngs)), as "
+            "the Flax docs do"
+        ) from error
     except TypeError as error:
         if "__call__" not in str(error):
             raise

@@ -4,9 +4,12 @@ Training, sweeps, ensembles and analysis in jaxreg take a model as pure
 functions (:mod:`jaxreg.nn.model`). Each bridge gives the same contract:
 ``params`` (what is trained), ``state`` (BatchNorm statistics, updated in train
 mode) and ``apply(params, state, x, *, key, train, hparams) -> (outputs,
-new_state)``. :func:`from_nnx` is for NNX modules (dropout rates answer to
-``hparams`` by name), :func:`from_linen` and :func:`from_equinox` for the other
-frameworks; :func:`functional` gives an NNX module's plain ``apply`` and params.
+new_state)``, for models written as each framework's documentation writes them:
+:func:`from_nnx` for NNX modules (mode by NNX's own attributes, held RNG streams
+re-keyed per call, stock ``nnx.Dropout`` rates swept through ``rates``),
+:func:`from_linen` (``linen.Dropout`` intercepted, rates by layer name or a builder)
+and :func:`from_equinox` (declared ``fields`` set with ``eqx.tree_at``);
+:func:`functional` gives an NNX module's plain ``apply`` and params.
 
 Equinox is an optional dependency (``pip install 'jaxreg[equinox]'``).
 """
@@ -118,8 +121,9 @@ def from_nnx(
 
     ``params`` is a plain nested dict of the module's ``nnx.Param`` arrays;
     ``state`` holds every other variable that can change (``nnx.BatchStat``
-    running statistics, ...) as a plain dict. In train mode ``apply`` returns the
-    updated state (BatchNorm: new running averages).
+    running statistics, ...) as a plain dict; RNG streams are not state (they are
+    re-keyed at every call). In train mode ``apply`` returns the updated state
+    (BatchNorm: new running averages).
 
     Two ways of writing a module are driven (see :func:`call_keywords`):
 
@@ -284,8 +288,8 @@ def functional(model: nnx.Module) -> tuple[Apply, dict]:
     member its own mask. ``apply`` also takes ``hparams`` (dropout rates by name).
 
     Args:
-      model: an NNX module whose ``__call__(x, *, train, rngs)`` follows the
-        jaxreg model convention (all models in :mod:`jaxreg.nn` do).
+      model: an NNX module, driven as :func:`from_nnx` drives it (stock, or in
+        jaxreg's ``call_keywords`` convention).
 
     Returns:
       ``(apply, params)``.

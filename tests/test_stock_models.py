@@ -246,6 +246,15 @@ def test_stock_linen_dropout_sweeps_under_vmap_and_matches_linen():
         chex.assert_trees_all_close(member, single.params, rtol=1e-5, atol=1e-6)
 
 
+def test_a_stock_linen_model_with_its_written_rate_runs_linens_own_dropout():
+    variables = _StockLinen(rate=0.4).init(jax.random.key(0), X[:1])
+    model = from_linen(_StockLinen(rate=0.4), variables)
+    key = jax.random.key(3)
+    own = _StockLinen(rate=0.4).apply(variables, X, train=True, rngs={"dropout": key})
+    ours = jax.jit(lambda p: model.apply(p, {}, X, key=key, train=True)[0])(model.params)
+    chex.assert_trees_all_equal(ours, own)
+
+
 def test_linen_rates_by_layer_name_and_a_name_that_reaches_nothing():
     variables = _StockLinen().init(jax.random.key(0), X[:1])
     model = from_linen(_StockLinen(), variables, rates={"dropout_rate": "Dropout_0"})

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxreg._checks import is_traced
 from jaxreg.nn.dropout import DropoutRate, check_rate
 
 __all__ = ["SweptDropout", "linen_dropout_interceptor", "stock_dropout", "swap_stock_dropouts"]
@@ -160,9 +161,10 @@ def linen_dropout_interceptor(
 ) -> Callable:
     """A ``flax.linen.intercept_methods`` interceptor that runs ``linen.Dropout`` on data.
 
-    Every ``linen.Dropout`` call is computed by :func:`stock_dropout` (same RNG stream and
-    mask as Linen's), with the rate ``rates[rate_of(module)]`` when that name is set, else
-    the module's own ``rate`` — which may then be a tracer (``Net(rate=hparams["r"])``).
+    A ``linen.Dropout`` call whose rate is data — ``rates[rate_of(module)]`` when that name
+    is set, or the module's own ``rate`` when it is traced (``Net(rate=hparams["r"])``) — is
+    computed by :func:`stock_dropout` (same RNG stream and mask as Linen's); a layer with a
+    written, concrete rate runs Linen's own code.
 
     Example:
       >>> import flax.linen as nn
@@ -181,6 +183,8 @@ def linen_dropout_interceptor(
             return next_fun(*args, **kwargs)
         name = rate_of(module)
         rate = rates[name] if rates is not None and name is not None and name in rates else None
+        if rate is None and not is_traced(module.rate):
+            return next_fun(*args, **kwargs)  # a written, concrete rate: Linen's own code
         rate = module.rate if rate is None else rate
         inputs, *rest = args  # linen.Dropout.__call__(inputs, deterministic=None, rng=None)
         called = kwargs.get("deterministic", rest[0] if rest else None)

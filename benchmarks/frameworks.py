@@ -164,10 +164,6 @@ def _seconds(fn, warm: bool) -> float:
     return statistics.median(times)
 
 
-def _median_seconds(fn) -> float:
-    return _seconds(fn, warm=True)
-
-
 def _hvp_over_gradient() -> float:
     x, y = gallery.majority_tokens(jax.random.key(0), 512)
     model = gallery.GALLERY["transformer"].build(jax.random.key(0), False, None)
@@ -175,8 +171,8 @@ def _hvp_over_gradient() -> float:
     data = jaxreg.data.batches(x, y, 128)
     gradient = jax.jit(jax.grad(lambda p: jaxreg.data.dataset_loss(loss_fn, p, data)))
     hvp = jax.jit(lambda p, v: jaxreg.sharpness.hvp(loss_fn, p, data)(v))
-    t_grad = _median_seconds(lambda: gradient(model.params))
-    t_hvp = _median_seconds(lambda: hvp(model.params, model.params))
+    t_grad = _seconds(lambda: gradient(model.params), warm=True)
+    t_hvp = _seconds(lambda: hvp(model.params, model.params), warm=True)
     return t_hvp / t_grad
 
 

@@ -90,6 +90,10 @@ def _check_classification(labels: np.ndarray, output_shape: tuple[int, ...], nam
         )
 
 
+def _accuracy(outputs: jax.Array, targets: jax.Array) -> dict[str, jax.Array]:
+    return {"accuracy": accuracy_per_example(outputs, targets)}
+
+
 def classification(loss: PerExampleLoss = softmax_cross_entropy) -> Task:
     """Classification from logits ``(n, K)``: cross-entropy (or ``loss``) and accuracy.
 
@@ -101,12 +105,7 @@ def classification(loss: PerExampleLoss = softmax_cross_entropy) -> Task:
       >>> task.metrics(jnp.array([[2.0, 0.0]]), jnp.array([0]))["accuracy"].tolist()
       [1.0]
     """
-    return Task(
-        "classification",
-        loss,
-        lambda outputs, targets: {"accuracy": accuracy_per_example(outputs, targets)},
-        check_targets=_check_classification,
-    )
+    return Task("classification", loss, _accuracy, check_targets=_check_classification)
 
 
 def _squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:

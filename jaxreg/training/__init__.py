@@ -16,3 +16,4 @@ from jaxreg.training.loop import TrainState as TrainState
 from jaxreg.training.loop import loop_data as loop_data
 from jaxreg.training.loop import optimizer_for as optimizer_for
 from jaxreg.training.loop import task_metrics as task_metrics
+from jaxreg.training.stepwise import run_stepwise as run_stepwise

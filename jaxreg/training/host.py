@@ -16,6 +16,7 @@ from typing import Literal
 __all__ = ["HostOptions"]
 
 NonFinitePolicy = Literal["raise", "warn", "ignore"]
+StepDriver = Literal["scan", "host"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,13 @@ class HostOptions:
       on_nonfinite: what to do when the training objective becomes NaN or
         infinite: ``"raise"`` (``FloatingPointError`` naming the epoch),
         ``"warn"`` or ``"ignore"``.
+      steps: ``"scan"`` (default) compiles each chunk of epochs into one
+        program (``lax.scan`` over minibatch steps); ``"host"`` calls one
+        compiled step per minibatch from a Python loop, as a hand-written loop
+        does (:func:`~jaxreg.training.run_stepwise`; equal to float rounding).
+        Use ``"host"`` for convolutional models on CPU, where XLA runs the
+        gradient convolutions inside a ``scan`` body with a naive kernel (6–18×
+        slower per step); keep ``"scan"`` on GPU/TPU and under ``jit``/``vmap``.
 
     Example:
       >>> options = HostOptions(progress=True, epochs_per_chunk=5)
@@ -49,12 +57,15 @@ class HostOptions:
     progress: bool = False
     epochs_per_chunk: int | None = None
     on_nonfinite: NonFinitePolicy = "raise"
+    steps: StepDriver = "scan"
 
     def __post_init__(self) -> None:
         if self.on_nonfinite not in ("raise", "warn", "ignore"):
             raise ValueError(
                 f"on_nonfinite must be 'raise', 'warn' or 'ignore', got {self.on_nonfinite!r}"
             )
+        if self.steps not in ("scan", "host"):
+            raise ValueError(f"steps must be 'scan' or 'host', got {self.steps!r}")
         chunk = self.epochs_per_chunk
         if chunk is not None:
             if isinstance(chunk, bool) or not isinstance(chunk, int):

@@ -28,9 +28,11 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from jaxreg._checks import is_traced
 from jaxreg.calling import check_keywords
 from jaxreg.data import batch_weight, batches, mean_over_batches, shuffled_batches
 from jaxreg.losses import weighted_mean
@@ -231,7 +233,7 @@ def task_metrics(
     return task.summarize(mean_over_batches(batch_metrics, data))
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class TrainLoop:
     """A training run's static description; :meth:`init` and :meth:`run` are pure.
 
@@ -258,6 +260,10 @@ class TrainLoop:
         epoch instead of padding it — wanted with BatchNorm, whose batch
         statistics would otherwise see the padding rows.
 
+    Loops are values: two with equal fields (the same ``apply``, optimizer,
+    task and callables) are equal and hash alike, so programs compiled for one
+    serve the other (:func:`~jaxreg.training.run_stepwise` keeps a few).
+
     Example:
       >>> import optax
       >>> from jaxreg.nn import MLP, from_nnx
@@ -282,6 +288,10 @@ class TrainLoop:
     drop_remainder: bool = False
 
     def __post_init__(self):
+        strength = self.penalty_strength
+        if not is_traced(strength) and np.ndim(strength) == 0:
+            # A number, so that loops with equal fields hash equal (see run_stepwise's cache).
+            object.__setattr__(self, "penalty_strength", float(strength))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise TypeError(f"batch_size must be an int, got {self.batch_size!r}")
         if self.batch_size <= 0:
@@ -373,6 +383,113 @@ class TrainLoop:
         """Task metrics of ``params`` on pre-batched ``data`` in eval mode."""
         return task_metrics(self.apply, self.task, params, model_state, data, hparams)
 
+    def epoch_inputs(
+        self, epoch: jax.Array, data: LoopData, key: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """Epoch ``epoch``'s shuffled minibatches (leading batch axis) and one key per step."""
+        shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
+        epoch_batches = shuffled_batches(
+            shuffle_key,
+            data.x,
+            data.y,
+            self.batch_size,
+            weight=data.weight,
+            drop_remainder=self.drop_remainder,
+        )
+        num_batches = epoch_batches["weight"].shape[0]
+        return epoch_batches, jax.random.split(step_key, num_batches)
+
+    def step(
+        self,
+        carry: tuple[chex.ArrayTree, optax.OptState, chex.ArrayTree],
+        inputs: tuple[dict[str, jax.Array], jax.Array],
+        hparams: Hparams,
+    ) -> tuple[tuple[chex.ArrayTree, optax.OptState, chex.ArrayTree], tuple[jax.Array, jax.Array]]:
+        """One optimizer step on one minibatch.
+
+        Args:
+          carry: ``(params, opt_state, model_state)``.
+          inputs: ``(batch, step_key)``.
+          hparams: the run's hyperparameters.
+
+        Returns:
+          The new carry and ``(objective, total batch weight)``.
+        """
+        params, opt_state, model_state = carry
+        batch, step_key = inputs
+        optimizer = optax.with_extra_args_support(optimizer_for(self.optimizer, hparams))
+        (value, new_model_state), grads = jax.value_and_grad(self.objective, has_aux=True)(
+            params, model_state, batch, step_key, hparams
+        )
+
+        def grad_fn(point, _):
+            # Gradient of this minibatch's objective elsewhere (same batch, key and
+            # state): what transforms.sam's descent step needs. Untraced otherwise.
+            return jax.grad(lambda p: self.objective(p, model_state, batch, step_key, hparams)[0])(
+                point
+            )
+
+        updates, opt_state = optimizer.update(grads, opt_state, params, grad_fn=grad_fn)
+        new_params = optax.apply_updates(params, updates)
+        return (new_params, opt_state, new_model_state), (value, batch_weight(batch))
+
+    def end_epoch(
+        self,
+        carry: TrainState,
+        trained: tuple[chex.ArrayTree, optax.OptState, chex.ArrayTree],
+        values: jax.Array,
+        weights: jax.Array,
+        data: LoopData,
+        hparams: Hparams,
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Close an epoch: freeze stopped members, evaluate, update early stopping.
+
+        Args:
+          carry: the state at the start of the epoch.
+          trained: ``(params, opt_state, model_state)`` after the epoch's steps.
+          values: the steps' objectives ``(num_batches,)``.
+          weights: the steps' total batch weights ``(num_batches,)``.
+          data: the run's data (its ``evals`` are evaluated).
+          hparams: the run's hyperparameters.
+
+        Returns:
+          The state after the epoch and the epoch's record (one history entry).
+        """
+        index = carry.epoch
+        params, opt_state, model_state = trained
+        stopping, best_model_state = carry.stopping, carry.best_model_state
+        if stopping is not None:  # a stopped member stays bitwise frozen
+            params, opt_state, model_state = jax.tree.map(
+                lambda old, new: jnp.where(stopping.stopped, old, new),
+                (carry.params, carry.opt_state, carry.model_state),
+                (params, opt_state, model_state),
+            )
+        objective = jnp.sum(values * weights) / jnp.sum(weights)
+        record = {"objective": objective}
+        for name, eval_batches in data.evals.items():
+            metrics = self.evaluate(params, model_state, eval_batches, hparams)
+            record.update({f"{name}_{k}": v for k, v in metrics.items()})
+        if stopping is not None:
+            monitor = self.early_stopping.monitor
+            if monitor not in record:
+                raise ValueError(
+                    f"early_stopping.monitor must be one of {sorted(record)}, got {monitor!r}"
+                )
+            previous_best = stopping.best_step
+            stopping = es.update(stopping, record[monitor], params)
+            best_model_state = jax.tree.map(
+                lambda new, old: jnp.where(stopping.best_step != previous_best, new, old),
+                model_state,
+                best_model_state,
+            )
+            record["stopped"] = stopping.stopped
+        bad = ~jnp.isfinite(objective) & (carry.nonfinite_epoch < 0)
+        nonfinite = jnp.where(bad, index, carry.nonfinite_epoch)
+        new = TrainState(
+            params, opt_state, model_state, stopping, best_model_state, index + 1, nonfinite
+        )
+        return new, record
+
     def run(
         self,
         state: TrainState,
@@ -387,77 +504,20 @@ class TrainLoop:
         Epoch ``e`` (counted from the start of the run, ``state.epoch``)
         shuffles with ``fold_in(key, e)``, so a run split into several calls
         is bitwise the run done in one. A member that has stopped early stays
-        frozen (its epochs are computed and discarded).
+        frozen (its epochs are computed and discarded). One epoch is
+        :meth:`epoch_inputs`, :meth:`step` over its minibatches in ``lax.scan``,
+        then :meth:`end_epoch`.
         """
         hparams = {} if hparams is None else hparams
-        optimizer = optax.with_extra_args_support(optimizer_for(self.optimizer, hparams))
 
         def step(carry, inputs):
-            params, opt_state, model_state = carry
-            batch, step_key = inputs
-            (value, new_model_state), grads = jax.value_and_grad(self.objective, has_aux=True)(
-                params, model_state, batch, step_key, hparams
-            )
-
-            def grad_fn(point, _):
-                # Gradient of this minibatch's objective elsewhere (same batch, key and
-                # state): what transforms.sam's descent step needs. Untraced otherwise.
-                return jax.grad(
-                    lambda p: self.objective(p, model_state, batch, step_key, hparams)[0]
-                )(point)
-
-            updates, opt_state = optimizer.update(grads, opt_state, params, grad_fn=grad_fn)
-            new_params = optax.apply_updates(params, updates)
-            return (new_params, opt_state, new_model_state), (value, batch_weight(batch))
+            return self.step(carry, inputs, hparams)
 
         def epoch(carry: TrainState, _):
-            index = carry.epoch
-            shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, index))
-            epoch_batches = shuffled_batches(
-                shuffle_key,
-                data.x,
-                data.y,
-                self.batch_size,
-                weight=data.weight,
-                drop_remainder=self.drop_remainder,
+            inputs = self.epoch_inputs(carry.epoch, data, key)
+            trained, (values, weights) = jax.lax.scan(
+                step, (carry.params, carry.opt_state, carry.model_state), inputs
             )
-            num_batches = epoch_batches["weight"].shape[0]
-            (params, opt_state, model_state), (values, weights) = jax.lax.scan(
-                step,
-                (carry.params, carry.opt_state, carry.model_state),
-                (epoch_batches, jax.random.split(step_key, num_batches)),
-            )
-            stopping, best_model_state = carry.stopping, carry.best_model_state
-            if stopping is not None:  # a stopped member stays bitwise frozen
-                params, opt_state, model_state = jax.tree.map(
-                    lambda old, new: jnp.where(stopping.stopped, old, new),
-                    (carry.params, carry.opt_state, carry.model_state),
-                    (params, opt_state, model_state),
-                )
-            objective = jnp.sum(values * weights) / jnp.sum(weights)
-            record = {"objective": objective}
-            for name, eval_batches in data.evals.items():
-                metrics = self.evaluate(params, model_state, eval_batches, hparams)
-                record.update({f"{name}_{k}": v for k, v in metrics.items()})
-            if stopping is not None:
-                monitor = self.early_stopping.monitor
-                if monitor not in record:
-                    raise ValueError(
-                        f"early_stopping.monitor must be one of {sorted(record)}, got {monitor!r}"
-                    )
-                previous_best = stopping.best_step
-                stopping = es.update(stopping, record[monitor], params)
-                best_model_state = jax.tree.map(
-                    lambda new, old: jnp.where(stopping.best_step != previous_best, new, old),
-                    model_state,
-                    best_model_state,
-                )
-                record["stopped"] = stopping.stopped
-            bad = ~jnp.isfinite(objective) & (carry.nonfinite_epoch < 0)
-            nonfinite = jnp.where(bad, index, carry.nonfinite_epoch)
-            new = TrainState(
-                params, opt_state, model_state, stopping, best_model_state, index + 1, nonfinite
-            )
-            return new, record
+            return self.end_epoch(carry, trained, values, weights, data, hparams)
 
         return jax.lax.scan(epoch, state, None, length=num_epochs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -43,8 +44,18 @@ from jaxreg import landscape, masks, metrics, sharpness
 from jaxreg.io import write_json
 from jaxreg.losses import classification_loss
 from jaxreg.nn import count_params
+from jaxreg.stats import finite
 
-__all__ = ["FEATURED", "build_parser", "main", "row_names", "run_tour"]
+__all__ = [
+    "FEATURED",
+    "build_parser",
+    "findings",
+    "main",
+    "render_report",
+    "row_names",
+    "run_tour",
+    "with_differences",
+]
 
 COMBINATION = "best combination"
 WIDE = "wide MLP + combination"
@@ -61,10 +72,17 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _target(value: float, target: float) -> str:
-    if value >= target:
-        return f"meets the {100 * target:.0f}% target"
-    return f"misses the {100 * target:.0f}% target by {100 * (target - value):.2f} points"
+def _target(accuracy: dict, target: float) -> str:
+    """A target judged by the 95% interval's lower bound, not by the mean."""
+    mean, low = accuracy["mean"], accuracy["mean"] - accuracy["half_width"]
+    if np.isfinite(low) and low >= target:
+        return f"target {100 * target:.0f}% met: the 95% interval's lower bound is {100 * low:.1f}%"
+    if mean >= target:
+        return (
+            f"mean above the {100 * target:.0f}% target, but the 95% interval reaches down "
+            f"to {100 * low:.1f}%: not shown"
+        )
+    return f"misses the {100 * target:.0f}% target by {100 * (target - mean):.2f} points"
 
 
 def _softmax_outputs(apply, params, x):
@@ -279,8 +297,8 @@ def run_tour(
         "paths": paths,
     }
     write_json(out / "results.json", results)
-    table = report_lib.format_table(list(measured.values()))
-    (out / "report.md").write_text(_report(results, measured, table, data, config, names))
+    table, report = render_report(results)
+    (out / "report.md").write_text(report)
     print(table)
     _log(f"[tour] wrote {out / 'report.md'} in {elapsed:.1f}s")
     return results
@@ -389,10 +407,9 @@ def _measure_all(outcomes: dict, data: StudyData, config: StudyConfig, programs,
     measured = {
         name: _measure(outcome, data, config, programs) for name, outcome in outcomes.items()
     }
-    base = measured[baseline]["per_seed"]["test"]
-    for name, row in measured.items():
-        if name != baseline:
-            row["difference"] = report_lib.paired_difference(row["per_seed"]["test"], base)
+    per_seed_test = {name: row["per_seed"]["test"] for name, row in measured.items()}
+    for name, difference in report_lib.compare_to_baseline(per_seed_test, baseline).items():
+        measured[name]["difference"] = difference
     return measured
 
 
@@ -460,15 +477,52 @@ def _curvature_figures(measured, data: StudyData, config: StudyConfig, shown: tu
     return densities, slices
 
 
-def _report(results, measured, table: str, data: StudyData, config: StudyConfig, names) -> str:
-    """``report.md``: the protocol, the table, the sentences, the featured rows, the figures."""
-    return "\n".join(
+def with_differences(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with every row's difference to the baseline recomputed from its per-seed
+    test accuracies (:func:`~experiments.study.report.compare_to_baseline`, Holm-marked).
+
+    Example:
+      >>> results = {"rows": [{"name": "baseline", "per_seed": {"test": [0.60, 0.61, 0.59]}},
+      ...                     {"name": "dropout", "per_seed": {"test": [0.66, 0.65, 0.66]}}]}
+      >>> difference = with_differences(results)["rows"][1]["difference"]
+      >>> round(difference["mean"], 3), round(difference["p_holm"], 3), difference["significant"]
+      (0.057, 0.023, True)
+    """
+    rows = [dict(row) for row in results["rows"]]
+    baseline = row_names(default_rows() + extended_rows())["baseline"]
+    per_seed_test = {row["name"]: row["per_seed"]["test"] for row in rows}
+    differences = report_lib.compare_to_baseline(per_seed_test, baseline)
+    for row in rows:
+        if row["name"] in differences:
+            row["difference"] = differences[row["name"]]
+    return {**results, "rows": rows}
+
+
+def render_report(results: dict[str, Any]) -> tuple[str, str]:
+    """The table and ``report.md`` of a tour from its ``results.json`` alone (no training).
+
+    Differences to the baseline and their marks are recomputed (:func:`with_differences`),
+    so a recorded run can be re-read under the current statistics
+    (``python -m experiments.tour --from-results results.json``).
+
+    Example:
+      >>> import json
+      >>> results = json.loads(open("docs/tour_results.json").read())  # doctest: +SKIP
+      >>> table, report = render_report(results)  # doctest: +SKIP
+    """
+    measured = {row["name"]: row for row in with_differences(results)["rows"]}
+    names = row_names(default_rows() + extended_rows())
+    table = report_lib.format_table(list(measured.values()))
+    config = StudyConfig(**results["config"])
+    report = "\n".join(
         [
             "# jaxreg tour: regularization on MNIST-1D",
             "",
-            _protocol(results, data, config),
+            _protocol(results, config),
             "",
             table,
+            "",
+            *findings(measured, names),
             "",
             *report_lib.sentences(measured),
             *_featured(measured, config, names),
@@ -476,24 +530,84 @@ def _report(results, measured, table: str, data: StudyData, config: StudyConfig,
             *_figure_captions(measured, names),
         ]
     )
+    return table, report
 
 
-def _protocol(results, data: StudyData, config: StudyConfig) -> str:
+def _protocol(results, config: StudyConfig) -> str:
+    sizes = results["protocol"]
+    comparisons = len(results["rows"]) - 1
     return (
-        f"Protocol: {len(data.y_train)} training and {len(data.y_val)} validation examples "
+        f"Protocol: {sizes['train']} training and {sizes['validation']} validation examples "
         f"(a fixed split of MNIST-1D's training set, seed {config.split_seed}); every strength "
         f"is chosen on validation by a sweep over its grid × {config.tune_seeds} seed(s); the "
         f"choice is then trained on {config.seeds} seeds shared by all rows (the combination: "
         f"a random search of {config.search_configs} configs plus the single rows' choices × "
         f"{config.search_seeds} seed(s)); the "
-        f"{len(data.test)} test examples are read only after every choice is made. Accuracies "
+        f"{sizes['test']} test examples are read only after every choice is made. Accuracies "
         "are mean ± 95% t-interval over seeds; Δ is the paired difference to the baseline "
-        "(* where its 95% interval excludes 0). λmax: top Hessian eigenvalue of the training "
-        "loss on "
+        "with its 95% interval, * where Holm's adjusted p-value over the "
+        f"{comparisons} comparisons is below {report_lib.ALPHA}. λmax: top Hessian "
+        "eigenvalue of the training loss on "
         f"{CURVATURE_EXAMPLES} training examples. {config.epochs} epochs (wide MLP "
         f"{config.wide_epochs}, CNN {config.cnn_epochs}); run time "
         f"{results['elapsed_seconds']:.0f} s on {results['device']}."
     )
+
+
+def findings(measured: dict[str, dict], names: dict[str, str]) -> list[str]:
+    """What the numbers support, as Markdown bullets computed from the rows (the README's list).
+
+    Significance is each row's Holm-corrected mark; targets are judged by the 95%
+    interval's lower bound; every superlative is a max/min over the table.
+
+    Example:
+      >>> import json
+      >>> recorded = Path(__file__).resolve().parents[1] / "docs" / "tour_results.json"
+      >>> rows = with_differences(json.loads(recorded.read_text()))["rows"]
+      >>> lines = findings({r["name"]: r for r in rows}, row_names(default_rows()))
+      >>> lines[0]
+      '- The baseline MLP overfits: 100.0% train, 59.7% test.'
+      >>> lines[3]
+      '- Worse than the baseline: none.'
+    """
+    base = measured[names["baseline"]]
+    others = {n: r for n, r in measured.items() if n != names["baseline"]}
+
+    def listed(rows: dict[str, dict]) -> str:
+        return ", ".join(f"{n} ({100 * r['difference']['mean']:+.1f})" for n, r in rows.items())
+
+    better = {n: r for n, r in others.items() if r["difference"]["significant"]}
+    worse = {n: r for n, r in better.items() if r["difference"]["mean"] < 0}
+    better = {n: r for n, r in better.items() if n not in worse}
+    unclear = {n: r for n, r in others.items() if n not in better and n not in worse}
+    single = {n: r for n, r in others.items()
+              if n not in (names["combination"], names["wide"], names["cnn"])}  # fmt: skip
+    best = max(single, key=lambda n: single[n]["test_accuracy"]["mean"])
+    combo, wide, cnn = (measured[names[k]] for k in ("combination", "wide", "cnn"))
+    nll = max(measured, key=lambda n: measured[n]["test_nll"]["mean"])
+    curvature = {n: r for n, r in measured.items() if finite(r["lambda_max"]["mean"])}
+    flattest = min(curvature, key=lambda n: curvature[n]["lambda_max"]["mean"])
+    return [
+        f"- The baseline MLP overfits: {100 * base['train_accuracy']['mean']:.1f}% train, "
+        f"{100 * base['test_accuracy']['mean']:.1f}% test.",
+        f"- Better than the baseline (Holm-corrected over {len(others)} comparisons; Δ in "
+        f"points): {listed(better) or 'none'}.",
+        f"- Not distinguishable from the baseline: {listed(unclear) or 'none'}.",
+        f"- Worse than the baseline: {listed(worse) or 'none'}.",
+        f"- The best single regularizer on test is {best} "
+        f"({100 * single[best]['test_accuracy']['mean']:.1f}%); the searched combination "
+        f"reaches {100 * combo['test_accuracy']['mean']:.1f}% "
+        f"({100 * (combo['test_accuracy']['mean'] - single[best]['test_accuracy']['mean']):+.1f}"
+        " points).",
+        f"- The flattest solution (smallest λmax) is {flattest} "
+        f"({curvature[flattest]['lambda_max']['mean']:.2f}; baseline "
+        f"{base['lambda_max']['mean']:.2f}); the highest test NLL is {nll}'s "
+        f"({measured[nll]['test_nll']['mean']:.2f}; baseline {base['test_nll']['mean']:.2f}).",
+        f"- The wide MLP with the combination: {100 * wide['test_accuracy']['mean']:.1f} ± "
+        f"{100 * wide['test_accuracy']['half_width']:.1f}% ({_target(wide['test_accuracy'], 0.90)}"
+        f"); CNN1D (parameter sharing): {100 * cnn['test_accuracy']['mean']:.1f} ± "
+        f"{100 * cnn['test_accuracy']['half_width']:.1f}% ({_target(cnn['test_accuracy'], 0.97)}).",
+    ]
 
 
 def _featured(measured, config: StudyConfig, names) -> list[str]:
@@ -505,10 +619,10 @@ def _featured(measured, config: StudyConfig, names) -> list[str]:
         f"{len(WIDE_RETUNE['learning_rate'])} rates × "
         f"{_wide_config(config).tune_seeds} seed, full cosine decay) reaches "
         f"{100 * wide_row['test_accuracy']['mean']:.1f}% "
-        f"({_target(wide_row['test_accuracy']['mean'], 0.90)}); the small MLP with the "
+        f"({_target(wide_row['test_accuracy'], 0.90)}); the small MLP with the "
         f"combination {100 * combo_row['test_accuracy']['mean']:.1f}%.",
         f"- **Parameter sharing**: CNN1D reaches {100 * cnn_row['test_accuracy']['mean']:.1f}% "
-        f"({_target(cnn_row['test_accuracy']['mean'], 0.97)}); "
+        f"({_target(cnn_row['test_accuracy'], 0.97)}); "
         "the MNIST-1D paper reports 94% for its CNN and 96% for humans.",
     ]
 
@@ -593,6 +707,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="final seeds per row (default: 5, or 2 with --quick)",
     )
+    parser.add_argument(
+        "--from-results",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="no training: re-read a recorded run's results.json under the current statistics "
+        "and write its results.json and report.md to --out",
+    )
     return parser
 
 
@@ -626,6 +747,13 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"python -m experiments.tour: --out: {problem}", file=sys.stderr)
         return 2
+    if args.from_results is not None:
+        results = with_differences(json.loads(Path(args.from_results).read_text()))
+        write_json(Path(out) / "results.json", results)
+        table, report = render_report(results)
+        (Path(out) / "report.md").write_text(report)
+        print(table)
+        return 0
     if args.quick:
         config = StudyConfig.quick() if args.seeds is None else StudyConfig.quick(args.seeds)
     else:

@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "confidence_interval",
     "finite",
+    "holm",
     "one_sided_lower_bound",
     "paired_difference",
     "rank_correlation",
@@ -64,13 +65,15 @@ def confidence_interval(values: Sequence[float]) -> dict[str, float]:
 
 
 def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
-    """Mean paired difference ``values - baseline`` (same seeds) with its 95% interval and
-    whether that interval excludes 0.
+    """Mean paired difference ``values - baseline`` (same seeds) with its 95% interval,
+    whether that interval excludes 0, and the two-sided paired t-test's p-value.
 
     Example:
       >>> d = paired_difference([0.64, 0.66, 0.65], [0.59, 0.60, 0.61])  # same 3 seeds
       >>> round(d["mean"], 3), round(d["low"], 3), round(d["high"], 3), d["significant"]
       (0.05, 0.025, 0.075, True)
+      >>> round(d["p_value"], 4)
+      0.0131
       >>> paired_difference([0.60, 0.62], [0.61, 0.60])["significant"]  # interval contains 0
       False
     """
@@ -78,7 +81,42 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dic
     ci = confidence_interval(diff)
     low, high = ci["mean"] - ci["half_width"], ci["mean"] + ci["half_width"]
     significant = bool(finite(ci["half_width"]) and (low > 0 or high < 0))
-    return {**ci, "low": low, "high": high, "significant": significant}
+    return {**ci, "low": low, "high": high, "significant": significant, "p_value": _t_test(ci)}
+
+
+def _t_test(ci: dict[str, float]) -> float:
+    """Two-sided one-sample t-test p-value of mean 0 from ``confidence_interval``'s output."""
+    n, mean, sd = ci["n"], ci["mean"], ci["sd"]
+    if n < 2:
+        return float("nan")
+    if sd == 0:  # every difference equal: certain, unless they are all 0
+        return 1.0 if mean == 0 else 0.0
+    from scipy.stats import t
+
+    return float(2 * t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control, any dependence).
+
+    The ``i``-th smallest of ``m`` p-values is multiplied by ``m - i`` (``i`` from 0),
+    made non-decreasing in that order and capped at 1; reject where the adjusted value
+    is below the level. NaN p-values (no test) stay NaN and do not count in ``m``.
+
+    Example:
+      >>> holm([0.01, 0.04, 0.03, 0.005]).round(3).tolist()
+      [0.03, 0.06, 0.06, 0.02]
+      >>> holm([0.02, float("nan")]).tolist()
+      [0.02, nan]
+    """
+    p = np.asarray(p_values, np.float64)
+    adjusted = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = order.size
+    scaled = (m - np.arange(m)) * p[order]
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted
 
 
 def one_sided_lower_bound(differences, confidence: float = 0.95) -> float:

@@ -55,6 +55,15 @@ def _check_report(out, results):
             assert math.isfinite(row["lambda_max"]["mean"]), row["name"]
         assert len(row["per_seed"]["test"]) == written["config"]["seeds"]
     assert rows["baseline"]["num_params"] == 15210
+    # The run's conclusions, recomputed with scipy and Holm's rule from its per-seed values,
+    # are the ones it wrote, and its table shows them.
+    from test_conclusions import check_against_reference
+
+    reference = check_against_reference(written)
+    for name, (mean, *_, significant) in reference.items():
+        delta = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
+        delta = delta.split(" | ")[5]
+        assert delta.endswith(" *") == bool(significant) and (mean > 0) == delta.startswith("+")
     # Every tuned row reports its choice, and the choice is a grid value.
     for row in default_rows():
         for name, values in row.search.items():

@@ -97,7 +97,7 @@ def test_run_stepwise_is_refused_under_a_transformation(problem):
         state = loop.init(jax.tree.map(lambda w: w * scale, params))
         return run_stepwise(loop, state, data, key=jax.random.key(0), num_epochs=1)[1]
 
-    with pytest.raises(ValueError, match="steps='host'.*host-side call"):
+    with pytest.raises(ValueError, match=r"steps='host'.*host-side call"):
         jax.vmap(through_arguments)(jnp.ones(2))
 
     def through_a_closure(lr):  # the tracer hides in the optimizer, not in the arguments

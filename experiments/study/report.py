@@ -5,9 +5,50 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jaxreg.stats import confidence_interval, finite, paired_difference
+import numpy as np
 
-__all__ = ["confidence_interval", "format_table", "paired_difference", "sentences"]
+from jaxreg.stats import confidence_interval, finite, holm, paired_difference
+
+__all__ = [
+    "ALPHA",
+    "compare_to_baseline",
+    "confidence_interval",
+    "format_table",
+    "paired_difference",
+    "sentences",
+]
+
+ALPHA = 0.05  # family-wise error rate of the table's marks (Holm over every comparison)
+
+
+def compare_to_baseline(
+    per_seed_test: Mapping[str, Sequence[float]], baseline: str
+) -> dict[str, dict[str, Any]]:
+    """Every row's paired test-accuracy difference to ``baseline``, marked with Holm's correction.
+
+    Each difference is :func:`jaxreg.stats.paired_difference` ``(row, baseline)`` over the
+    shared seeds (its ``low``/``high`` are the unadjusted 95% interval); ``p_holm`` is
+    Holm's adjusted p-value over all the rows' comparisons and ``significant`` is
+    ``p_holm < ALPHA``: with 25 rows, a row's own interval excluding 0 is not enough.
+
+    Example:
+      >>> differences = compare_to_baseline(
+      ...     {"baseline": [0.60, 0.61, 0.59], "a": [0.70, 0.71, 0.70], "b": [0.61, 0.63, 0.60]},
+      ...     "baseline")
+      >>> {name: (round(d["mean"], 3), d["significant"]) for name, d in differences.items()}
+      {'a': (0.103, True), 'b': (0.013, False)}
+    """
+    base = per_seed_test[baseline]
+    differences = {
+        name: paired_difference(values, base)
+        for name, values in per_seed_test.items()
+        if name != baseline
+    }
+    adjusted = holm([d["p_value"] for d in differences.values()])
+    for difference, p_holm in zip(differences.values(), adjusted, strict=True):
+        difference["p_holm"] = float(p_holm)
+        difference["significant"] = bool(np.isfinite(p_holm) and p_holm < ALPHA)
+    return differences
 
 
 def _pct(ci: Mapping[str, float], digits: int = 1) -> str:
@@ -26,7 +67,8 @@ def _chosen(chosen: Mapping[str, float]) -> str:
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table: chosen strengths, accuracies (mean ± 95% CI), the paired difference
-    to the baseline (``*``: its 95% interval excludes 0) and the measurements.
+    to the baseline with its 95% interval (``*``: the difference's ``significant`` flag,
+    Holm-corrected in :func:`compare_to_baseline`) and the measurements.
 
     Example:
       >>> metrics = ("train_accuracy", "val_accuracy", "test_accuracy", "gap", "test_nll", "ece",
@@ -43,7 +85,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
       >>> table = format_table(rows).splitlines()
       >>> table[0].split(" | ")[4:6]
       ['test acc (%)', 'Δ test vs baseline (pp)']
-      >>> table[3].split(" | ")[4:6]  # ± 95% CI; * marks an interval that excludes 0
+      >>> table[3].split(" | ")[4:6]  # ± 95% CI; * marks the difference's significant flag
       ['65.0 ± 2.5', '+5.0 [+2.5, +7.5] *']
     """
     lines = [
@@ -111,7 +153,7 @@ def sentences(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
         elif finite(diff["half_width"]):
             verdict = (
                 f"changes test accuracy by {100 * diff['mean']:+.1f} points, not distinguishable "
-                f"from 0 over {diff['n']} seeds"
+                f"from 0 over {diff['n']} seeds after Holm's correction"
             )
         else:
             verdict = f"changes test accuracy by {100 * diff['mean']:+.1f} points (one seed)"

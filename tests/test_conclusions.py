@@ -1,0 +1,132 @@
+"""The tour's conclusions, recomputed independently from the per-seed numbers.
+
+References: scipy's paired t-test and t-interval, and Holm's procedure written as its
+sequential rejection rule (not as adjusted p-values, which the library computes).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments import tour
+from experiments.study import format_table
+from experiments.study.report import ALPHA, compare_to_baseline
+from jaxreg.stats import holm, paired_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDED = json.loads((ROOT / "docs" / "tour_results.json").read_text())
+NAMES = tour.row_names(tour.default_rows() + tour.extended_rows())
+
+
+def holm_rejections(p_values, alpha):
+    """Holm (1979): reject the k smallest while p_(k) <= alpha / (m - k + 1), 1-based."""
+    p = np.asarray(p_values, float)
+    rejected = np.zeros(p.size, bool)
+    for k, index in enumerate(np.argsort(p, kind="stable")):
+        if p[index] > alpha / (p.size - k):
+            break
+        rejected[index] = True
+    return rejected
+
+
+def reference_differences(rows, baseline):
+    base = np.asarray(rows[baseline], float)
+    out = {}
+    for name, values in rows.items():
+        if name == baseline:
+            continue
+        values = np.asarray(values, float)
+        diff = values - base
+        low, high = stats.t.interval(0.95, diff.size - 1, loc=diff.mean(), scale=stats.sem(diff))
+        out[name] = (diff.mean(), low, high, stats.ttest_rel(values, base).pvalue)
+    rejected = holm_rejections([v[3] for v in out.values()], ALPHA)
+    return {name: (*v, r) for (name, v), r in zip(out.items(), rejected, strict=True)}
+
+
+def check_against_reference(results):
+    """Every row's Δ, interval, p-value and mark in ``results`` equal the scipy/Holm ones."""
+    per_seed = {row["name"]: row["per_seed"]["test"] for row in results["rows"]}
+    reference = reference_differences(per_seed, NAMES["baseline"])
+    rows = {row["name"]: row for row in results["rows"]}
+    for name, (mean, low, high, p_value, significant) in reference.items():
+        got = rows[name]["difference"]
+        np.testing.assert_allclose([got["mean"], got["low"], got["high"]], [mean, low, high],
+                                   rtol=1e-9, atol=1e-12, err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(got["p_value"], p_value, rtol=1e-7, err_msg=name)
+        assert got["significant"] == significant, name
+    return reference
+
+
+def test_the_recorded_tour_marks_equal_scipy_and_holms_rule():
+    recomputed = tour.with_differences(RECORDED)
+    reference = check_against_reference(recomputed)
+    check_against_reference(RECORDED)  # the recorded file holds what the code computes
+    marked = {name for name, v in reference.items() if v[4]}
+    # Holm matters here: these rows' own 95% intervals exclude 0, yet they are not marked.
+    unadjusted = {name for name, v in reference.items() if v[3] < 0.05}
+    assert {"L2 penalty", "label smoothing", "orthogonality penalty"} <= unadjusted - marked
+    assert "dropout" in marked and "1-D augmentation" in marked
+    # The recomputation is what the table shows, star for star and sign for sign.
+    table = format_table(recomputed["rows"]).splitlines()[2:]
+    for line in table:
+        name, delta = line.split(" | ")[0][2:], line.split(" | ")[5]
+        if name == NAMES["baseline"]:
+            continue
+        assert delta.endswith(" *") == (name in marked), name
+        assert delta.startswith("+" if reference[name][0] > 0 else "-"), name
+    assert format_table(RECORDED["rows"]) in (ROOT / "README.md").read_text()
+
+
+def test_a_significantly_worse_row_is_marked_and_reported_as_worse():
+    rng = np.random.default_rng(0)
+    base = 0.60 + 0.01 * rng.standard_normal(5)
+    per_seed = {"baseline": base, "better": base + 0.05 + 0.003 * rng.standard_normal(5),
+                "worse": base - 0.04 + 0.003 * rng.standard_normal(5),
+                "same": base + 0.01 * rng.standard_normal(5)}  # fmt: skip
+    differences = compare_to_baseline(per_seed, "baseline")
+    reference = reference_differences(per_seed, "baseline")
+    assert [differences[n]["significant"] for n in reference] == [v[4] for v in reference.values()]
+    assert differences["worse"]["significant"] and differences["worse"]["mean"] < 0
+    assert not differences["same"]["significant"]
+    ci = {"mean": 0.6, "half_width": 0.01, "sd": 0.01, "n": 5}
+    rows = [{"name": n, "chosen": {}, "difference": differences.get(n), "zero_fraction": 0.0,
+             "num_params": 1, **{m: ci for m in ("train_accuracy", "val_accuracy",
+             "test_accuracy", "gap", "test_nll", "ece", "lambda_max")}}
+            for n in per_seed]  # fmt: skip
+    worse_line = next(line for line in format_table(rows).splitlines() if "| worse |" in line)
+    assert worse_line.split(" | ")[5].startswith("-") and worse_line.split(" | ")[5].endswith("*")
+
+
+def test_the_readmes_findings_are_generated_from_the_recorded_results():
+    measured = {row["name"]: row for row in tour.with_differences(RECORDED)["rows"]}
+    lines = tour.findings(measured, NAMES)
+    assert "\n".join(lines) in (ROOT / "README.md").read_text()
+    assert lines[3] == "- Worse than the baseline: none."
+    nll = max(measured, key=lambda n: measured[n]["test_nll"]["mean"])
+    assert f"the highest test NLL is {nll}'s" in lines[5]
+    wide = measured[NAMES["wide"]]["test_accuracy"]
+    assert wide["mean"] > 0.90 > wide["mean"] - wide["half_width"]  # the mean is not the claim
+    assert "not shown" in lines[6]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_adjusted_p_values_reject_what_holms_rule_rejects(seed):
+    rng = np.random.default_rng(seed)
+    p = np.concatenate([rng.uniform(0, 0.02, 4), rng.uniform(0, 1, 8)])
+    adjusted = holm(p)
+    assert np.all(adjusted >= p) and np.all(adjusted <= 1)
+    for alpha in (0.01, 0.05, 0.1):
+        np.testing.assert_array_equal(adjusted <= alpha, holm_rejections(p, alpha))
+
+
+def test_paired_p_value_is_scipys_paired_t_test():
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 5, 10):
+        a, b = rng.uniform(0.5, 0.7, n), rng.uniform(0.5, 0.7, n)
+        expected = stats.ttest_rel(a, b).pvalue
+        np.testing.assert_allclose(paired_difference(a, b)["p_value"], expected, rtol=1e-9)
+    assert paired_difference([0.6, 0.6], [0.6, 0.6])["p_value"] == 1.0
+    assert np.isnan(paired_difference([0.6], [0.5])["p_value"])

@@ -20,7 +20,14 @@ import sys
 import numpy as np
 import optax
 
-from experiments.common import configuration, parse_args, report, rounded, train_mnist1d
+from experiments.common import (
+    configuration,
+    mnist1d_data,
+    parse_args,
+    report,
+    rounded,
+    train_mnist1d,
+)
 from jaxreg import plots
 from jaxreg.augment import signal
 from jaxreg.stats import one_sided_lower_bound
@@ -50,8 +57,10 @@ def main() -> int:
             optimizer=optax.adam(1e-3), batch_transform=lambda k, b: {**b, "x": augment(k, b["x"])}
         )
 
-    history, _, _, _ = train_mnist1d(
-        [0.0, 1.0], config["seeds"], make_run, num_epochs=config["epochs"]
+    data = mnist1d_data(validation=False)
+    data.test.unlock()  # nothing is chosen: both arms are fixed in advance, test is the outcome
+    history, _, _ = train_mnist1d(
+        [0.0, 1.0], config["seeds"], make_run, data=data, num_epochs=config["epochs"]
     )
     test = np.asarray(history["eval_accuracy"][:, :, -1])
     train = np.asarray(history["train_accuracy"][:, :, -1])

@@ -26,7 +26,14 @@ import jax
 import numpy as np
 import optax
 
-from experiments.common import configuration, parse_args, report, rounded, train_members
+from experiments.common import (
+    configuration,
+    mnist1d_data,
+    parse_args,
+    report,
+    rounded,
+    train_members,
+)
 from jaxreg import data, fit, metrics, plots
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, init_params
@@ -52,15 +59,17 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     config = configuration(args, FULL, QUICK)
     seeds, steps = config["seeds"], config["steps"]
-    dataset = data.mnist1d()
+    mnist = mnist1d_data(validation=False)
+    mnist.test.unlock()  # nothing is chosen: batch sizes and step budget are fixed
+    x_test, y_test = mnist.test.read()
     apply, params = init_params(
         lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), seeds)
     )
     loss_fn = classification_loss(apply)
-    train_batches = data.batches(dataset.x_train, dataset.y_train, 100)
+    train_batches = data.batches(mnist.x_train, mnist.y_train, 100)
     rows = {}
     for batch_size in BATCH_SIZES:
-        steps_per_epoch = -(-len(dataset.y_train) // batch_size)
+        steps_per_epoch = -(-len(mnist.y_train) // batch_size)
         epochs = max(1, round(steps / steps_per_epoch))
 
         def run(p, k, batch_size=batch_size, epochs=epochs):
@@ -68,11 +77,11 @@ def main() -> int:
                 apply,
                 p,
                 optax.sgd(0.01, momentum=0.9),
-                (dataset.x_train, dataset.y_train),
+                (mnist.x_train, mnist.y_train),
                 key=k,
                 num_epochs=epochs,
                 batch_size=batch_size,
-                eval_data=(dataset.x_test, dataset.y_test),
+                eval_data=(x_test, y_test),
             )
             return result.history, metrics.gradient_noise_scale(
                 loss_fn, result.params, train_batches

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common import configuration, parse_args, report, rounded
-from jaxreg import data, ensembles, fit, metrics, penalties, sweeps
+from experiments.common import configuration, mnist1d_data, parse_args, report, rounded
+from jaxreg import ensembles, fit, metrics, penalties, sweeps
 from jaxreg.masks import weights_only
 from jaxreg.nn import MLP, init_params
 from jaxreg.stats import one_sided_lower_bound, rank_correlation
@@ -86,8 +86,10 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     config = configuration(args, FULL, QUICK)
     strengths, rounds = config["strengths"], config["rounds"]
-    dataset = data.mnist1d()
-    n = len(dataset.y_train)
+    mnist = mnist1d_data(validation=False)
+    mnist.test.unlock()  # nothing is chosen: the strengths are fixed, test is what is decomposed
+    x_test, y_test = mnist.test.read()
+    n = len(mnist.y_train)
     apply, params = init_params(
         lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), rounds)
     )
@@ -99,14 +101,14 @@ def main() -> int:
             apply,
             p,
             optax.adam(1e-3),
-            (dataset.x_train, dataset.y_train, w),
+            (mnist.x_train, mnist.y_train, w),
             key=k,
             num_epochs=config["epochs"],
             batch_size=100,
             penalty=lambda q: penalties.l2(q, mask=weights_only),
             penalty_strength=strength,
         ).params
-        return jnp.argmax(apply(trained, dataset.x_test), axis=-1)
+        return jnp.argmax(apply(trained, x_test), axis=-1)
 
     def train_fn(config, key):
         del key  # round r trains from its own initial params, bootstrap weights and key
@@ -117,7 +119,7 @@ def main() -> int:
     sweep = sweeps.run(train_fn, grid, key=jax.random.key(3), progress=False)
     preds = sweep.metrics.reshape(len(strengths), rounds, -1)
     rows = [
-        metrics.bias_variance(preds[i], dataset.y_test, "0-1", num_classes=10)
+        metrics.bias_variance(preds[i], y_test, "0-1", num_classes=10)
         for i in range(len(strengths))
     ]
     loss, bias, variance = (
@@ -126,7 +128,7 @@ def main() -> int:
     )
     for s, lo, b, v in zip(strengths, loss, bias, variance, strict=True):
         print(f"  L2 {s:<7g} expected 0-1 loss {lo:.3f}  bias {b:.3f}  variance {v:.3f}")
-    terms = [per_example_terms(preds[i], dataset.y_test) for i in range(len(strengths))]
+    terms = [per_example_terms(preds[i], y_test) for i in range(len(strengths))]
     passed, statistics = verdict(strengths, *zip(*terms, strict=True))
     evidence = {
         **config,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from jaxreg.io import write_json
 
@@ -57,15 +59,33 @@ def mnist1d_mlp(hyper, rngs):
     return MLP((40, 100, 100, 10), rngs=rngs)
 
 
-def mnist1d_splits():
-    """MNIST-1D with the tour's validation split (500 training examples, fixed seed):
-    ``(x_train, y_train, x_val, y_val, dataset)``."""
+class MNIST1D(NamedTuple):
+    """An experiment's MNIST-1D: training data, a validation split or None, test behind a lock.
+
+    ``test`` is a :class:`jaxreg.data.HeldOut`: ``test.read()`` raises until the script
+    calls ``test.unlock()``, which it does once its choices are made (or at the start,
+    saying why, when it makes none). No experiment reads test any other way.
+    """
+
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: Any
+    test: Any
+
+
+def mnist1d_data(*, validation: bool) -> MNIST1D:
+    """MNIST-1D with the tour's validation split (500 of the 4,000 training examples, fixed
+    seed) when ``validation``, else all 4,000 for training; test locked either way."""
     from experiments.study import StudyConfig, prepare_data
     from jaxreg import data
 
     dataset = data.mnist1d()
+    test = data.HeldOut(np.asarray(dataset.x_test), np.asarray(dataset.y_test))
+    if not validation:
+        return MNIST1D(dataset.x_train, dataset.y_train, None, None, test)
     split = prepare_data(dataset, StudyConfig())
-    return split.x_train, split.y_train, split.x_val, split.y_val, dataset
+    return MNIST1D(split.x_train, split.y_train, split.x_val, split.y_val, test)
 
 
 def train_mnist1d(
@@ -73,37 +93,35 @@ def train_mnist1d(
     seeds: int,
     make_run,
     *,
+    data: MNIST1D,
     make_model=mnist1d_mlp,
     num_epochs: int = 100,
     key_seed: int = 0,
-    validation: bool = False,
 ):
     """Train a model on MNIST-1D for every value in ``hyper`` × ``seeds``: one
     :func:`jaxreg.sweeps.run` over the grid ``hyper × seed``, so one compile.
 
     ``make_model(h, rngs)`` builds the NNX model (``h`` may set e.g. a dropout
     rate); ``make_run(h)`` returns ``dict(optimizer=..., **fit_kwargs)``. Both get
-    one traced hyperparameter value. Returns ``(history, params, dataset,
-    apply)``, histories and params shaped ``(len(hyper), seeds, ...)``; ``apply``
-    is for a model built with the first value of ``hyper``. With ``validation``,
-    training uses :func:`mnist1d_splits`'s training part and the history's
-    ``eval_*`` is the validation split (select on it, read test once at the end);
-    otherwise the full training set and ``eval_*`` on test. Seed ``s`` initializes
-    from ``split(init_key, seeds)[s]`` and trains with ``split(train_key, seeds)[s]``
-    (both from ``key_seed``) for every value, so values are compared on the same seeds.
+    one traced hyperparameter value. Returns ``(history, params, apply)``, histories and
+    params shaped ``(len(hyper), seeds, ...)``; ``apply`` is for a model built with the
+    first value of ``hyper``. Training uses ``data``'s training part; the history's
+    ``eval_*`` is its validation split when it has one (select on it, unlock and read test
+    once at the end), otherwise its test split, which must then be unlocked already (a
+    script that chooses nothing). Seed ``s`` initializes from ``split(init_key, seeds)[s]``
+    and trains with ``split(train_key, seeds)[s]`` (both from ``key_seed``) for every
+    value, so values are compared on the same seeds.
     """
     import jax
-    import numpy as np
 
-    from jaxreg import data, fit, sweeps
+    from jaxreg import fit, sweeps
     from jaxreg.nn import init_params
 
-    if validation:
-        x_train, y_train, x_eval, y_eval, dataset = mnist1d_splits()
+    x_train, y_train = data.x_train, data.y_train
+    if data.x_val is not None:
+        x_eval, y_eval = data.x_val, data.y_val
     else:
-        dataset = data.mnist1d()
-        x_train, y_train = dataset.x_train, dataset.y_train
-        x_eval, y_eval = dataset.x_test, dataset.y_test
+        x_eval, y_eval = data.test.read()
     init_key, train_key = jax.random.split(jax.random.key(key_seed))
     init_keys = jax.random.split(init_key, seeds)
     train_keys = jax.random.split(train_key, seeds)
@@ -132,7 +150,7 @@ def train_mnist1d(
     sweep = sweeps.run(train_fn, configs, key=init_key, progress=False)
     by_value = jax.tree.map(lambda a: a.reshape(len(hyper), seeds, *a.shape[1:]), sweep.metrics)
     apply, _ = init_params(lambda rngs: make_model(hyper[0], rngs), init_keys[:1])
-    return by_value["history"], by_value["params"], dataset, apply
+    return by_value["history"], by_value["params"], apply
 
 
 def train_members(run, *member_args):
@@ -144,7 +162,6 @@ def train_members(run, *member_args):
     compile. Returns ``run``'s outputs stacked along the member axis (host arrays).
     """
     import jax
-    import numpy as np
 
     from jaxreg import sweeps
 
@@ -191,6 +208,5 @@ def vmapped_curvature(loss_fn, batches, *, keys: tuple[int, int] = (1, 2), itera
 
 def rounded(values, digits: int = 4) -> list:
     """A JSON-friendly list of Python floats rounded to ``digits``."""
-    import numpy as np
 
     return [round(float(v), digits) for v in np.ravel(values)]

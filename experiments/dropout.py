@@ -23,7 +23,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments.common import configuration, parse_args, report, rounded, train_mnist1d
+from experiments.common import (
+    configuration,
+    mnist1d_data,
+    parse_args,
+    report,
+    rounded,
+    train_mnist1d,
+)
 from jaxreg import plots
 from jaxreg.nn import MLP, functional, mc_predict
 from jaxreg.stats import one_sided_lower_bound
@@ -49,25 +56,26 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     config = configuration(args, FULL, QUICK)
     rates = config["rates"]
-    history, params, dataset, _ = train_mnist1d(
+    data = mnist1d_data(validation=True)
+    history, params, _ = train_mnist1d(
         rates,
         config["seeds"],
         lambda rate: dict(optimizer=optax.adam(1e-3)),
+        data=data,
         make_model=lambda rate, rngs: MLP((40, 100, 100, 10), dropout_rate=rate, rngs=rngs),
         num_epochs=config["epochs"],
-        validation=True,
     )
     val = np.asarray(history["eval_accuracy"][:, :, -1])
     train = np.asarray(history["train_accuracy"][:, :, -1])
     chosen = 1 + int(np.argmax(val[1:].mean(1)))  # selected on validation, never on test
     rate = rates[chosen]
+    data.test.unlock()  # the rate is chosen: test is read from here on
+    x_test, y_test = data.test.read()
     apply, _ = functional(MLP((40, 100, 100, 10), dropout_rate=rate, rngs=nnx.Rngs(0)))
 
     def test_accuracy(index):
         members = jax.tree.map(lambda a: a[index], params)
-        per_seed = jax.vmap(
-            lambda p: evaluate(apply, p, dataset.x_test, dataset.y_test)["accuracy"]
-        )(members)
+        per_seed = jax.vmap(lambda p: evaluate(apply, p, x_test, y_test)["accuracy"])(members)
         return np.asarray(per_seed)
 
     test = {0: test_accuracy(0), chosen: test_accuracy(chosen)}
@@ -81,7 +89,7 @@ def main() -> int:
         out = mc_predict(apply, trained, x, key=jax.random.key(1), num_samples=32)
         return float(out.mutual_information.mean())
 
-    mi_test, mi_noise = mutual_information(dataset.x_test), mutual_information(noise)
+    mi_test, mi_noise = mutual_information(x_test), mutual_information(noise)
     passed, bound = verdict(test[chosen], test[0], gap[chosen], gap[0], mi_test, mi_noise)
     evidence = {
         **config,

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from sklearn.datasets import load_diabetes
 
-from experiments.common import parse_args, report, rounded, train_members
+from experiments.common import mnist1d_data, parse_args, report, rounded, train_members
 from jaxreg import data, fit
 from jaxreg.nn import MLP, init_params
 from jaxreg.training import EarlyStopping, evaluate
@@ -72,27 +72,36 @@ def mapping_verdict(distances: dict[float, float], claimed: float = 1.0) -> bool
 
 
 def mnist1d_early_stopping():
-    dataset = data.mnist1d()
+    """Test accuracy of each seed's last epoch and of the two early-stopping rules (stopped
+    on validation; test unlocked only after every run has stopped), and the best epochs."""
+    mnist = mnist1d_data(validation=False)
     x_tr, y_tr, x_val, y_val = data.train_val_split(
-        jax.random.key(0), dataset.x_train, dataset.y_train, 0.1
+        jax.random.key(0), mnist.x_train, mnist.y_train, 0.1
     )
     init_keys = jax.random.split(jax.random.key(1), SEEDS)
     apply, params = init_params(lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), init_keys)
+    rules = {
+        "val_loss": EarlyStopping(10, monitor="eval_loss"),
+        "val_accuracy": EarlyStopping(10, mode="max", monitor="eval_accuracy"),
+    }
 
     def run(p, k):
         common = dict(key=k, num_epochs=150, batch_size=100, eval_data=(x_val, y_val))
-        full = fit(apply, p, optax.adam(1e-3), (x_tr, y_tr), **common)
-        out = {"last": evaluate(apply, full.params, dataset.x_test, dataset.y_test)["accuracy"]}
-        for name, rule in (
-            ("val_loss", EarlyStopping(10, monitor="eval_loss")),
-            ("val_accuracy", EarlyStopping(10, mode="max", monitor="eval_accuracy")),
-        ):
+        finals = {"last": fit(apply, p, optax.adam(1e-3), (x_tr, y_tr), **common).params}
+        epochs = {}
+        for name, rule in rules.items():
             stopped = fit(apply, p, optax.adam(1e-3), (x_tr, y_tr), early_stopping=rule, **common)
-            out[name] = evaluate(apply, stopped.params, dataset.x_test, dataset.y_test)["accuracy"]
-            out[f"{name}_best_epoch"] = stopped.early_stopping.best_step
-        return out
+            finals[name], epochs[f"{name}_best_epoch"] = (
+                stopped.params,
+                stopped.early_stopping.best_step,
+            )
+        return finals, epochs
 
-    return train_members(run, params, jax.random.split(jax.random.key(2), SEEDS))
+    finals, epochs = train_members(run, params, jax.random.split(jax.random.key(2), SEEDS))
+    mnist.test.unlock()  # every run has stopped on validation: test is read from here on
+    x_test, y_test = mnist.test.read()
+    accuracy = jax.vmap(lambda q: evaluate(apply, q, x_test, y_test)["accuracy"])
+    return {**{name: accuracy(members) for name, members in finals.items()}, **epochs}
 
 
 def main() -> int:

@@ -25,8 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common import configuration, parse_args, report, rounded, train_members
-from jaxreg import data, ensembles, fit
+from experiments.common import (
+    configuration,
+    mnist1d_data,
+    parse_args,
+    report,
+    rounded,
+    train_members,
+)
+from jaxreg import ensembles, fit
 from jaxreg.nn import MLP, init_params
 from jaxreg.stats import one_sided_lower_bound
 
@@ -54,8 +61,10 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     config = configuration(args, FULL, QUICK)
     replicates, members, epochs = config["replicates"], config["members"], config["epochs"]
-    dataset = data.mnist1d()
-    n, features = dataset.x_train.shape
+    mnist = mnist1d_data(validation=False)
+    mnist.test.unlock()  # nothing is chosen: members, variants and sizes are fixed in advance
+    x_test, y_test = mnist.test.read()
+    n, features = mnist.x_train.shape
     total = replicates * members
     apply, params = init_params(
         lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), total)
@@ -67,17 +76,17 @@ def main() -> int:
     for variant in VARIANTS:
 
         def member(p, k, w, m, variant=variant):
-            x = dataset.x_train * m if variant == "random subspaces" else dataset.x_train
-            train = (x, dataset.y_train, w) if variant == "bagging" else (x, dataset.y_train)
+            x = mnist.x_train * m if variant == "random subspaces" else mnist.x_train
+            train = (x, mnist.y_train, w) if variant == "bagging" else (x, mnist.y_train)
             trained = fit(
                 apply, p, optax.adam(1e-3), train, key=k, num_epochs=epochs, batch_size=100
             ).params
-            x_test = dataset.x_test * m if variant == "random subspaces" else dataset.x_test
-            return jax.nn.softmax(apply(trained, x_test), axis=-1)
+            x_eval = x_test * m if variant == "random subspaces" else x_test
+            return jax.nn.softmax(apply(trained, x_eval), axis=-1)
 
         probs = train_members(member, params, keys, weights, masks)
         probs = np.asarray(probs).reshape(replicates, members, -1, 10)
-        results[variant] = _analyse(probs, np.asarray(dataset.y_test))
+        results[variant] = _analyse(probs, np.asarray(y_test))
         accuracy, terms = results[variant]["accuracy"], results[variant]["terms"]
         print(
             f"  {variant:<17} test accuracy k=1 {100 * accuracy[0]:.1f}% → k={members} "

@@ -38,6 +38,7 @@ import optax
 
 from experiments.common import (
     configuration,
+    mnist1d_data,
     parse_args,
     report,
     rounded,
@@ -88,8 +89,10 @@ def main() -> int:
     control = args.control
     config = configuration(args, FULL, QUICK)
     seeds, epochs, lr = config["seeds"], config["epochs"], config["learning_rate"]
-    dataset = data.mnist1d()
-    steps_per_epoch = -(-len(dataset.y_train) // BATCH_SIZE)
+    mnist = mnist1d_data(validation=False)
+    mnist.test.unlock()  # nothing is chosen: the schedule and the averaging start are fixed
+    x_test, y_test = mnist.test.read()
+    steps_per_epoch = -(-len(mnist.y_train) // BATCH_SIZE)
     total_steps = epochs * steps_per_epoch
     # Negative control: averaging only the final iterate, so both arms are one model.
     start = total_steps - 1 if control else (epochs // 2) * steps_per_epoch
@@ -105,7 +108,7 @@ def main() -> int:
             apply,
             p,
             optimizer,
-            (dataset.x_train, dataset.y_train),
+            (mnist.x_train, mnist.y_train),
             key=k,
             num_epochs=epochs,
             batch_size=BATCH_SIZE,
@@ -117,7 +120,7 @@ def main() -> int:
 
     loss_fn = classification_loss(apply)
     n = CURVATURE_EXAMPLES
-    batches = data.batches(dataset.x_train[:n], dataset.y_train[:n], 500)
+    batches = data.batches(mnist.x_train[:n], mnist.y_train[:n], 500)
     # One vmapped jit per measurement (docs/conventions.md).
     top, trace = vmapped_curvature(loss_fn, batches, keys=(2, 3))
     average = jax.jit(
@@ -127,9 +130,7 @@ def main() -> int:
             )
         )
     )
-    accuracy = jax.jit(
-        jax.vmap(lambda p: (apply(p, dataset.x_test).argmax(-1) == dataset.y_test).mean())
-    )
+    accuracy = jax.jit(jax.vmap(lambda p: (apply(p, x_test).argmax(-1) == y_test).mean()))
     arms = {}
     for name, members in (("final iterate", final_params), ("SWA", swa_params)):
         arms[name] = {

@@ -200,3 +200,38 @@ def test_no_function_is_longer_than_80_lines():
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _body_lines(node) > 80
     ]
     assert not long, long
+
+
+def _test_split_reads(source: str) -> list[str]:
+    """Why ``source`` (an experiment script) may read test data outside the lock, if it may."""
+    import re
+
+    # A line that builds a lock (HeldOut, or the study's prepare_data) may touch the raw split.
+    code = "\n".join(
+        line
+        for line in source.splitlines()
+        if "HeldOut(" not in line and "prepare_data(" not in line
+    )
+    problems = [f"reads .{m} directly" for m in re.findall(r"\.([xy]_test)\b", code)]
+    if "mnist1d()" in code:
+        problems.append("loads MNIST-1D itself instead of through common.mnist1d_data")
+    unlock, read = code.find(".test.unlock()"), code.find(".test.read()")
+    if "mnist1d_data(" in code and (unlock < 0 or (read >= 0 and read < unlock)):
+        problems.append("does not unlock the test split before reading it")
+    return problems
+
+
+def test_experiments_read_test_only_through_the_lock():
+    """Every experiment gets MNIST-1D from ``common.mnist1d_data`` (test is a ``HeldOut``)
+    and reads it only after unlocking it; tests/test_experiments runs each script, so
+    a read before the unlock raises there."""
+    # The gallery (a showcase, no claim) builds its own HeldOut per task in task_data.
+    skip = {"common.py", "gallery.py"}
+    scripts = [p for p in (ROOT / "experiments").glob("*.py") if p.name not in skip]
+    found = {p.name: _test_split_reads(p.read_text()) for p in scripts}
+    assert not {name: why for name, why in found.items() if why}
+    users = [p.name for p in scripts if "mnist1d_data(" in p.read_text()]
+    assert len(users) >= 10, users
+    bad = "data = jaxreg.data.mnist1d()\nx = data.x_test\nsplit.test.read()\nsplit.test.unlock()"
+    assert len(_test_split_reads(bad + "\nmnist1d_data(validation=False)")) == 3
+    assert _test_split_reads("mnist1d_data(validation=True)\nfit(...)") != []  # never unlocked

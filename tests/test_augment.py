@@ -389,3 +389,27 @@ def test_bad_input():
         text.random_swap(jax.random.key(0), TOKENS, LENGTHS + 20)
     with pytest.raises(ValueError, match="probability"):
         compose([Stage(lambda k, x: x, 1.5)])
+
+
+def test_mnist1d_pipeline_shifts_scales_and_jitters_with_its_documented_ranges():
+    """A unit impulse at position 20 through the study's recipe (strength 1): the shift stage
+    moves the peak by an integer in [-4, 4] for a Bernoulli(0.8) subset (so the peak stays put
+    with probability 0.2 + 0.8/9); the scale stage spreads its height uniformly over
+    [0.8, 1.2] (sd 0.4/√12); stretch (±10% about the centre) and jitter (σ 0.05) barely move
+    either. Removing or narrowing any stage's range changes these statistics."""
+    from jaxreg.augment import signal
+
+    n = 4000
+    impulse = jnp.zeros((n, 40)).at[:, 20].set(1.0)
+    out = np.asarray(signal.mnist1d_pipeline(1.0)(jax.random.key(0), impulse))
+    position = out.argmax(axis=1)
+    assert set(np.unique(position)) == set(range(16, 25))
+    assert abs(np.mean(position == 20) - (0.2 + 0.8 / 9)) < 0.03
+    assert abs(position.mean() - 20) < 0.15
+    height = out.max(axis=1)[position == 20]  # unshifted: stretch moves its sample < 0.06
+    assert height.min() > 0.55 and height.max() < 1.45  # [0.8, 1.2] × interpolation + jitter
+    assert abs(height.std() - 0.4 / np.sqrt(12)) < 0.02
+    residual = np.delete(out, [15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25], axis=1)
+    assert abs(residual.std() - 0.05) < 0.01  # the jitter, far from the peak
+    off = np.asarray(signal.mnist1d_pipeline(0.0)(jax.random.key(0), impulse))
+    np.testing.assert_allclose(off, impulse, atol=1e-6)  # strength 0 turns every stage off

@@ -562,3 +562,45 @@ def test_adaptive_slq_with_zero_tol_is_the_fixed_run_and_is_per_member_under_jit
     for bad in ({"tol": -1.0}, {"tol": 0.1, "min_runs": 1}, {"num_runs": 0}):
         with pytest.raises(ValueError, match=r"tol|min_runs|num_runs"):
             sharpness.spectral_density(loss_fn, params, data, key=key, **bad)
+
+
+def _draws(key, params, num_samples):
+    """The Gaussian directions the Monte Carlo measures draw: one per ``split(key, n)`` key."""
+    import optax
+
+    keys = jax.random.split(key, num_samples)
+    return np.stack([np.asarray(optax.tree.random_like(k, params), np.float64) for k in keys])
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_average_sharpness_is_the_monte_carlo_mean_of_its_draws(adaptive):
+    """Given its draws z_s, average sharpness is exactly mean_s L(w + σ·s_w·z_s) − L(w)
+    (s_w = |w| + η when adaptive, else 1), here in float64 NumPy on a quadratic away from
+    its minimum (so the linear term σ·wᵀA z counts); the draws' expectation is ½σ²·tr(A S²)."""
+    loss_fn, data = _quadratic()
+    w = jnp.array([0.5, -0.2, 0.0, 1.0])
+    sigma, eta, key, n = 0.05, 0.01, jax.random.key(3), 256
+    ours = sharpness.average_sharpness(
+        loss_fn, w, data, key=key, sigma=sigma, num_samples=n, adaptive=adaptive, eta=eta
+    )
+    a, w64 = np.asarray(A, np.float64), np.asarray(w, np.float64)
+    scale = np.abs(w64) + eta if adaptive else np.ones(4)
+    moved = w64 + sigma * scale * _draws(key, w, n)
+    expected = np.mean(0.5 * np.einsum("si,ij,sj->s", moved, a, moved)) - 0.5 * w64 @ a @ w64
+    # float32 loss differences: L(w) ≈ 0.9 cancels to ~1e-7 absolute.
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=5e-7)
+    exact = 0.5 * sigma**2 * np.sum(np.diag(a) * scale**2)
+    assert abs(float(ours) - exact) < 0.5 * exact  # and it estimates the expectation
+
+
+def test_pac_bayes_flatness_solves_its_monte_carlo_curve_to_bisection_precision():
+    """With its draws fixed, the curve m(σ) = σ·mean(wᵀA z) + ½σ²·mean(zᵀA z) is a quadratic
+    in σ; the returned σ is its root m(σ) = target within 16 bisections of [0, 1]."""
+    loss_fn, data = _quadratic()
+    w = jnp.array([0.3, -0.1, 0.2, 0.4])
+    key, n, target = jax.random.key(5), 64, 0.01
+    ours = sharpness.pac_bayes_flatness(loss_fn, w, data, key=key, target=target, num_samples=n)
+    a, w64, z = np.asarray(A, np.float64), np.asarray(w, np.float64), _draws(key, w, n)
+    linear, quadratic = np.mean(z @ a @ w64), 0.5 * np.mean(np.einsum("si,ij,sj->s", z, a, z))
+    root = (-linear + np.sqrt(linear**2 + 4 * quadratic * target)) / (2 * quadratic)
+    assert abs(float(ours) - root) <= 2.0**-16 + 1e-6

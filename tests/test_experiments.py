@@ -347,3 +347,31 @@ def test_noise_equals_l2_verdict_fails_for_a_wrong_mapping():
     assert verdict(w, x, y, sigmas)[0]
     assert not verdict(w, x, y, sigmas, mapping=lambda s: s)[0]
     assert not verdict(w, x, y, sigmas, mapping=lambda s: 2 * s**2)[0]
+
+
+def test_ensembles_control_with_no_op_bagging_and_subspaces_fails(tmp_path):
+    """All bootstrap weights and masks 1: both methods train the seed-only members exactly,
+    so their disagreement gain is exactly 0 and the claim must FAIL through the pipeline."""
+    result, written = _run_script("ensembles", tmp_path, "--quick", "--control")
+    assert result.returncode == 1 and written["verdict"] == "FAIL"
+    evidence = written["evidence"]
+    assert evidence["control"] is True
+    seeds = evidence["seeds only"]["disagreement_per_replicate"]
+    for variant in ("bagging", "random subspaces"):
+        assert evidence[variant]["disagreement_per_replicate"] == seeds
+        assert evidence[variant]["disagreement_gain_over_seeds_lower_95"] == 0.0
+
+
+def test_ensemble_disagreement_is_the_mean_over_member_pairs():
+    from itertools import combinations
+
+    from experiments.ensembles import disagreement
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(2, 5, 30))  # 2 replicates, 5 members, 30 examples
+    labels = probs.argmax(-1)
+    expected = [
+        np.mean([np.mean(labels[r, i] != labels[r, j]) for i, j in combinations(range(5), 2)])
+        for r in range(2)
+    ]
+    np.testing.assert_allclose(disagreement(probs), expected, rtol=1e-12)

@@ -216,6 +216,34 @@ def test_augmentation_verdict_fails_without_a_consistent_gain():
     assert not verdict(plain, plain)[0]  # strength 0 against itself
     assert not verdict(plain + np.array([0.1, -0.1, 0.1, -0.1, 0.02]), plain)[0]
     assert verdict(plain + np.array([0.1, 0.09, 0.11, 0.1, 0.12]), plain)[0]
+    better = plain + np.array([0.1, 0.09, 0.11, 0.1, 0.12])
+    assert not verdict(better, plain, better)[0]  # no better than the noise arm
+    assert verdict(better, plain, plain + 0.02)[0]
+
+
+def test_augmentation_control_that_only_adds_noise_fails(tmp_path):
+    """The augmented arm replaced by the noise arm's transform (same keys): its gain over
+    the noise arm is exactly 0 on every seed, so the claim must FAIL through the pipeline."""
+    result, written = _run_script("augmentation", tmp_path, "--quick", "--control")
+    assert result.returncode == 1 and written["verdict"] == "FAIL"
+    evidence = written["evidence"]
+    assert evidence["control"] is True and evidence["gain_over_noise_per_seed"] == [0.0] * 5
+    assert evidence["gain_over_noise_lower_95"] == 0.0
+    assert 0.5 < evidence["noise_sigma_matched"] < 1.5  # the augmentation moves inputs this far
+
+
+def test_matched_noise_sigma_is_the_augmentations_rms_perturbation():
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.augmentation import matched_sigma
+    from jaxreg.augment import signal
+
+    x = jax.random.normal(jax.random.key(0), (256, 40))
+    moved = np.asarray(signal.mnist1d_pipeline(1.0)(jax.random.key(1), x), np.float64)
+    expected = np.sqrt(np.mean((moved - np.asarray(x, np.float64)) ** 2))
+    np.testing.assert_allclose(matched_sigma(x, jax.random.key(1)), expected, rtol=1e-5)
+    assert matched_sigma(x, jax.random.key(1)) > 0.1 * float(jnp.std(x))
 
 
 def test_label_smoothing_verdict_fails_without_a_consistent_ece_reduction():

@@ -278,24 +278,72 @@ def test_ensembles_verdict_needs_accuracy_and_nll_gains():
 
 
 def test_bias_variance_verdict_needs_both_trends_and_both_endpoint_changes():
-    from experiments.bias_variance import per_example_terms, verdict
+    from experiments.bias_variance import verdict
 
     rng = np.random.default_rng(0)
     strengths = [0.0, 1e-3, 1e-2, 3e-2, 1e-1]
-    n = 2000
-    rising = np.array([0.2, 0.22, 0.25, 0.3, 0.4])
-    falling = np.array([0.3, 0.25, 0.2, 0.12, 0.05])
-    bias = (rng.random((5, n)) < rising[:, None]).astype(float)
-    variance = np.clip(falling[:, None] + 0.05 * rng.standard_normal((5, n)), 0, 1)
-    assert verdict(strengths, bias, variance)[0]
+    rounds, n = 6, 500
+    targets = rng.integers(0, 10, n)
+    # Stronger penalties: a main prediction wrong more often (bias up) and rounds that
+    # agree with it more (variance down).
+    wrong, disagree = [0.2, 0.22, 0.25, 0.3, 0.4], [0.3, 0.25, 0.2, 0.12, 0.05]
+    preds = []
+    for w, d in zip(wrong, disagree, strict=True):
+        main = np.where(rng.random(n) < w, (targets + 1) % 10, targets)
+        flip = rng.random((rounds, n)) < d
+        preds.append(np.where(flip, (main + 2) % 10, main))
+    preds = np.array(preds)
+    assert verdict(strengths, preds, targets)[0]
     # Negative control: a strength that does nothing (every row the same pipeline).
-    assert not verdict(strengths, np.repeat(bias[:1], 5, 0), np.repeat(variance[:1], 5, 0))[0]
+    assert not verdict(strengths, np.repeat(preds[:1], 5, 0), targets)[0]
     # Bias that falls, or variance that rises, each FAIL on their own.
-    assert not verdict(strengths, bias[::-1], variance)[0]
-    assert not verdict(strengths, bias, variance[::-1])[0]
-    # Per-example terms average to metrics.bias_variance's 0-1 bias and variance.
+    assert not verdict(strengths, preds[::-1], targets)[0]
+    swapped = preds.copy()
+    swapped[[0, -1]] = preds[[-1, 0]]
+    assert not verdict(strengths, swapped, targets)[0]
+
+
+def test_bias_variance_bounds_are_a_delete_one_round_jackknife():
+    """Reference: the jackknife written out with scipy's t quantile, and metrics.bias_variance
+    (mlxtend's 0-1 definitions) for each leave-one-round-out estimate."""
+    from scipy import stats
+
+    from experiments.bias_variance import jackknife_lower_bounds
     from jaxreg import metrics
 
+    rng = np.random.default_rng(1)
+    preds, targets = rng.integers(0, 4, (3, 5, 200)), rng.integers(0, 4, 200)
+
+    def changes(p):
+        first = metrics.bias_variance(p[0], targets, "0-1", num_classes=4)
+        last = metrics.bias_variance(p[-1], targets, "0-1", num_classes=4)
+        return np.array(
+            [float(last.bias - first.bias), float(first.variance - last.variance)], float
+        )
+
+    full = changes(preds)
+    left = np.array([changes(np.delete(preds, r, axis=1)) for r in range(5)])
+    error = np.sqrt(4 / 5 * ((left - left.mean(0)) ** 2).sum(0))
+    expected = full - stats.t.ppf(0.95, 4) * error
+    np.testing.assert_allclose(jackknife_lower_bounds(preds, targets), expected, rtol=1e-5)
+
+
+def test_bias_variance_control_through_the_pipeline_fails(tmp_path):
+    """Every strength trained at 0: nothing changes along the path, the bounds are 0 and the
+    claim must FAIL through the pipeline."""
+    result, written = _run_script("bias_variance", tmp_path, "--quick", "--control")
+    assert result.returncode == 1 and written["verdict"] == "FAIL"
+    evidence = written["evidence"]
+    assert evidence["control"] is True and len(set(evidence["variance"])) == 1
+    assert evidence["bias_rise_lower_95"] == 0.0 and evidence["variance_fall_lower_95"] == 0.0
+
+
+def test_bias_variance_per_example_terms_match_the_library():
+    """Per-example terms average to metrics.bias_variance's 0-1 bias and variance."""
+    from experiments.bias_variance import per_example_terms
+    from jaxreg import metrics
+
+    rng = np.random.default_rng(0)
     preds = rng.integers(0, 10, (7, 300))
     targets = rng.integers(0, 10, 300)
     b, v = per_example_terms(preds, targets)

@@ -198,6 +198,27 @@ def test_early_stopping_mapping_verdict_fails_for_a_mapping_off_by_ten():
     assert not experiment.mapping_verdict(distances, claimed=0.1)
 
 
+def test_early_stopping_paths_come_from_jaxregs_loop_and_match_plain_gradient_descent():
+    """The gradient-descent path (TrainLoop stepped by run_stepwise) and fit's early-stopped
+    weights equal w ← w − η(Gw − m) written in NumPy, to float32 precision."""
+    from experiments import early_stopping_vs_l2 as experiment
+
+    x, y, x_val, y_val = experiment.diabetes_split()
+    gram, moment = x.T @ x / len(y), x.T @ y / len(y)
+    eta = 0.9 / np.linalg.eigvalsh(gram).max()
+    steps = [1, 2, 5, 30]
+    path = experiment.gradient_descent_path(x, y, eta, steps)
+    weights, stop = experiment.early_stopped(x, y, x_val, y_val, eta)
+    w, reference = np.zeros(x.shape[1]), {}
+    for t in range(1, max(max(steps), stop) + 1):
+        w = w - eta * (gram @ w - moment)
+        reference[t] = w
+    np.testing.assert_allclose(path, [reference[t] for t in steps], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(weights, reference[stop], rtol=1e-4, atol=1e-6)
+    val_losses = [np.mean((x_val @ reference[t] - y_val) ** 2) for t in range(1, stop + 21)]
+    assert int(np.argmin(val_losses)) + 1 == stop  # the step EarlyStopping chose
+
+
 def test_dropout_verdict_needs_a_significant_paired_gain():
     """Negative controls: the rate-0 pipeline against itself (gain exactly 0) and a gain that
     one bad seed makes insignificant must FAIL; a consistent gain PASSes."""

@@ -6,6 +6,10 @@ figure to ``--out`` (default ``./jaxreg-experiments``). ``--quick`` runs every o
 its reduced configuration (the one the test suite runs: fewer epochs, rates or
 members, the same claim and verdict).
 
+``--confirm`` runs the pre-registered configurations on fresh seeds (a confirmatory
+run); ``--record DIR`` copies each result into ``DIR`` with its provenance (commit,
+date, host, library versions, wall time) — how ``experiments/results/`` is written.
+
 A script that crashes, or exits without writing a fresh JSON, is reported as
 ERROR, not judged. Exit status: 0 when every verdict is PASS, 1 when any is
 FAIL, 2 when none failed but one could not run (ERROR).
@@ -66,7 +70,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"folder for results (default: {DEFAULT_OUT})"
     )
+    parser.add_argument(
+        "--confirm", action="store_true", help="the pre-registered configurations on fresh seeds"
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="also copy each result, with its provenance, into this folder",
+    )
+    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, help="run only these")
     return parser
+
+
+def provenance(elapsed: float) -> dict:
+    """Commit (and whether the tree had changes), UTC date, host and library versions."""
+    import datetime
+    import os
+    import platform
+    from importlib import metadata
+
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", *command], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+    versions = {}
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+        "versions": versions,
+        "elapsed_seconds": round(elapsed, 1),
+    }
+
+
+def _record(name: str, out: Path, folder: Path, confirm: bool, elapsed: float) -> None:
+    written = json.loads((out / f"{name}.json").read_text())
+    written["provenance"] = provenance(elapsed)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".confirmatory" if confirm else ""
+    (folder / f"{name}{suffix}.json").write_text(json.dumps(written, indent=2) + "\n")
 
 
 def _run(name: str, out: Path, *flags: str) -> tuple[str, float, str]:
@@ -101,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     if _sklearn_missing():
         return 2
     verdicts = []
-    for name in EXPERIMENTS:
-        verdict, elapsed, claim = _run(name, args.out, *(["--quick"] if args.quick else []))
+    flags = (["--quick"] if args.quick else []) + (["--confirm"] if args.confirm else [])
+    for name in args.only or EXPERIMENTS:
+        verdict, elapsed, claim = _run(name, args.out, *flags)
         verdicts.append(verdict)
+        if args.record is not None and verdict != "ERROR":
+            _record(name, args.out, args.record, args.confirm, elapsed)
         print(f"{verdict:<5} {name:<22} {elapsed:6.1f}s  {claim}", flush=True)
     counts = {v: verdicts.count(v) for v in ("PASS", "FAIL", "ERROR")}
     print(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} could not run")

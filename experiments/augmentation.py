@@ -89,13 +89,14 @@ def main() -> int:
     )
     config = configuration(args, FULL, QUICK)
     data = mnist1d_data(validation=False)
-    sigma = matched_sigma(data.x_train, jax.random.key(10))
+    sigma = matched_sigma(data.x_train, jax.random.key(args.seed + 10))
     data.test.unlock()  # nothing is chosen: the three arms are fixed in advance
     history, _, _ = train_mnist1d(
         [PLAIN, AUGMENTED, NOISE],
         config["seeds"],
         arm_transform(sigma, args.control),
         data=data,
+        key_seed=args.seed,
         num_epochs=config["epochs"],
     )
     test = np.asarray(history["eval_accuracy"][:, :, -1])

@@ -58,12 +58,14 @@ def verdict(test_small, test_large) -> tuple[bool, float]:
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     config = configuration(args, FULL, QUICK)
+    seed = args.seed
     seeds, steps = config["seeds"], config["steps"]
     mnist = mnist1d_data(validation=False)
     mnist.test.unlock()  # nothing is chosen: batch sizes and step budget are fixed
     x_test, y_test = mnist.test.read()
     apply, params = init_params(
-        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), seeds)
+        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs),
+        jax.random.split(jax.random.key(seed + 0), seeds),
     )
     loss_fn = classification_loss(apply)
     train_batches = data.batches(mnist.x_train, mnist.y_train, 100)
@@ -87,7 +89,9 @@ def main() -> int:
                 loss_fn, result.params, train_batches
             )
 
-        history, scale = train_members(run, params, jax.random.split(jax.random.key(1), seeds))
+        history, scale = train_members(
+            run, params, jax.random.split(jax.random.key(seed + 1), seeds)
+        )
         trace, signal = np.asarray(scale.trace_covariance), np.asarray(scale.gradient_sq_norm)
         test = np.asarray(history["eval_accuracy"][:, -1])
         train = np.asarray(history["train_accuracy"][:, -1])

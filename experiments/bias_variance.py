@@ -121,6 +121,7 @@ def main() -> int:
         __doc__.splitlines()[0], control="negative control: every strength trained at 0 (must FAIL)"
     )
     config = configuration(args, FULL, QUICK)
+    seed = args.seed
     strengths, rounds = config["strengths"], config["rounds"]
     trained_strengths = [0.0] * len(strengths) if args.control else strengths
     mnist = mnist1d_data(validation=False)
@@ -128,10 +129,11 @@ def main() -> int:
     x_test, y_test = mnist.test.read()
     n = len(mnist.y_train)
     apply, params = init_params(
-        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), rounds)
+        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs),
+        jax.random.split(jax.random.key(seed + 0), rounds),
     )
-    weights = ensembles.bootstrap_weights(jax.random.key(1), rounds, n)
-    keys = jax.random.split(jax.random.key(2), rounds)
+    weights = ensembles.bootstrap_weights(jax.random.key(seed + 1), rounds, n)
+    keys = jax.random.split(jax.random.key(seed + 2), rounds)
 
     def member(strength, p, w, k):
         trained = fit(
@@ -153,7 +155,7 @@ def main() -> int:
         return member(config["strength"], *jax.tree.map(lambda a: a[r], (params, weights, keys)))
 
     grid = sweeps.grid(strength=np.asarray(trained_strengths, np.float32), round=np.arange(rounds))
-    sweep = sweeps.run(train_fn, grid, key=jax.random.key(3), progress=False)
+    sweep = sweeps.run(train_fn, grid, key=jax.random.key(seed + 3), progress=False)
     preds = sweep.metrics.reshape(len(strengths), rounds, -1)
     rows = [
         metrics.bias_variance(preds[i], y_test, "0-1", num_classes=10)

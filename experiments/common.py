@@ -11,6 +11,8 @@ import numpy as np
 from jaxreg.io import write_json
 
 DEFAULT_OUT = Path("jaxreg-experiments")  # relative to where the command runs
+#: ``--confirm`` adds this to every training key: seeds no recorded run has used before.
+CONFIRMATORY_SEED = 1000
 
 
 def parse_args(description: str, *, control: str | None = None) -> argparse.Namespace:
@@ -29,13 +31,22 @@ def parse_args(description: str, *, control: str | None = None) -> argparse.Name
     mode.add_argument(
         "--full", action="store_true", help="extra parts beyond the report's configuration"
     )
-    return parser.parse_args()
+    parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help=f"confirmatory run: the pre-registered configuration on fresh seeds (every "
+        f"training key offset by {CONFIRMATORY_SEED})",
+    )
+    args = parser.parse_args()
+    args.seed = CONFIRMATORY_SEED if args.confirm else 0
+    return args
 
 
 def configuration(args: argparse.Namespace, full: dict[str, Any], quick: dict[str, Any]) -> dict:
-    """``quick`` under ``--quick``, else ``full``; the chosen name is under ``"configuration"``."""
+    """``quick`` under ``--quick``, else ``full``; the chosen name is under ``"configuration"``
+    and the seed base (0, or :data:`CONFIRMATORY_SEED` with ``--confirm``) under ``"seed"``."""
     chosen = quick if args.quick else full
-    return {**chosen, "configuration": "quick" if args.quick else "full"}
+    return {**chosen, "configuration": "quick" if args.quick else "full", "seed": args.seed}
 
 
 def report(name: str, claim: str, evidence: dict[str, Any], passed: bool, out: Path) -> int:

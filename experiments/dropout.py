@@ -62,6 +62,7 @@ def main() -> int:
         config["seeds"],
         lambda rate: dict(optimizer=optax.adam(1e-3)),
         data=data,
+        key_seed=args.seed,
         make_model=lambda rate, rngs: MLP((40, 100, 100, 10), dropout_rate=rate, rngs=rngs),
         num_epochs=config["epochs"],
     )
@@ -83,10 +84,10 @@ def main() -> int:
     for i, r in enumerate(rates):
         print(f"  rate {r:.1f}: train {100 * train[i].mean():.1f}%  val {100 * val[i].mean():.1f}%")
     trained = jax.tree.map(lambda a: a[chosen, 0], params)
-    noise = 3.0 * jax.random.normal(jax.random.key(2), (1000, 40))
+    noise = 3.0 * jax.random.normal(jax.random.key(args.seed + 2), (1000, 40))
 
     def mutual_information(x):
-        out = mc_predict(apply, trained, x, key=jax.random.key(1), num_samples=32)
+        out = mc_predict(apply, trained, x, key=jax.random.key(args.seed + 1), num_samples=32)
         return float(out.mutual_information.mean())
 
     mi_test, mi_noise = mutual_information(x_test), mutual_information(noise)

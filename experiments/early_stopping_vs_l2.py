@@ -138,14 +138,14 @@ def mapping_verdict(distances: dict[float, float], claimed: float = 1.0) -> bool
     )
 
 
-def mnist1d_early_stopping():
+def mnist1d_early_stopping(seed: int = 0):
     """Test accuracy of each seed's last epoch and of the two early-stopping rules (stopped
     on validation; test unlocked only after every run has stopped), and the best epochs."""
     mnist = mnist1d_data(validation=False)
     x_tr, y_tr, x_val, y_val = data.train_val_split(
         jax.random.key(0), mnist.x_train, mnist.y_train, 0.1
     )
-    init_keys = jax.random.split(jax.random.key(1), SEEDS)
+    init_keys = jax.random.split(jax.random.key(seed + 1), SEEDS)
     apply, params = init_params(lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), init_keys)
     rules = {
         "val_loss": EarlyStopping(10, monitor="eval_loss"),
@@ -164,7 +164,7 @@ def mnist1d_early_stopping():
             )
         return finals, epochs
 
-    finals, epochs = train_members(run, params, jax.random.split(jax.random.key(2), SEEDS))
+    finals, epochs = train_members(run, params, jax.random.split(jax.random.key(seed + 2), SEEDS))
     mnist.test.unlock()  # every run has stopped on validation: test is read from here on
     x_test, y_test = mnist.test.read()
     accuracy = jax.vmap(lambda q: evaluate(apply, q, x_test, y_test)["accuracy"])
@@ -181,6 +181,7 @@ def main() -> int:
         + f"; to OLS {to_ols.mean():.4f}"
     )
     evidence = {
+        "seed": args.seed,
         "mean_distance_to_ridge_path_c1": distances[1.0],
         "mean_distance_to_ridge_path_c0.1": distances[0.1],
         "mean_distance_to_ridge_path_c10": distances[10.0],
@@ -202,7 +203,7 @@ def main() -> int:
         < stopping["early_stopped_distance_to_unregularized"]
     )
     if args.full:
-        mnist = {k: np.asarray(v) for k, v in mnist1d_early_stopping().items()}
+        mnist = {k: np.asarray(v) for k, v in mnist1d_early_stopping(args.seed).items()}
         for name in ("val_loss", "val_accuracy"):
             print(
                 f"  MNIST-1D, stopping on {name}: test {100 * mnist[name].mean():.1f}% (best "

@@ -91,6 +91,7 @@ def main() -> int:
         control="negative control: bagging and random subspaces as no-ops (must FAIL)",
     )
     config = configuration(args, FULL, QUICK)
+    seed = args.seed
     replicates, members, epochs = config["replicates"], config["members"], config["epochs"]
     mnist = mnist1d_data(validation=False)
     mnist.test.unlock()  # nothing is chosen: members, variants and sizes are fixed in advance
@@ -98,11 +99,12 @@ def main() -> int:
     n, features = mnist.x_train.shape
     total = replicates * members
     apply, params = init_params(
-        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), total)
+        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs),
+        jax.random.split(jax.random.key(seed + 0), total),
     )
-    keys = jax.random.split(jax.random.key(1), total)
-    weights = ensembles.bootstrap_weights(jax.random.key(2), total, n)
-    masks = ensembles.subspace_masks(jax.random.key(3), total, features, 0.5)
+    keys = jax.random.split(jax.random.key(seed + 1), total)
+    weights = ensembles.bootstrap_weights(jax.random.key(seed + 2), total, n)
+    masks = ensembles.subspace_masks(jax.random.key(seed + 3), total, features, 0.5)
     if args.control:  # both methods become the seed-only ensemble, member for member
         weights, masks = jnp.ones_like(weights), jnp.ones_like(masks)
     results = {}

@@ -68,7 +68,7 @@ def main() -> int:
         sweep = sweeps.run(
             lambda config, key: solve(config["alpha"]),
             sweeps.grid(alpha=alphas),
-            key=jax.random.key(0),
+            key=jax.random.key(args.seed),
             progress=False,
         )
         return np.asarray(sweep.metrics)
@@ -102,6 +102,7 @@ def main() -> int:
     max_abs_diff = float(np.abs(l1_path - sk_coefs).max())
     same_zeros = bool(np.array_equal(l1_path == 0.0, sk_coefs == 0.0))
     evidence = {
+        "seed": args.seed,
         "num_alphas": len(alphas),
         "l1_max_abs_diff_vs_sklearn": max_abs_diff,
         "l1_max_rel_diff_vs_sklearn": max_abs_diff / scale,

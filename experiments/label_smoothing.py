@@ -52,7 +52,7 @@ def main() -> int:
     data = mnist1d_data(validation=False)
     data.test.unlock()  # nothing is chosen: ε = 0.1 against 0 is fixed in advance
     _history, params, apply = train_mnist1d(
-        epsilons, seeds, make_run, data=data, num_epochs=config["epochs"]
+        epsilons, seeds, make_run, data=data, key_seed=args.seed, num_epochs=config["epochs"]
     )
     x_test, y_test = data.test.read()
     logits = jax.vmap(jax.vmap(lambda p: apply(p, x_test)))(params)

@@ -63,19 +63,22 @@ def main() -> int:
             w = w - lr * jax.grad(loss)(w, key)
             return w, w
 
-        _, path = jax.lax.scan(step, jnp.zeros(d), jax.random.split(jax.random.key(1), steps))
+        _, path = jax.lax.scan(
+            step, jnp.zeros(d), jax.random.split(jax.random.key(args.seed + 1), steps)
+        )
         return path[steps // 2 :].mean(0)
 
     sweep = sweeps.run(
         lambda config, key: train(config["sigma"]),
         sweeps.grid(sigma=sigmas),
-        key=jax.random.key(0),
+        key=jax.random.key(args.seed),
         progress=False,
     )
     noisy_weights = np.asarray(sweep.metrics)
     ridge = ridge_path(x, y, sigmas**2)
     passed, rel_error = verdict(noisy_weights, x, y, sigmas)
     evidence = {
+        "seed": args.seed,
         "sigmas": sigmas.tolist(),
         "relative_error_per_sigma": rounded(rel_error, 6),
         "max_relative_error": float(rel_error.max()),

@@ -88,6 +88,7 @@ def main() -> int:
             config["seeds"],
             lambda lr: dict(optimizer=optax.adam(lr)),
             data=data,
+            key_seed=args.seed,
             make_model=make_model,
             num_epochs=config["epochs"],
         )

@@ -81,7 +81,8 @@ def main() -> int:
     mnist.test.unlock()  # nothing is chosen: the arms are fixed in advance, test is the outcome
     x_test, y_test = mnist.test.read()
     apply, params = init_params(
-        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), seeds)
+        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs),
+        jax.random.split(jax.random.key(args.seed), seeds),
     )
     loss_fn = classification_loss(apply)
     train_batches = data.batches(mnist.x_train, mnist.y_train, 500)
@@ -106,7 +107,9 @@ def main() -> int:
             )
             return result.params, result.history
 
-        final, history = train_members(run, params, jax.random.split(jax.random.key(3), seeds))
+        final, history = train_members(
+            run, params, jax.random.split(jax.random.key(args.seed + 3), seeds)
+        )
         top, trace, rho_sharp = top_eigenvalue(final), trace_of(final), sam_of(final)
         trained[name] = jax.tree.map(lambda a: a[0], final)
         test = np.asarray(history["eval_accuracy"][:, -1])

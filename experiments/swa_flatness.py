@@ -88,6 +88,7 @@ def main() -> int:
     )
     control = args.control
     config = configuration(args, FULL, QUICK)
+    seed = args.seed
     seeds, epochs, lr = config["seeds"], config["epochs"], config["learning_rate"]
     mnist = mnist1d_data(validation=False)
     mnist.test.unlock()  # nothing is chosen: the schedule and the averaging start are fixed
@@ -97,7 +98,8 @@ def main() -> int:
     # Negative control: averaging only the final iterate, so both arms are one model.
     start = total_steps - 1 if control else (epochs // 2) * steps_per_epoch
     apply, params = init_params(
-        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs), jax.random.split(jax.random.key(0), seeds)
+        lambda rngs: MLP((40, 100, 100, 10), rngs=rngs),
+        jax.random.split(jax.random.key(seed + 0), seeds),
     )
     optimizer = optax.chain(
         optax.sgd(lr, momentum=0.9), averaging.swa(start=start, every=steps_per_epoch)
@@ -115,7 +117,7 @@ def main() -> int:
         )
         return result.params, averaging.averaged_params(result.opt_state)
 
-    keys = jax.random.split(jax.random.key(1), seeds)
+    keys = jax.random.split(jax.random.key(seed + 1), seeds)
     final_params, swa_params = train_members(run, params, keys)
 
     loss_fn = classification_loss(apply)
@@ -126,7 +128,7 @@ def main() -> int:
     average = jax.jit(
         jax.vmap(
             lambda p: sharpness.average_sharpness(
-                loss_fn, p, batches, key=jax.random.key(4), sigma=0.01, num_samples=16
+                loss_fn, p, batches, key=jax.random.key(seed + 4), sigma=0.01, num_samples=16
             )
         )
     )

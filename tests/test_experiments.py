@@ -485,3 +485,26 @@ def test_swa_flatness_control_through_the_pipeline_fails(tmp_path):
     final, swa = (written["evidence"]["arms"][arm] for arm in ("final iterate", "SWA"))
     assert final["test_accuracy"] == swa["test_accuracy"]
     assert written["evidence"]["test_accuracy_gain_lower_95"] == 0.0
+
+
+def test_configurations_are_the_preregistered_ones():
+    """Every claim, grid, epoch count and seed count equals experiments/preregistration.json;
+    a change there needs an entry in experiments/CHANGELOG.md (see its header)."""
+    from experiments import preregistration
+
+    frozen = json.loads(preregistration.FILE.read_text())
+    assert preregistration.current() == frozen
+    changelog = (ROOT / "experiments" / "CHANGELOG.md").read_text()
+    assert "results seen" in changelog and "--confirm" in changelog
+
+
+def test_the_runner_records_results_with_their_provenance(tmp_path):
+    from experiments.__main__ import _record
+
+    (tmp_path / "l1_vs_l2.json").write_text(json.dumps({"verdict": "PASS", "claim": "c"}))
+    _record("l1_vs_l2", tmp_path, tmp_path / "results", True, 12.34)
+    written = json.loads((tmp_path / "results" / "l1_vs_l2.confirmatory.json").read_text())
+    provenance = written["provenance"]
+    assert written["verdict"] == "PASS" and provenance["elapsed_seconds"] == 12.3
+    assert len(provenance["commit"]) == 40 and provenance["versions"]["jax"]
+    assert provenance["date_utc"].endswith("+00:00")

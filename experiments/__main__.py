@@ -145,6 +145,40 @@ def _run(name: str, out: Path, *flags: str) -> tuple[str, float, str]:
     return written["verdict"], elapsed, written["claim"]
 
 
+def results_table(folder: Path) -> str:
+    """Markdown table of the recorded verdicts in ``folder``: the full run and the
+    confirmatory run (fresh seeds) of each experiment, with their commits.
+
+    Example:
+      >>> import tempfile
+      >>> folder = Path(tempfile.mkdtemp())
+      >>> seen = {"commit": "abc1234def", "elapsed_seconds": 5.0}
+      >>> record = {"verdict": "PASS", "provenance": seen}
+      >>> _ = (folder / "dropout.json").write_text(json.dumps(record))
+      >>> print(results_table(folder).splitlines()[2])
+      | dropout | PASS (5 s, abc1234) | — |
+    """
+    lines = [
+        "| experiment | full run (seeds from 0) | confirmatory run (fresh seeds) |",
+        "|---|---|---|",
+    ]
+    for name in EXPERIMENTS:
+        cells = []
+        for suffix in ("", ".confirmatory"):
+            path = folder / f"{name}{suffix}.json"
+            if not path.exists():
+                cells.append("—")
+                continue
+            written = json.loads(path.read_text())
+            seen = written["provenance"]
+            cells.append(
+                f"{written['verdict']} ({seen['elapsed_seconds']:.0f} s, {seen['commit'][:7]})"
+            )
+        if cells != ["—", "—"]:
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if _sklearn_missing():

@@ -508,3 +508,20 @@ def test_the_runner_records_results_with_their_provenance(tmp_path):
     assert written["verdict"] == "PASS" and provenance["elapsed_seconds"] == 12.3
     assert len(provenance["commit"]) == 40 and provenance["versions"]["jax"]
     assert provenance["date_utc"].endswith("+00:00")
+
+
+def test_the_readmes_verdicts_are_the_recorded_runs():
+    """README's table of verdicts is results_table of experiments/results/ (the recorded full
+    and confirmatory runs), and every recorded run holds the pre-registered claim."""
+    from experiments import preregistration
+    from experiments.__main__ import EXPERIMENTS, results_table
+
+    folder = ROOT / "experiments" / "results"
+    assert results_table(folder) in (ROOT / "README.md").read_text()
+    frozen = json.loads(preregistration.FILE.read_text())
+    for name in EXPERIMENTS:
+        full = json.loads((folder / f"{name}.json").read_text())
+        confirmatory = json.loads((folder / f"{name}.confirmatory.json").read_text())
+        assert full["claim"] == confirmatory["claim"] == frozen[name]["claim"], name
+        if "seed" in confirmatory["evidence"]:
+            assert confirmatory["evidence"]["seed"] == 1000 and full["evidence"]["seed"] == 0

@@ -54,6 +54,7 @@ __all__ = [
     "render_report",
     "row_names",
     "run_tour",
+    "tuned_baseline_note",
     "with_differences",
 ]
 
@@ -608,6 +609,42 @@ def findings(measured: dict[str, dict], names: dict[str, str]) -> list[str]:
         f"); CNN1D (parameter sharing): {100 * cnn['test_accuracy']['mean']:.1f} ± "
         f"{100 * cnn['test_accuracy']['half_width']:.1f}% ({_target(cnn['test_accuracy'], 0.97)}).",
     ]
+
+
+def tuned_baseline_note(tuned: dict[str, Any], names: dict[str, str]) -> str:
+    """A sentence from a run whose baseline tuned its learning rate (``tuned``, a results
+    dict): what the baseline chose and reached, against the single rows trained at 1e-3.
+
+    Example:
+      >>> import json
+      >>> recorded = Path(__file__).resolve().parents[1] / "experiments" / "results"
+      >>> tuned = json.loads((recorded / "tour_tuned_baseline.json").read_text())
+      >>> tuned_baseline_note(tuned, row_names(default_rows()))[:52]
+      'A run whose baseline also tunes its learning rate on'
+    """
+    rows = {row["name"]: row for row in tuned["rows"]}
+    base = rows[names["baseline"]]
+    grouped = (names["baseline"], names["combination"], names["wide"], names["cnn"])
+    fixed_rate = {
+        n: r for n, r in rows.items() if n not in grouped and "learning_rate" not in r["chosen"]
+    }
+    above = [f"{n} ({100 * r['test_accuracy']['mean']:.1f}%)" for n, r in fixed_rate.items()
+             if r["test_accuracy"]["mean"] > base["test_accuracy"]["mean"]]  # fmt: skip
+    grid = tuned["paths"][names["baseline"]]["values"]
+    edge = (
+        " (its grid's largest value: a larger one may do better)"
+        if (base["chosen"]["learning_rate"] == max(grid))
+        else ""
+    )
+    return (
+        f"A run whose baseline also tunes its learning rate on validation "
+        f"(`experiments/results/tour_tuned_baseline.json`) chose "
+        f"{base['chosen']['learning_rate']:g}{edge} and reached "
+        f"{100 * base['test_accuracy']['mean']:.1f}% on test, above every single regularizer "
+        f"trained at 1e-3 except {', '.join(above) or 'none'}: the rows that tune the "
+        "learning rate (small and large batch, SWA, the combination, the wide MLP) owe part "
+        "of their Δ to it."
+    )
 
 
 def _featured(measured, config: StudyConfig, names) -> list[str]:

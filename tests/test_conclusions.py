@@ -130,3 +130,13 @@ def test_paired_p_value_is_scipys_paired_t_test():
         np.testing.assert_allclose(paired_difference(a, b)["p_value"], expected, rtol=1e-9)
     assert paired_difference([0.6, 0.6], [0.6, 0.6])["p_value"] == 1.0
     assert np.isnan(paired_difference([0.6], [0.5])["p_value"])
+
+
+def test_the_readmes_tuned_baseline_sentence_is_the_recorded_runs():
+    tuned = json.loads((ROOT / "experiments" / "results" / "tour_tuned_baseline.json").read_text())
+    note = tour.tuned_baseline_note(tuned, NAMES)
+    assert note in (ROOT / "README.md").read_text()
+    rows = {row["name"]: row for row in tuned["rows"]}
+    base = rows["baseline"]["test_accuracy"]["mean"]
+    assert f"{100 * base:.1f}%" in note and "1-D augmentation" in note
+    assert rows["weight decay"]["test_accuracy"]["mean"] < base  # a row at 1e-3 below it

@@ -3,7 +3,7 @@
 Part 1, least squares (diabetes, standardized; 300 training and 142 validation
 examples, a fixed split): the gradient-descent path ``w_t`` from 0 with step η —
 jaxreg's own training loop (:class:`jaxreg.training.TrainLoop`, full-batch SGD on
-the regression task, stepped with :func:`jaxreg.training.run_stepwise`) — is compared
+the regression task) — is compared
 with the ridge path at ``α_t = c/(η t)`` for ``c`` = 0.1, 1 and 10 and with the
 unregularized solution; and :func:`jaxreg.fit` with
 :class:`~jaxreg.training.EarlyStopping` on the validation loss picks a stopping step
@@ -31,7 +31,7 @@ from sklearn.datasets import load_diabetes
 from experiments.common import mnist1d_data, parse_args, report, rounded, train_members
 from jaxreg import data, fit, tasks
 from jaxreg.nn import MLP, Model, init_params
-from jaxreg.training import EarlyStopping, TrainLoop, evaluate, loop_data, run_stepwise
+from jaxreg.training import EarlyStopping, TrainLoop, evaluate, loop_data
 
 NAME = "early_stopping_vs_l2"
 CLAIM = (
@@ -60,16 +60,22 @@ def gradient_descent_path(x, y, eta: float, steps) -> np.ndarray:
     """Full-batch gradient descent on ``(1/2n)‖Xw − y‖²`` from 0, by jaxreg's training loop.
 
     The regression task's loss is the mean squared error, twice that objective, so the
-    loop runs SGD with step ``η/2``. Returns ``w_t`` at each of ``steps`` (increasing).
+    loop runs SGD with step ``η/2``; one epoch is one step, and every epoch's weights are
+    kept (one compiled ``lax.scan`` over :meth:`TrainLoop.run` epochs). Returns ``w_t`` at
+    each of ``steps`` (1-based, increasing).
     """
     loop = TrainLoop(_linear, optax.sgd(eta / 2), batch_size=len(y), task=tasks.regression())
     data = loop_data((jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)))
-    state, done, path = loop.init(jnp.zeros(x.shape[1])), 0, []
-    for t in steps:
-        state, _ = run_stepwise(loop, state, data, key=jax.random.key(0), num_epochs=t - done)
-        done = t
-        path.append(np.asarray(state.params, np.float64))
-    return np.stack(path)
+
+    def path(state, data):
+        def epoch(state, _):
+            state, _ = loop.run(state, data, key=jax.random.key(0), num_epochs=1)
+            return state, state.params
+
+        return jax.lax.scan(epoch, state, None, length=int(max(steps)))[1]
+
+    weights = jax.jit(path)(loop.init(jnp.zeros(x.shape[1])), data)
+    return np.asarray(weights, np.float64)[np.asarray(steps) - 1]
 
 
 def early_stopped(x, y, x_val, y_val, eta: float) -> tuple[np.ndarray, int]:

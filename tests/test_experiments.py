@@ -199,7 +199,7 @@ def test_early_stopping_mapping_verdict_fails_for_a_mapping_off_by_ten():
 
 
 def test_early_stopping_paths_come_from_jaxregs_loop_and_match_plain_gradient_descent():
-    """The gradient-descent path (TrainLoop stepped by run_stepwise) and fit's early-stopped
+    """The gradient-descent path (TrainLoop.run epochs in one scan) and fit's early-stopped
     weights equal w ← w − η(Gw − m) written in NumPy, to float32 precision."""
     from experiments import early_stopping_vs_l2 as experiment
 

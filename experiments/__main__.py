@@ -102,7 +102,10 @@ def provenance(elapsed: float) -> dict:
             versions[package] = None
     return {
         "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # Results written by this very recording do not count as changes to the code.
+        "uncommitted_changes": bool(
+            git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*results/*.json")
+        ),
         "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
         "versions": versions,

@@ -52,6 +52,19 @@ def _run_experiment(name: str, out: Path, *flags: str) -> dict:
     return written
 
 
+def _run_control(monkeypatch, tmp_path, name: str, smaller: dict) -> tuple[int, dict]:
+    """The script's ``main()`` with ``--quick --control``, in this process, on a smaller quick
+    configuration: a control's outcome (differences exactly 0) does not depend on its size,
+    and the whole pipeline — data, sweeps, training, verdict, JSON — still runs."""
+    import importlib
+
+    module = importlib.import_module(f"experiments.{name}")
+    monkeypatch.setattr(module, "QUICK", {**module.QUICK, **smaller})
+    monkeypatch.setattr(sys, "argv", [name, "--quick", "--control", "--out", str(tmp_path)])
+    code = module.main()
+    return code, json.loads((tmp_path / f"{name}.json").read_text())
+
+
 @pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n != "sharp_vs_flat"])
 def test_experiment_passes(name, tmp_path):
     flags = ("--quick",) if name in HAS_QUICK else ()
@@ -245,13 +258,13 @@ def test_augmentation_verdict_fails_without_a_consistent_gain():
     assert verdict(better, plain, plain + 0.02)[0]
 
 
-def test_augmentation_control_that_only_adds_noise_fails(tmp_path):
+def test_augmentation_control_that_only_adds_noise_fails(monkeypatch, tmp_path):
     """The augmented arm replaced by the noise arm's transform (same keys): its gain over
     the noise arm is exactly 0 on every seed, so the claim must FAIL through the pipeline."""
-    result, written = _run_script("augmentation", tmp_path, "--quick", "--control")
-    assert result.returncode == 1 and written["verdict"] == "FAIL"
+    code, written = _run_control(monkeypatch, tmp_path, "augmentation", {"seeds": 3, "epochs": 4})
+    assert code == 1 and written["verdict"] == "FAIL"
     evidence = written["evidence"]
-    assert evidence["control"] is True and evidence["gain_over_noise_per_seed"] == [0.0] * 5
+    assert evidence["control"] is True and evidence["gain_over_noise_per_seed"] == [0.0] * 3
     assert evidence["gain_over_noise_lower_95"] == 0.0
     assert 0.5 < evidence["noise_sigma_matched"] < 1.5  # the augmentation moves inputs this far
 
@@ -349,11 +362,12 @@ def test_bias_variance_bounds_are_a_delete_one_round_jackknife():
     np.testing.assert_allclose(jackknife_lower_bounds(preds, targets), expected, rtol=1e-5)
 
 
-def test_bias_variance_control_through_the_pipeline_fails(tmp_path):
+def test_bias_variance_control_through_the_pipeline_fails(monkeypatch, tmp_path):
     """Every strength trained at 0: nothing changes along the path, the bounds are 0 and the
     claim must FAIL through the pipeline."""
-    result, written = _run_script("bias_variance", tmp_path, "--quick", "--control")
-    assert result.returncode == 1 and written["verdict"] == "FAIL"
+    smaller = {"strengths": [0.0, 1e-2, 3e-2], "rounds": 3, "epochs": 3}
+    code, written = _run_control(monkeypatch, tmp_path, "bias_variance", smaller)
+    assert code == 1 and written["verdict"] == "FAIL"
     evidence = written["evidence"]
     assert evidence["control"] is True and len(set(evidence["variance"])) == 1
     assert evidence["bias_rise_lower_95"] == 0.0 and evidence["variance_fall_lower_95"] == 0.0
@@ -449,11 +463,12 @@ def test_noise_equals_l2_verdict_fails_for_a_wrong_mapping():
     assert not verdict(w, x, y, sigmas, mapping=lambda s: 2 * s**2)[0]
 
 
-def test_ensembles_control_with_no_op_bagging_and_subspaces_fails(tmp_path):
+def test_ensembles_control_with_no_op_bagging_and_subspaces_fails(monkeypatch, tmp_path):
     """All bootstrap weights and masks 1: both methods train the seed-only members exactly,
     so their disagreement gain is exactly 0 and the claim must FAIL through the pipeline."""
-    result, written = _run_script("ensembles", tmp_path, "--quick", "--control")
-    assert result.returncode == 1 and written["verdict"] == "FAIL"
+    smaller = {"replicates": 3, "members": 3, "epochs": 3}
+    code, written = _run_control(monkeypatch, tmp_path, "ensembles", smaller)
+    assert code == 1 and written["verdict"] == "FAIL"
     evidence = written["evidence"]
     assert evidence["control"] is True
     seeds = evidence["seeds only"]["disagreement_per_replicate"]
@@ -477,11 +492,11 @@ def test_ensemble_disagreement_is_the_mean_over_member_pairs():
     np.testing.assert_allclose(disagreement(probs), expected, rtol=1e-12)
 
 
-def test_swa_flatness_control_through_the_pipeline_fails(tmp_path):
+def test_swa_flatness_control_through_the_pipeline_fails(monkeypatch, tmp_path):
     """SWA started at the last step averages only the final iterate: both arms are one model,
     every paired difference is exactly 0 and the claim must FAIL through the pipeline."""
-    result, written = _run_script("swa_flatness", tmp_path, "--quick", "--control")
-    assert result.returncode == 1 and written["verdict"] == "FAIL"
+    code, written = _run_control(monkeypatch, tmp_path, "swa_flatness", {"seeds": 3, "epochs": 4})
+    assert code == 1 and written["verdict"] == "FAIL"
     final, swa = (written["evidence"]["arms"][arm] for arm in ("final iterate", "SWA"))
     assert final["test_accuracy"] == swa["test_accuracy"]
     assert written["evidence"]["test_accuracy_gain_lower_95"] == 0.0

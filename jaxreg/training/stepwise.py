@@ -68,8 +68,13 @@ def _programs_for(loop: TrainLoop) -> _Programs:
     """The jitted pieces of ``loop``'s epoch, shared by every equal loop (the last few)."""
     try:
         programs = _PROGRAMS.pop(loop)
-    except TypeError as error:  # a field holds a tracer: nothing here can run on the host
-        raise ValueError(_UNDER_TRANSFORMATION) from error
+    except TypeError as error:  # an unhashable field: a tracer, or a user's callable
+        if is_traced(loop.penalty_strength):
+            raise ValueError(_UNDER_TRANSFORMATION) from error
+        raise TypeError(
+            f"steps='host' keeps compiled steps per TrainLoop and needs its fields hashable: "
+            f"{error} (pass plain functions, optax transformations and numbers)"
+        ) from error
     except KeyError:
         programs = _compile(loop)
     _PROGRAMS[loop] = programs  # most recently used last

@@ -108,3 +108,19 @@ def test_run_stepwise_is_refused_under_a_transformation(problem):
         jax.vmap(through_a_closure)(jnp.array([0.1, 0.2]))
     with pytest.raises(ValueError, match="steps must be 'scan' or 'host'"):
         HostOptions(steps="python")
+
+
+def test_an_unhashable_loop_field_is_named(problem):
+    x, y = problem
+
+    class Penalty:  # defines __eq__ without __hash__: unhashable
+        def __eq__(self, other):
+            return self is other
+
+        def __call__(self, params):
+            return jnp.sum(params**2)
+
+    loop = TrainLoop(lambda p, s, xb, **kw: (xb @ p, s), optax.sgd(0.1), 30, penalty=Penalty())
+    with pytest.raises(TypeError, match="hashable"):
+        run_stepwise(loop, loop.init(jnp.zeros((6, 2))), loop_data((x, y)),
+                     key=jax.random.key(0), num_epochs=1)  # fmt: skip

@@ -219,5 +219,4 @@ def vmapped_curvature(loss_fn, batches, *, keys: tuple[int, int] = (1, 2), itera
 
 def rounded(values, digits: int = 4) -> list:
     """A JSON-friendly list of Python floats rounded to ``digits``."""
-
     return [round(float(v), digits) for v in np.ravel(values)]

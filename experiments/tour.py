@@ -274,7 +274,7 @@ def run_tour(
     phases = {"choices_and_training": sum(seconds.values())}
     with _timed(phases, "test_metrics_and_curvature"):
         programs = _programs(config)
-        measured = _measure_all(outcomes, data, config, programs, names["baseline"])
+        measured = _measure_all(outcomes, data, config, programs)
         paths = {name: _path(o, data, programs) for name, o in outcomes.items()}
         paths = {k: v for k, v in paths.items() if v is not None}
     for name, row in measured.items():
@@ -283,20 +283,24 @@ def run_tour(
     with _timed(phases, "figures"):
         _draw_figures(measured, paths, data, config, names, out)
     elapsed = time.perf_counter() - start
-    results = {
-        "config": config.__dict__,
-        "protocol": {
-            "train": len(data.y_train),
-            "validation": len(data.y_val),
-            "test": len(data.test),
-            "test_reads": data.test.reads,
-        },
-        "elapsed_seconds": elapsed,
-        "phase_seconds": phases,
-        "device": jax.devices()[0].device_kind,
-        "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in measured.values()],
-        "paths": paths,
-    }
+    results = with_differences(
+        {
+            "config": config.__dict__,
+            "protocol": {
+                "train": len(data.y_train),
+                "validation": len(data.y_val),
+                "test": len(data.test),
+                "test_reads": data.test.reads,
+            },
+            "elapsed_seconds": elapsed,
+            "phase_seconds": phases,
+            "device": jax.devices()[0].device_kind,
+            "rows": [
+                {k: v for k, v in r.items() if not k.startswith("_")} for r in measured.values()
+            ],
+            "paths": paths,
+        }
+    )
     write_json(out / "results.json", results)
     table, report = render_report(results)
     (out / "report.md").write_text(report)
@@ -403,15 +407,9 @@ def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key
     return outcomes, seconds
 
 
-def _measure_all(outcomes: dict, data: StudyData, config: StudyConfig, programs, baseline: str):
-    """Test metrics and curvature of every row; paired differences to ``baseline``."""
-    measured = {
-        name: _measure(outcome, data, config, programs) for name, outcome in outcomes.items()
-    }
-    per_seed_test = {name: row["per_seed"]["test"] for name, row in measured.items()}
-    for name, difference in report_lib.compare_to_baseline(per_seed_test, baseline).items():
-        measured[name]["difference"] = difference
-    return measured
+def _measure_all(outcomes: dict, data: StudyData, config: StudyConfig, programs):
+    """Test metrics and curvature of every row (differences: :func:`with_differences`)."""
+    return {name: _measure(outcome, data, config, programs) for name, outcome in outcomes.items()}
 
 
 def _draw_figures(measured, paths, data: StudyData, config: StudyConfig, names, out: Path):
@@ -500,10 +498,10 @@ def with_differences(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_report(results: dict[str, Any]) -> tuple[str, str]:
-    """The table and ``report.md`` of a tour from its ``results.json`` alone (no training).
+    """The table and ``report.md`` of a tour from its results alone (no training).
 
-    Differences to the baseline and their marks are recomputed (:func:`with_differences`),
-    so a recorded run can be re-read under the current statistics
+    ``results`` carries each row's difference to the baseline (:func:`with_differences`
+    adds them), so a recorded run can be re-read under the current statistics
     (``python -m experiments.tour --from-results results.json``).
 
     Example:
@@ -511,7 +509,7 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
       >>> results = json.loads(open("docs/tour_results.json").read())  # doctest: +SKIP
       >>> table, report = render_report(results)  # doctest: +SKIP
     """
-    measured = {row["name"]: row for row in with_differences(results)["rows"]}
+    measured = {row["name"]: row for row in results["rows"]}
     names = row_names(default_rows() + extended_rows())
     table = report_lib.format_table(list(measured.values()))
     config = StudyConfig(**results["config"])
@@ -555,6 +553,13 @@ def _protocol(results, config: StudyConfig) -> str:
     )
 
 
+def _single_rows(rows: dict[str, dict], names: dict[str, str]) -> dict[str, dict]:
+    """The rows that add one regularizer to the baseline MLP (not the baseline itself, the
+    CNN, the combination or the wide MLP)."""
+    grouped = (names["baseline"], names["combination"], names["wide"], names["cnn"])
+    return {n: r for n, r in rows.items() if n not in grouped}
+
+
 def findings(measured: dict[str, dict], names: dict[str, str]) -> list[str]:
     """What the numbers support, as Markdown bullets computed from the rows (the README's list).
 
@@ -581,8 +586,7 @@ def findings(measured: dict[str, dict], names: dict[str, str]) -> list[str]:
     worse = {n: r for n, r in better.items() if r["difference"]["mean"] < 0}
     better = {n: r for n, r in better.items() if n not in worse}
     unclear = {n: r for n, r in others.items() if n not in better and n not in worse}
-    single = {n: r for n, r in others.items()
-              if n not in (names["combination"], names["wide"], names["cnn"])}  # fmt: skip
+    single = _single_rows(measured, names)
     best = max(single, key=lambda n: single[n]["test_accuracy"]["mean"])
     combo, wide, cnn = (measured[names[k]] for k in ("combination", "wide", "cnn"))
     nll = max(measured, key=lambda n: measured[n]["test_nll"]["mean"])
@@ -624,10 +628,8 @@ def tuned_baseline_note(tuned: dict[str, Any], names: dict[str, str]) -> str:
     """
     rows = {row["name"]: row for row in tuned["rows"]}
     base = rows[names["baseline"]]
-    grouped = (names["baseline"], names["combination"], names["wide"], names["cnn"])
-    fixed_rate = {
-        n: r for n, r in rows.items() if n not in grouped and "learning_rate" not in r["chosen"]
-    }
+    single = _single_rows(rows, names)
+    fixed_rate = {n: r for n, r in single.items() if "learning_rate" not in r["chosen"]}
     above = [f"{n} ({100 * r['test_accuracy']['mean']:.1f}%)" for n, r in fixed_rate.items()
              if r["test_accuracy"]["mean"] > base["test_accuracy"]["mean"]]  # fmt: skip
     grid = tuned["paths"][names["baseline"]]["values"]

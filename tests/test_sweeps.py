@@ -232,6 +232,11 @@ def test_fixed_values_reach_every_member_as_constants_and_typos_in_them_raise():
     )
     np.testing.assert_allclose(result.metrics["value"], [10.0, 20.0, 30.0])
     assert seen == [float]  # traced once, the fixed value a Python number (not a tracer)
+    as_array = sweeps.run(
+        train_fn, configs, key=jax.random.key(0), fixed={"scale": jnp.float32(2.0)}, progress=False
+    )
+    np.testing.assert_allclose(as_array.metrics["value"], [2.0, 4.0, 6.0])
+    assert seen[1] is np.float32  # a 0-d array arrives as a NumPy scalar of its dtype
     with pytest.raises(ValueError, match="scael"):
         sweeps.run(
             train_fn,

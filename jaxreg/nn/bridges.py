@@ -98,22 +98,6 @@ def _is_variable(value: Any) -> bool:
     return isinstance(value, nnx.Variable)
 
 
-def _chosen_rates(rates: nnx.State, names: frozenset[str], hparams: Hparams | None) -> nnx.State:
-    """``rates`` with every :class:`DropoutRate` whose name ``hparams`` has set to its value."""
-    if not hparams:
-        return rates
-    _check_hparam_rates(hparams, names)
-    return jax.tree.map(
-        lambda v: (
-            v.replace(jnp.asarray(hparams[v.get_metadata()["hparam"]], jnp.float32))
-            if v.get_metadata().get("hparam") in hparams
-            else v
-        ),
-        rates,
-        is_leaf=_is_variable,
-    )
-
-
 def from_nnx(
     module: nnx.Module, *, rates: Mapping[str, str | Sequence[str]] | None = None
 ) -> Model:
@@ -220,7 +204,18 @@ def _nnx_apply(parts: _Parts) -> StatefulApply:
                 "(fit and sweeps do)"
             )
         streams = parts.rngs if key is None else _keyed_streams(parts.rngs, key)
-        rates = _chosen_rates(parts.rates, parts.names, hparams)
+        rates = parts.rates
+        if hparams:  # the swept rates meet the layers here: each DropoutRate its named value
+            _check_hparam_rates(hparams, parts.names)
+            rates = jax.tree.map(
+                lambda v: (
+                    v.replace(jnp.asarray(hparams[v.get_metadata()["hparam"]], jnp.float32))
+                    if v.get_metadata().get("hparam") in hparams
+                    else v
+                ),
+                rates,
+                is_leaf=_is_variable,
+            )
         model = nnx.merge(parts.graphdef, params, rates, streams, state)
         outputs = _call_module(model, x, parts, key=key, train=train)
         if not train:

@@ -12,12 +12,17 @@ class ReadTracker(dict):
     """A config dict that records which keys ``train_fn`` looks up (at trace time).
 
     Iterating over it counts as reading every key, so a ``train_fn`` that
-    forwards the whole config (``**config``) is never flagged.
+    forwards the whole config (``**config``) is never flagged. It is a pytree
+    whose leaves are the swept values; the ``fixed`` values ride in its
+    structure, so under ``jax.vmap(train_fn)`` they stay Python constants.
     """
 
-    def __init__(self, values: Mapping[str, Any], read: set[str]):
-        super().__init__(values)
+    def __init__(
+        self, values: Mapping[str, Any], read: set[str], fixed: Mapping[str, Any] | None = None
+    ):
+        super().__init__({**(fixed or {}), **values})
         self._read = read
+        self._fixed = tuple(sorted((fixed or {}).items()))
 
     def __getitem__(self, name):
         self._read.add(name)
@@ -52,22 +57,33 @@ class ReadTracker(dict):
 
 
 class _ReadLog:
-    """The set of keys a tracker recorded, compared by identity (a hashable pytree aux)."""
+    """The set of keys a tracker records, compared by identity (a hashable pytree aux).
+
+    Two trackers that record into the same set have equal structure, so ``jax.jit``
+    reuses its trace for them.
+    """
 
     def __init__(self, names: set[str]):
         self.names = names
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ReadLog) and other.names is self.names
+
+    def __hash__(self) -> int:
+        return id(self.names)
+
 
 def _flatten_tracker(tracker: ReadTracker):
     # Flattening is not reading: jit passes the tracker on as an argument unchanged.
-    keys = tuple(sorted(dict.keys(tracker)))
+    fixed_names = {name for name, _ in tracker._fixed}
+    keys = tuple(sorted(k for k in dict.keys(tracker) if k not in fixed_names))
     children = [(jax.tree_util.DictKey(k), dict.__getitem__(tracker, k)) for k in keys]
-    return children, (keys, _ReadLog(tracker._read))
+    return children, (keys, tracker._fixed, _ReadLog(tracker._read))
 
 
 def _unflatten_tracker(aux, children) -> ReadTracker:
-    keys, log = aux
-    return ReadTracker(dict(zip(keys, children, strict=True)), log.names)
+    keys, fixed, log = aux
+    return ReadTracker(dict(zip(keys, children, strict=True)), log.names, dict(fixed))
 
 
 # A tracker crosses jax.jit inside train_fn (fit's compiled chunks) and keeps recording there.

@@ -23,7 +23,25 @@ from jaxreg.sweeps.spaces import Configs, check_configs, check_fixed
 __all__ = ["run"]
 
 
-_COMPILED: dict[tuple[Any, ...], tuple[Callable, set[str]]] = {}
+class _Compiled(NamedTuple):
+    """``jax.jit(jax.vmap(train_fn))``, called with each chunk's configs in a :class:`ReadTracker`.
+
+    ``train_fn`` itself is vmapped: the tracker is its config, a pytree whose
+    fixed values are constants in its structure (Python numbers, not traced).
+    """
+
+    vmapped: Callable
+    read: set[str]
+    fixed: dict[str, Any]
+
+    def __call__(self, configs, keys):
+        return self.vmapped(ReadTracker(configs, self.read, self.fixed), keys)
+
+    def eval_shape(self, configs, keys):
+        return self.vmapped.eval_shape(ReadTracker(configs, self.read, self.fixed), keys)
+
+
+_COMPILED: dict[tuple[Any, ...], _Compiled] = {}
 _COMPILED_LIMIT = 8
 
 
@@ -32,7 +50,7 @@ def _compiled_for(
     names: tuple[str, ...],
     options: tuple[tuple[str, Any], ...] = (),
     fixed: tuple[tuple[str, Any], ...] = (),
-) -> tuple[Callable, set[str]]:
+) -> _Compiled:
     """The jitted, vmapped ``train_fn`` and the config keys it read when traced.
 
     Kept for the last few ``(train_fn, config keys)`` pairs, so a second
@@ -43,17 +61,19 @@ def _compiled_for(
     if cache_key in _COMPILED:
         _COMPILED[cache_key] = _COMPILED.pop(cache_key)  # most recently used last
         return _COMPILED[cache_key]
-    read: set[str] = set()
-
-    def tracked_fn(config, member_key):
-        # Fixed values join each member's config as Python numbers: constants, not traced.
-        return train_fn(ReadTracker({**dict(fixed), **config}, read), member_key)
-
-    compiled = jax.jit(jax.vmap(tracked_fn), compiler_options=dict(options) or None)
-    _COMPILED[cache_key] = (compiled, read)
+    vmapped = jax.jit(jax.vmap(train_fn), compiler_options=dict(options) or None)
+    _COMPILED[cache_key] = _Compiled(vmapped, set(), dict(fixed))
     while len(_COMPILED) > _COMPILED_LIMIT:
         _COMPILED.pop(next(iter(_COMPILED)))
     return _COMPILED[cache_key]
+
+
+def _hashable(fixed: dict[str, Any]) -> dict[str, Any]:
+    """Fixed values as hashable scalars of the same dtype (a 0-d array becomes a NumPy scalar)."""
+    return {
+        k: v if isinstance(v, int | float | np.generic) else np.asarray(v)[()]
+        for k, v in fixed.items()
+    }
 
 
 def run(
@@ -117,10 +137,12 @@ def run(
     mesh = _resolve_mesh(mesh)
     plan = _plan(arrays, n, seeds, key, _chunk_size(chunk_size, n * seeds, mesh))
     options = tuple(sorted((compiler_options or {}).items()))
-    compiled, read = _compiled_for(
-        train_fn, tuple(sorted(arrays)), options, tuple(sorted(fixed.items()))
+    compiled = _compiled_for(
+        train_fn, tuple(sorted(arrays)), options, tuple(sorted(_hashable(fixed).items()))
     )
-    treedef = _trace_and_check_reads(compiled, read, plan, set(arrays) | set(fixed), allow_unused)
+    treedef = _trace_and_check_reads(
+        compiled, compiled.read, plan, set(arrays) | set(fixed), allow_unused
+    )
     out = _open_store(out_dir, _fingerprint(arrays, fixed, key, n, seeds, plan.chunk_size), plan)
     sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
     chunks = _run_chunks(compiled, plan, treedef.num_leaves, sharding, out, progress)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import chex
@@ -60,7 +60,6 @@ from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState
 from jaxreg.training.host import HostOptions, NonFinitePolicy
 from jaxreg.training.loop import (
     BatchTransform,
-    LoopData,
     Optimizer,
     Penalty,
     TrainLoop,
@@ -342,16 +341,15 @@ def fit(
     if "eval" in data.evals:
         _check_targets(model, params, state, task, *eval_data, "eval_data labels", hparams)
 
-    return _drive(
-        loop,
-        data,
-        params,
-        state,
-        key=key,
-        hparams=hparams,
-        num_epochs=num_epochs,
-        host=host,
-    )
+    # Arrays travel as arguments, not closure constants: XLA would otherwise
+    # constant-fold the shuffles of the whole dataset at compile time.
+    if host.steps == "host":
+        compiled_run = functools.partial(run_stepwise, loop)
+    else:
+        compiled_run = jax.jit(loop.run, static_argnames="num_epochs")
+    advance = functools.partial(compiled_run, data=data, key=key, hparams=hparams)
+    train_state = loop.init(params, state, hparams=hparams)
+    return _drive(advance, train_state, key=key, num_epochs=num_epochs, host=host)
 
 
 def _host_options(host: HostOptions | None, keywords: dict[str, Any]) -> HostOptions:
@@ -367,27 +365,20 @@ def _host_options(host: HostOptions | None, keywords: dict[str, Any]) -> HostOpt
 
 
 def _drive(
-    loop: TrainLoop,
-    data: LoopData,
-    params,
-    state,
+    advance: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
+    train_state: TrainState,
     *,
     key: jax.Array,
-    hparams: dict,
     num_epochs: int,
     host: HostOptions,
 ) -> FitResult:
-    """The host loop: compiled chunks, checkpoints, progress, early exit, divergence policy."""
+    """The host loop: compiled chunks, checkpoints, progress, early exit, divergence policy.
+
+    ``advance(train_state, num_epochs=n)`` runs ``n`` epochs (the data, key and
+    hyperparameters are bound to it by :func:`fit`).
+    """
     epochs_per_chunk = host.chunk_length(num_epochs)
     checkpoint_dir, on_nonfinite = host.checkpoint_dir, host.on_nonfinite
-
-    # Arrays travel as arguments, not closure constants: XLA would otherwise
-    # constant-fold the shuffles of the whole dataset at compile time.
-    if host.steps == "host":
-        run_jit = functools.partial(run_stepwise, loop)
-    else:
-        run_jit = jax.jit(loop.run, static_argnames="num_epochs")
-    train_state = loop.init(params, state, hparams=hparams)
     history: dict[str, np.ndarray] | None = None  # allocated from the first chunk's entries
     start = 0
     if checkpoint_dir is not None and checkpoints.latest_step(checkpoint_dir) is not None:
@@ -396,18 +387,14 @@ def _drive(
     try:
         while start < num_epochs:
             length = min(epochs_per_chunk, num_epochs - start)
-            train_state, chunk = run_jit(
-                train_state, data, key=key, hparams=hparams, num_epochs=length
-            )
+            train_state, chunk = advance(train_state, num_epochs=length)
             if is_traced(chunk):  # fit is being traced: nothing can be read on the host
                 if checkpoint_dir is not None:
                     raise ValueError(
                         "checkpoint_dir needs a host-side call of fit, not one under "
                         "jit/vmap/grad (its results are traced)"
                     )
-                rest = num_epochs - start - length
-                arguments = dict(data=data, key=key, hparams=hparams)
-                return _traced_result(run_jit, train_state, chunk, arguments, rest)
+                return _traced_result(advance, train_state, chunk, num_epochs - start - length)
             if history is None:
                 history = {k: np.zeros((num_epochs,), v.dtype) for k, v in chunk.items()}
             for name, values in chunk.items():
@@ -432,10 +419,10 @@ def _drive(
     return _result(train_state, {k: jnp.asarray(v[:start]) for k, v in history.items()})
 
 
-def _traced_result(run_jit, train_state, chunk, arguments: dict, rest: int) -> FitResult:
+def _traced_result(advance, train_state, chunk, rest: int) -> FitResult:
     """Finish a traced run: the remaining epochs in one more call, histories joined."""
     if rest > 0:
-        train_state, tail = run_jit(train_state, **arguments, num_epochs=rest)
+        train_state, tail = advance(train_state, num_epochs=rest)
         chunk = {k: jnp.concatenate([v, tail[k]]) for k, v in chunk.items()}
     return _result(train_state, chunk)
 

@@ -3,12 +3,14 @@
 from jaxreg import augment as augment
 from jaxreg import averaging as averaging
 from jaxreg import calling as calling
+from jaxreg import curvature as curvature
 from jaxreg import data as data
 from jaxreg import ensembles as ensembles
 from jaxreg import io as io
 from jaxreg import jacobian as jacobian
 from jaxreg import labels as labels
 from jaxreg import landscape as landscape
+from jaxreg import laplace as laplace
 from jaxreg import losses as losses
 from jaxreg import masks as masks
 from jaxreg import metrics as metrics

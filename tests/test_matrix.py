@@ -20,11 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxreg import (
+    curvature,
     data,
     ensembles,
     fit,
     labels,
     landscape,
+    laplace,
     metrics,
     noise,
     penalties,
@@ -367,6 +369,71 @@ CASES.append(
         lambda d, p: (_params(d), jax.random.normal(jax.random.key(2), (12, 4)).astype(d)),
     )
 )
+
+
+def _plain(params, x):
+    return _linear(params, x)
+
+
+def _fitted(w, b, structure="full"):
+    return laplace.fit_laplace(_plain, w, b, structure=structure)
+
+
+CASES += [
+    Case(
+        "curvature.ggn_vp",
+        lambda w, b: curvature.ggn_vp(_plain, w, b)(jax.tree.map(jnp.ones_like, w)),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "curvature.ggn_diagonal",
+        lambda w, b: curvature.ggn_diagonal(_plain, w, b),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "curvature.empirical_fisher_diagonal",
+        lambda w, b: curvature.empirical_fisher_diagonal(_plain, w, b),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "curvature.mc_fisher_vp",
+        lambda w, b: curvature.mc_fisher_vp(_plain, w, b, key=KEY, num_samples=2)(
+            jax.tree.map(jnp.ones_like, w)
+        ),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "laplace.log_marginal_likelihood",
+        lambda w, b: laplace.log_marginal_likelihood(_fitted(w, b), 1.5),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "laplace.log_marginal_likelihood(diag, per group)",
+        lambda w, b: laplace.log_marginal_likelihood(_fitted(w, b, "diag"), jnp.array([1.0, 2.0])),
+        _params_and_data,
+        True,
+    ),
+    Case(
+        "laplace.glm_predictive",
+        lambda w, b: (
+            laplace.glm_predictive(_fitted(w, b), _plain, b["x"][0], prior_precision=1.0).mean
+        ),
+        _params_and_data,
+        False,  # predicts at the first batch's inputs: the data are only the fit's
+    ),
+    Case(
+        "laplace.optimize_prior_precision",
+        lambda w, b: laplace.optimize_prior_precision(_fitted(w, b), method="mackay", num_steps=10),
+        _params_and_data,
+        True,
+        rtol=1e-3,
+    ),
+]
 IDS = [case.name for case in CASES]
 
 

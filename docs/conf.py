@@ -70,6 +70,8 @@ API_MODULES = [
     "jaxreg.metrics",
     "jaxreg.sharpness",
     "jaxreg.sharpness.hvp",
+    "jaxreg.curvature",
+    "jaxreg.laplace",
     "jaxreg.landscape",
     "jaxreg.sweeps",
     "jaxreg.stats",

@@ -39,6 +39,7 @@ EXPERIMENTS = [
     "ensembles",
     "bias_variance",
     "swa_flatness",
+    "evidence_weight_decay",
 ]
 PACKAGE = "experiments"
 

@@ -30,7 +30,10 @@ __all__ = [
     "output_gradient",
 ]
 
+#: The likelihood of a model's outputs (a type alias): ``"classification"`` (softmax
+#: cross-entropy of logits) or ``"regression"`` (Gaussian with noise ``σ``).
 Likelihood = Literal["classification", "regression"]
+#: The likelihood names curvature and Laplace accept.
 LIKELIHOODS: tuple[str, ...] = ("classification", "regression")
 
 

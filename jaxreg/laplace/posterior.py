@@ -38,7 +38,9 @@ from jaxreg.masks import MaskLike, leaf_path, resolve
 
 __all__ = ["STRUCTURES", "Laplace", "Structure", "fit_laplace"]
 
+#: A Laplace approximation's curvature structure (a type alias): ``"full"`` or ``"diag"``.
 Structure = Literal["full", "diag"]
+#: The structures :func:`fit_laplace` accepts.
 STRUCTURES: tuple[str, ...] = ("full", "diag")
 
 

@@ -34,7 +34,9 @@ from jax.typing import ArrayLike
 
 __all__ = ["CONVENTIONS", "prior_precision_from_weight_decay", "weight_decay_from_prior_precision"]
 
+#: Where a recipe's weight decay enters (a type alias; see the module docstring).
 Convention = Literal["penalty", "coupled", "decoupled"]
+#: The conventions :func:`prior_precision_from_weight_decay` accepts.
 CONVENTIONS: tuple[str, ...] = ("penalty", "coupled", "decoupled")
 
 

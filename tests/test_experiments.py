@@ -540,3 +540,55 @@ def test_the_readmes_verdicts_are_the_recorded_runs():
         assert full["claim"] == confirmatory["claim"] == frozen[name]["claim"], name
         if "seed" in confirmatory["evidence"]:
             assert confirmatory["evidence"]["seed"] == 1000 and full["evidence"]["seed"] == 0
+
+
+def test_evidence_weight_decay_runs_and_its_verdict_follows_its_bound(tmp_path, monkeypatch):
+    from experiments import evidence_weight_decay
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["evidence_weight_decay", "--quick", "--out", str(out)])
+    code = evidence_weight_decay.main()
+    written = json.loads((out / "evidence_weight_decay.json").read_text())
+    evidence = written["evidence"]
+    chosen = evidence["weight_decays"].index(evidence["chosen_by_evidence"])
+    passed = evidence["paired_difference_lower_95"] > -evidence["margin"] and chosen > 0
+    assert (written["verdict"] == "PASS") == passed and code == (0 if passed else 1)
+    assert all(np.isfinite(evidence["log_evidence_mean"]))
+    assert all(0 < d < 1 for d in evidence["mackay_weight_decay_median"])
+
+
+def test_evidence_weight_decay_verdict_needs_non_inferiority_and_a_real_choice():
+    from experiments.evidence_weight_decay import verdict
+
+    assert verdict([0.60, 0.61, 0.62], [0.60, 0.60, 0.61], 2)[0]
+    assert not verdict([0.50, 0.51, 0.52], [0.60, 0.60, 0.61], 2)[0]  # 9 points worse
+    # Choosing the grid's smallest decay (a procedure that never regularizes) cannot pass.
+    assert not verdict([0.60, 0.61, 0.62], [0.60, 0.60, 0.61], 0)[0]
+
+
+def test_the_readme_states_the_recorded_evidence_result():
+    folder = ROOT / "experiments" / "results"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    full = json.loads((folder / "evidence_weight_decay.json").read_text())["evidence"]
+    confirm = json.loads((folder / "evidence_weight_decay.confirmatory.json").read_text())
+    confirm = confirm["evidence"]
+
+    def mean(values):
+        return f"{100 * np.mean(values):.1f}%"
+
+    assert (
+        f"picks λ = {full['chosen_by_evidence']:g} (test accuracy "
+        f"{mean(full['test_accuracy_evidence_route'])}" in readme
+    )
+    assert (
+        f"validation picks {full['chosen_on_validation']:g} "
+        f"({mean(full['test_accuracy_validation_route'])})" in readme
+    )
+    difference = f"{100 * full['paired_difference_mean']:.1f}".replace("-", "−")
+    assert f"difference is {difference} points" in readme
+    assert (
+        f"(evidence {confirm['chosen_by_evidence']:g}: "
+        f"{mean(confirm['test_accuracy_evidence_route'])}; validation "
+        f"{confirm['chosen_on_validation']:g}: {mean(confirm['test_accuracy_validation_route'])})"
+        in readme
+    )

@@ -32,8 +32,19 @@ __all__ = [
 
 #: The likelihood of a model's outputs (a type alias): ``"classification"`` (softmax
 #: cross-entropy of logits) or ``"regression"`` (Gaussian with noise ``σ``).
+#:
+#: Example:
+#:   >>> import typing
+#:   >>> from jaxreg.curvature import Likelihood
+#:   >>> typing.get_args(Likelihood)
+#:   ('classification', 'regression')
 Likelihood = Literal["classification", "regression"]
 #: The likelihood names curvature and Laplace accept.
+#:
+#: Example:
+#:   >>> from jaxreg.curvature import LIKELIHOODS
+#:   >>> "regression" in LIKELIHOODS
+#:   True
 LIKELIHOODS: tuple[str, ...] = ("classification", "regression")
 
 

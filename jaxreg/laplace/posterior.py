@@ -39,8 +39,19 @@ from jaxreg.masks import MaskLike, leaf_path, resolve
 __all__ = ["STRUCTURES", "Laplace", "Structure", "fit_laplace"]
 
 #: A Laplace approximation's curvature structure (a type alias): ``"full"`` or ``"diag"``.
+#:
+#: Example:
+#:   >>> import typing
+#:   >>> from jaxreg.laplace import Structure
+#:   >>> typing.get_args(Structure)
+#:   ('full', 'diag')
 Structure = Literal["full", "diag"]
 #: The structures :func:`fit_laplace` accepts.
+#:
+#: Example:
+#:   >>> from jaxreg.laplace import STRUCTURES
+#:   >>> STRUCTURES
+#:   ('full', 'diag')
 STRUCTURES: tuple[str, ...] = ("full", "diag")
 
 

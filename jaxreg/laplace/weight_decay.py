@@ -37,6 +37,11 @@ __all__ = ["CONVENTIONS", "prior_precision_from_weight_decay", "weight_decay_fro
 #: Where a recipe's weight decay enters (a type alias; see the module docstring).
 Convention = Literal["penalty", "coupled", "decoupled"]
 #: The conventions :func:`prior_precision_from_weight_decay` accepts.
+#:
+#: Example:
+#:   >>> from jaxreg.laplace import CONVENTIONS
+#:   >>> CONVENTIONS
+#:   ('penalty', 'coupled', 'decoupled')
 CONVENTIONS: tuple[str, ...] = ("penalty", "coupled", "decoupled")
 
 

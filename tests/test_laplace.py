@@ -362,3 +362,48 @@ def test_laplace_errors_name_the_argument():
         laplace.glm_predictive(la, apply, x, prior_precision=1.0, link="logit")
     with pytest.raises(ValueError, match="needs key"):
         laplace.glm_predictive(la, apply, x, prior_precision=1.0, link="mc")
+
+
+def test_online_marglik_reaches_a_fixed_point_of_training_and_evidence_and_vmaps():
+    x = jax.random.normal(jax.random.key(11), (96, 3))
+    y = (x[:, 0] - 0.5 * x[:, 1] + 0.3 * jax.random.normal(jax.random.key(12), (96,)) > 0).astype(
+        jnp.int32
+    )
+
+    def apply(w, x, **_):
+        return x @ w
+
+    def run(init):
+        return laplace.online_marglik(
+            apply,
+            jnp.zeros((3, 2)),
+            optax.adam(0.05),
+            (x, y),
+            key=jax.random.key(13),
+            num_rounds=6,
+            epochs_per_round=20,
+            batch_size=96,
+            init_prior_precision=init,
+            structure="full",
+            hyper_steps=200,
+        )
+
+    result = jax.jit(run)(1.0)
+    history = np.asarray(result.precision_history)
+    assert abs(np.log(history[-1]) - np.log(history[-2])) < 0.05, history  # converged
+    # The learned prior maximizes the evidence at the parameters it trained...
+    best = laplace.optimize_prior_precision(result.laplace, method="mackay", num_steps=100)
+    np.testing.assert_allclose(result.prior_precision, best, rtol=1e-2)
+    # ... and the parameters are (nearly) the MAP under it.
+    delta = float(history[-2])
+
+    def neg_log_joint(w):
+        loss = optax.softmax_cross_entropy_with_integer_labels(apply(w, x), y)
+        return jnp.sum(loss) + 0.5 * delta * jnp.sum(w**2)
+
+    at_start = jnp.linalg.norm(jax.grad(neg_log_joint)(jnp.zeros((3, 2))))
+    assert float(jnp.linalg.norm(jax.grad(neg_log_joint)(result.params)) / at_start) < 0.01
+    both = jax.jit(jax.vmap(run))(jnp.array([1.0, 30.0]))
+    np.testing.assert_allclose(both.precision_history[0], history, rtol=1e-4)
+    # From a 30× different start it learns (nearly) the same prior.
+    np.testing.assert_allclose(both.prior_precision[1], result.prior_precision, rtol=0.05)

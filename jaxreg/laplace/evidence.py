@@ -235,7 +235,7 @@ def optimize_prior_precision(
       laplace: a fitted :class:`Laplace`.
       method: ``"gradient"`` or ``"mackay"``.
       per_group: one precision per group (layer-wise prior) instead of one scalar.
-      init: the starting precision (scalar).
+      init: the starting precision (a scalar, or one value per group with ``per_group``).
       num_steps: iterations (static).
       learning_rate: Adam's step on ``log δ`` (``"gradient"`` only).
       sigma_noise: regression noise, held fixed.
@@ -261,7 +261,7 @@ def optimize_prior_precision(
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     shape = (len(laplace.group_sizes),) if per_group else ()
-    start = jnp.full(shape, init, laplace.mean.dtype)
+    start = jnp.broadcast_to(jnp.asarray(init, laplace.mean.dtype), shape)
     if method == "mackay":
 
         def fixed_point(delta, _):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "curvature_audit",
     "error_bars",
     "landscapes",
     "learning_curves",
@@ -147,6 +148,39 @@ def reliability_diagram(
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def curvature_audit(audit: Any, path: str | Path | None = None):
+    """Two panels for a :func:`jaxreg.curvature.audit_curvature` result: each approximation's
+    relative eigenvalue error and principal angles (degrees) against the exact top-k GGN.
+
+    Example:
+      >>> from jaxreg.curvature import ApproximationError, CurvatureAudit
+      >>> a = ApproximationError(np.ones(3), np.array([0.1, 0.3, 0.5]), np.array([0.1, 0.4, 1.2]))
+      >>> fig = curvature_audit(CurvatureAudit(np.ones(3), {"diag": a}))
+      >>> [axis.get_xlabel() for axis in fig.axes]
+      ['eigenpair i (descending)', 'angle i (ascending)']
+    """
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for name, result in audit.approximations.items():
+        errors = np.asarray(result.relative_error)
+        angles = np.degrees(np.asarray(result.principal_angles))
+        left.semilogy(np.arange(1, len(errors) + 1), np.maximum(errors, 1e-16), "o-", label=name)
+        right.plot(np.arange(1, len(angles) + 1), angles, "s-", label=name)
+    left.set_xlabel("eigenpair i (descending)")
+    left.set_ylabel("relative eigenvalue error")
+    right.set_xlabel("angle i (ascending)")
+    right.set_ylabel("principal angle to exact subspace (°)")
+    right.set_ylim(0, 92)
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.suptitle("Curvature approximations against the exact GGN's top eigenpairs")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

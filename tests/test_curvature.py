@@ -174,3 +174,62 @@ def test_curvature_runs_in_float32_under_jit_and_vmap_over_models():
     for i in range(2):
         one = curvature.ggn_diagonal(_mlp, jax.tree.map(lambda a, i=i: a[i], stack), data)
         chex.assert_trees_all_close(diag[i], one, rtol=1e-5, atol=1e-7)
+
+
+def _numpy_angles(exact_vectors, vectors):
+    cosines = np.clip(np.linalg.svd(exact_vectors.T @ vectors, compute_uv=False), -1, 1)
+    return np.sort(np.arccos(cosines))
+
+
+def test_audit_against_numpy_eigendecompositions_of_the_dense_ggn(x64):
+    params = _params()
+    x, y, weight, data = _data()
+    reference = np.asarray(_dense_ggn(params, x, y, weight))
+    values, vectors = np.linalg.eigh(reference)
+    values, vectors = values[::-1][:3], vectors[:, ::-1][:, :3]
+    audit = curvature.audit_curvature(
+        _mlp,
+        params,
+        data,
+        key=jax.random.key(9),
+        k=3,
+        last_layer=masks.by_path(r"^out/"),
+        num_iters=43,
+        tol=1e-12,
+    )
+    np.testing.assert_allclose(audit.exact_eigenvalues, values, rtol=1e-6)
+
+    diagonal = np.diag(reference)
+    top = np.argsort(diagonal)[::-1][:3]
+    diag = audit.approximations["diag"]
+    np.testing.assert_allclose(diag.eigenvalues, diagonal[top], rtol=1e-10)
+    np.testing.assert_allclose(
+        diag.relative_error, np.abs(diagonal[top] - values) / values, rtol=1e-6
+    )
+    axes = np.eye(len(diagonal))[:, top]
+    np.testing.assert_allclose(diag.principal_angles, _numpy_angles(vectors, axes), atol=1e-5)
+
+    block_values, block_vectors = np.linalg.eigh(reference[-18:, -18:])
+    embedded = np.zeros((len(diagonal), 3))
+    embedded[-18:] = block_vectors[:, ::-1][:, :3]
+    last = audit.approximations["last_layer"]
+    np.testing.assert_allclose(last.eigenvalues, block_values[::-1][:3], rtol=1e-8)
+    np.testing.assert_allclose(last.principal_angles, _numpy_angles(vectors, embedded), atol=1e-5)
+    assert np.all(last.principal_angles < np.pi / 2 + 1e-9)
+
+
+def test_audit_of_a_sweep_is_one_vmapped_call():
+    stack = jax.tree.map(lambda a: jnp.stack([a, 0.7 * a]), _params(jnp.float32))
+    _, _, _, data = _data(jnp.float32)
+
+    def run(p):
+        return (
+            curvature.audit_curvature(_mlp, p, data, key=jax.random.key(9), k=2)
+            .approximations["diag"]
+            .relative_error
+        )
+
+    errors = jax.jit(jax.vmap(run))(stack)
+    for i in range(2):
+        one = run(jax.tree.map(lambda a, i=i: a[i], stack))
+        chex.assert_trees_all_close(errors[i], one, rtol=1e-3, atol=1e-5)

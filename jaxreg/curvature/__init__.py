@@ -9,6 +9,10 @@ batched dataset like :func:`jaxreg.sharpness.hvp` and run under ``jit``/``vmap``
 ``apply(params, x) -> outputs`` is the model in eval mode (``Model.bind()``).
 """
 
+from jaxreg.curvature.audit import ApproximationError as ApproximationError
+from jaxreg.curvature.audit import CurvatureAudit as CurvatureAudit
+from jaxreg.curvature.audit import audit_curvature as audit_curvature
+from jaxreg.curvature.audit import compare_subspaces as compare_subspaces
 from jaxreg.curvature.dense import empirical_fisher_diagonal as empirical_fisher_diagonal
 from jaxreg.curvature.dense import empirical_fisher_matrix as empirical_fisher_matrix
 from jaxreg.curvature.dense import ggn_diagonal as ggn_diagonal

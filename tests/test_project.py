@@ -191,3 +191,28 @@ def test_constant_and_alias_examples_run():
         assert runner.failures == 0, name
         checked += 1
     assert checked >= 4
+
+
+def test_the_readmes_laplace_numbers_are_the_recorded_benchmark():
+    import json
+
+    import numpy as np
+
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "laplace.json").read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    ours = recorded["jaxreg_grid"]["seconds_first_call"]
+    theirs = recorded["laplace_torch_grid_seconds_scaled"]
+    assert f"takes jaxreg {ours:.0f} s" in readme
+    assert f"against {theirs:.0f} s for laplace-torch's loop" in readme
+    assert f"{theirs / ours:.1f}×" in readme
+    worst = max(
+        abs(a - b) / abs(b)
+        for name in ("full", "diag", "last_layer")
+        for key in ("log_marginal_likelihood", "test_nll_glm_probit")
+        for a, b in zip(
+            np.atleast_1d(recorded["jaxreg"][name][key]),
+            np.atleast_1d(recorded["laplace_torch"]["agreement"][name][key]),
+            strict=True,
+        )
+    )
+    assert worst < 1e-15 and "agree to within 1e-15 relative" in readme

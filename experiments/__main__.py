@@ -40,6 +40,7 @@ EXPERIMENTS = [
     "bias_variance",
     "swa_flatness",
     "evidence_weight_decay",
+    "laplace_predictive",
 ]
 PACKAGE = "experiments"
 

@@ -592,3 +592,43 @@ def test_the_readme_states_the_recorded_evidence_result():
         f"{confirm['chosen_on_validation']:g}: {mean(confirm['test_accuracy_validation_route'])})"
         in readme
     )
+
+
+def test_laplace_predictive_runs_and_its_verdict_follows_its_paired_bound(tmp_path, monkeypatch):
+    from experiments import laplace_predictive
+    from jaxreg.stats import one_sided_lower_bound
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["laplace_predictive", "--quick", "--out", str(out)])
+    code = laplace_predictive.main()
+    written = json.loads((out / "laplace_predictive.json").read_text())
+    per_seed = written["evidence"]["test_per_seed"]
+    reduction = np.subtract(per_seed["MAP"]["nll"], per_seed["Laplace (last layer)"]["nll"])
+    bound = one_sided_lower_bound(reduction)
+    assert written["evidence"]["nll_reduction_lower_95"] == pytest.approx(bound, abs=1e-3)
+    assert written["verdict"] == ("PASS" if bound > 0 else "FAIL")
+    assert code == (0 if bound > 0 else 1)
+    means = written["evidence"]["test_means"]
+    assert written["evidence"]["rank_by_nll"] == sorted(means, key=lambda a: means[a]["nll"])
+    assert all(p > 0 for p in written["evidence"]["laplace_prior_precision"])
+
+
+def test_laplace_predictive_verdict_needs_a_consistent_nll_reduction():
+    from experiments.laplace_predictive import verdict
+
+    assert verdict([1.30, 1.32, 1.31], [1.20, 1.21, 1.22])[0]
+    assert not verdict([1.30, 1.32, 1.31], [1.31, 1.20, 1.35])[0]  # mixed: no bound above 0
+    assert not verdict([1.30, 1.32, 1.31], [1.30, 1.32, 1.31])[0]  # a no-op predictive
+
+
+def test_the_readme_states_the_recorded_laplace_predictive_result():
+    folder = ROOT / "experiments" / "results"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    means = json.loads((folder / "laplace_predictive.json").read_text())["evidence"]["test_means"]
+    laplace_arm, map_arm = means["Laplace (last layer)"], means["MAP"]
+    assert f"test NLL from {map_arm['nll']:.3f} to {laplace_arm['nll']:.3f}" in readme
+    assert f"ECE from {map_arm['ece']:.3f} to {laplace_arm['ece']:.3f}" in readme
+    assert f"MC dropout (NLL {means['MC dropout']['nll']:.3f})" in readme
+    assert f"5-member ensemble ({means['ensemble']['nll']:.3f})" in readme
+    accuracies = [100 * means[a]["accuracy"] for a in ("MC dropout", "ensemble", "MAP")]
+    assert "({:.1f}% and {:.1f}% against {:.1f}%)".format(*accuracies) in readme

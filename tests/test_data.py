@@ -70,7 +70,7 @@ def test_train_val_split_is_a_partition():
         data.train_val_split(jax.random.key(0), x, y, 1.0)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(n=st.integers(1, 40), batch_size=st.integers(1, 40), seed=st.integers(0, 2**16))
 def test_padded_batches_give_the_exact_full_data_mean(n, batch_size, seed):
     if batch_size > n:

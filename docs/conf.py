@@ -76,6 +76,7 @@ API_MODULES = [
     "jaxreg.sweeps",
     "jaxreg.stats",
     "jaxreg.io",
+    "jaxreg.compilation",
     "experiments.study",
     "experiments.study.runner",
     "experiments.study.spec",

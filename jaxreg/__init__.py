@@ -3,6 +3,7 @@
 from jaxreg import augment as augment
 from jaxreg import averaging as averaging
 from jaxreg import calling as calling
+from jaxreg import compilation as compilation
 from jaxreg import curvature as curvature
 from jaxreg import data as data
 from jaxreg import ensembles as ensembles
@@ -26,6 +27,8 @@ from jaxreg import sweeps as sweeps
 from jaxreg import tasks as tasks
 from jaxreg import training as training
 from jaxreg import transforms as transforms
+from jaxreg.compilation import disable_compilation_cache as disable_compilation_cache
+from jaxreg.compilation import enable_compilation_cache as enable_compilation_cache
 from jaxreg.training import FitResult as FitResult
 from jaxreg.training import HostOptions as HostOptions
 from jaxreg.training import evaluate as evaluate

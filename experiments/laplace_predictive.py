@@ -32,8 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common import configuration, mnist1d_data, parse_args, report, rounded
-from jaxreg import fit, laplace, masks, metrics, penalties, plots, sweeps
+from experiments.common import (
+    configuration,
+    mnist1d_data,
+    parse_args,
+    report,
+    rounded,
+    train_members,
+)
+from jaxreg import fit, laplace, masks, metrics, penalties, plots
 from jaxreg.data import batches
 from jaxreg.nn import MLP, init_params, mc_predict
 from jaxreg.stats import one_sided_lower_bound
@@ -67,16 +74,14 @@ def _train(config: dict, x, y, *, rate: float, members: int, key_seed: int):
     train_keys = jax.random.split(jax.random.key(key_seed + 1), count)
     apply, _ = init_params(make, init_keys[:1])
 
-    def train_fn(settings, key):
-        del key  # member i uses init_keys[i] and train_keys[i]
-        index = settings["member"]
-        params = jax.tree.map(lambda a: a[0], init_params(make, init_keys[index][None])[1])
+    def run(init_key, train_key):
+        params = jax.tree.map(lambda a: a[0], init_params(make, init_key[None])[1])
         result = fit(
             apply,
             params,
             optax.adam(1e-3),
             (x, y),
-            key=train_keys[index],
+            key=train_key,
             num_epochs=config["epochs"],
             batch_size=100,
             penalty=penalties.l2,
@@ -84,8 +89,7 @@ def _train(config: dict, x, y, *, rate: float, members: int, key_seed: int):
         )
         return result.params
 
-    grid = sweeps.grid(member=np.arange(count))
-    params = sweeps.run(train_fn, grid, key=jax.random.key(key_seed), progress=False).metrics
+    params = train_members(run, init_keys, train_keys)  # one sweeps.run over the members
     return apply, jax.tree.map(lambda a: a.reshape(seeds, members, *a.shape[1:]), params)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "batches",
     "cache_dir",
     "digits",
+    "example_weights",
     "mean_over_batches",
     "mnist1d",
     "mnist1d_cache_path",
@@ -346,6 +347,26 @@ def dataset_loss(
       4.0
     """
     return mean_over_batches(lambda batch: loss_fn(params, batch), data)
+
+
+def example_weights(batch: chex.ArrayTree, dtype=None) -> jax.Array:
+    """Each example's share of its batch's weighted mean: ``weight / Σ weight``, ``(n,)``.
+
+    Without ``"weight"`` every example counts ``1/n``; a batch of total weight 0
+    (all padding) gives zeros, not NaN. ``dtype`` defaults to the weights' own.
+
+    Example:
+      >>> example_weights({"x": jnp.ones((3, 2)), "weight": jnp.array([1.0, 3.0, 0.0])}).tolist()
+      [0.25, 0.75, 0.0]
+      >>> example_weights({"x": jnp.ones((2, 2)), "weight": jnp.zeros(2)}).tolist()
+      [0.0, 0.0]
+    """
+    weight = batch.get("weight") if isinstance(batch, dict) else None
+    if weight is None:
+        weight = jnp.ones((jax.tree.leaves(batch)[0].shape[0],), dtype or jnp.result_type(float))
+    weight = weight if dtype is None else weight.astype(dtype)
+    total = jnp.sum(weight)
+    return weight / jnp.where(total > 0, total, 1)
 
 
 def mean_over_batches(fn: Callable[[Any], chex.ArrayTree], data: chex.ArrayTree) -> chex.ArrayTree:

@@ -32,7 +32,7 @@ from jaxreg.curvature.likelihoods import (
     output_gradient,
 )
 from jaxreg.curvature.subset import Subset, subset
-from jaxreg.data import mean_over_batches
+from jaxreg.data import example_weights, mean_over_batches
 from jaxreg.masks import MaskLike
 
 __all__ = [
@@ -57,35 +57,32 @@ def per_example_jacobians(apply: Apply, chosen: Subset, x: jax.Array) -> jax.Arr
       >>> jac.tolist()
       [[[1.0, 2.0]]]
     """
+    return _jacobians_and_outputs(apply, chosen, x)[0]
+
+
+def _jacobians_and_outputs(apply: Apply, chosen: Subset, x: jax.Array):
+    """Per-example Jacobians ``(n, C, P)`` and the outputs ``(n, C)`` from the same passes."""
     model = chosen.outputs(apply)
 
     def one(flat, xi):
-        return as_outputs(model(flat, xi[None]))[0]
+        outputs = as_outputs(model(flat, xi[None]))[0]
+        return outputs, outputs
 
-    return jax.vmap(jax.jacrev(one), (None, 0))(chosen.flat, x)
-
-
-def _weights(batch: dict, n: int, dtype) -> jax.Array:
-    weight = batch.get("weight")
-    weight = jnp.ones((n,), dtype) if weight is None else weight.astype(dtype)
-    total = jnp.sum(weight)
-    return weight / jnp.where(total > 0, total, 1)
+    return jax.vmap(jax.jacrev(one, has_aux=True), (None, 0))(chosen.flat, x)
 
 
 def _ggn_roots(apply, chosen, batch, likelihood, sigma_noise):
     """``Rₙ = Jₙᵀ Aₙ`` ``(n, C, P)`` (``Gₙ = Rₙ Rₙᵀ``) and the batch's weights ``wₙ/Σw``."""
-    jac = per_example_jacobians(apply, chosen, batch["x"])
-    outputs = as_outputs(chosen.outputs(apply)(chosen.flat, batch["x"]))
+    jac, outputs = _jacobians_and_outputs(apply, chosen, batch["x"])
     root = hessian_root(outputs, likelihood, sigma_noise)
-    return jnp.einsum("ncp,nck->nkp", jac, root), _weights(batch, outputs.shape[0], jac.dtype)
+    return jnp.einsum("ncp,nck->nkp", jac, root), example_weights(batch, jac.dtype)
 
 
 def _gradients(apply, chosen, batch, likelihood):
     """Per-example gradients ``gₙ`` ``(n, P)`` and the batch's weights ``wₙ/Σw``."""
-    jac = per_example_jacobians(apply, chosen, batch["x"])
-    outputs = as_outputs(chosen.outputs(apply)(chosen.flat, batch["x"]))
+    jac, outputs = _jacobians_and_outputs(apply, chosen, batch["x"])
     residual = output_gradient(outputs, batch["y"], likelihood)
-    return jnp.einsum("ncp,nc->np", jac, residual), _weights(batch, outputs.shape[0], jac.dtype)
+    return jnp.einsum("ncp,nc->np", jac, residual), example_weights(batch, jac.dtype)
 
 
 # Each batch function returns its batch's weighted *mean* (weights wₙ/Σw), which

@@ -22,22 +22,15 @@ from jaxreg.curvature.likelihoods import (
     Likelihood,
     as_outputs,
     check_likelihood,
-    hessian_root,
     output_gradient,
 )
-from jaxreg.data import mean_over_batches
+from jaxreg.data import example_weights, mean_over_batches
+from jaxreg.sharpness.hvp import gauss_newton_vp
 
 __all__ = ["empirical_fisher_vp", "ggn_vp", "mc_fisher_vp"]
 
 Apply = Callable[[Any, jax.Array], jax.Array]
 Product = Callable[[chex.ArrayTree], chex.ArrayTree]
-
-
-def _normalized_weights(batch: dict, n: int, dtype) -> jax.Array:
-    weight = batch.get("weight")
-    weight = jnp.ones((n,), dtype) if weight is None else weight.astype(dtype)
-    total = jnp.sum(weight)
-    return weight / jnp.where(total > 0, total, 1)
 
 
 def ggn_vp(
@@ -64,6 +57,8 @@ def ggn_vp(
       [0.5, 2.0]
     """
     check_likelihood(likelihood)
+    if likelihood == "classification":  # ∇²ℓ = diag(p) − ppᵀ, applied without forming it
+        return gauss_newton_vp(apply, params, data)
 
     def product(v):
         def batch_gvp(batch):
@@ -71,9 +66,8 @@ def ggn_vp(
                 return as_outputs(apply(p, batch["x"]))
 
             outputs, jv = jax.jvp(outputs_fn, (params,), (v,))
-            root = hessian_root(outputs, likelihood, sigma_noise)
-            hjv = jnp.einsum("nck,ndk,nd->nc", root, root, jv)
-            hjv = hjv * _normalized_weights(batch, outputs.shape[0], outputs.dtype)[:, None]
+            weights = example_weights(batch, outputs.dtype)
+            hjv = jv / jnp.square(jnp.asarray(sigma_noise, outputs.dtype)) * weights[:, None]
             return jax.vjp(outputs_fn, params)[1](hjv)[0]
 
         return mean_over_batches(batch_gvp, data)
@@ -124,7 +118,7 @@ def empirical_fisher_vp(
             outputs = as_outputs(apply(params, batch["x"]))
             residuals = output_gradient(outputs, batch["y"], likelihood)
             grads = _per_example_grads(apply, params, batch["x"], residuals)
-            weights = _normalized_weights(batch, outputs.shape[0], outputs.dtype)
+            weights = example_weights(batch, outputs.dtype)
             return _outer_product(grads, weights, v)
 
         return mean_over_batches(batch_fvp, data)
@@ -170,7 +164,7 @@ def mc_fisher_vp(
             labels = jax.random.categorical(
                 sample_key, outputs, shape=(num_samples, *outputs.shape[:1])
             )
-            weights = _normalized_weights(batch, outputs.shape[0], outputs.dtype) / num_samples
+            weights = example_weights(batch, outputs.dtype) / num_samples
             total = jax.tree.map(jnp.zeros_like, v)
             for s in range(num_samples):
                 one_hot = jax.nn.one_hot(labels[s], outputs.shape[-1], dtype=outputs.dtype)

@@ -153,14 +153,9 @@ def posterior_variance(
       >>> round(float(posterior_variance(la, 1.0)[0]), 6)  # 1 / (4 + 1)
       0.2
     """
-    precision = posterior_precision_matrix(laplace, prior_precision, sigma_noise)
-    if laplace.structure == "diag":
-        return 1.0 / precision
-    if jnp.ndim(prior_precision) == 0:
-        scale, delta = _scale(laplace, sigma_noise), jnp.asarray(prior_precision, precision.dtype)
-        inverse = 1.0 / (scale * laplace.eigenvalues + delta)
-        return jnp.einsum("pi,i,pi->p", laplace.eigenvectors, inverse, laplace.eigenvectors)
-    return jnp.diag(jnp.linalg.inv(precision))
+    root = posterior_scale(laplace, prior_precision, sigma_noise)  # Σ = L Lᵀ, or diag(s²)
+    squares = jnp.square(root)
+    return squares if laplace.structure == "diag" else jnp.sum(squares, axis=1)
 
 
 def posterior_scale(

@@ -34,6 +34,7 @@ from jaxreg.curvature import (
     subset,
 )
 from jaxreg.data import batch_weight, mean_over_batches
+from jaxreg.losses import weighted_mean
 from jaxreg.masks import MaskLike, leaf_path, resolve
 
 __all__ = ["STRUCTURES", "Laplace", "Structure", "fit_laplace"]
@@ -129,9 +130,7 @@ def _fit_term(apply, params, data, likelihood: str) -> tuple[jax.Array, jax.Arra
         else:
             targets = batch["y"].reshape(outputs.shape).astype(outputs.dtype)
             per_example = jnp.sum(jnp.square(outputs - targets), axis=-1)
-        weight = batch.get("weight", jnp.ones(outputs.shape[0], outputs.dtype))
-        total = jnp.sum(weight)
-        return jnp.sum(per_example * weight) / jnp.where(total > 0, total, 1)
+        return weighted_mean(per_example, batch.get("weight"))
 
     num_data = jnp.sum(jax.vmap(batch_weight)(data))
     return num_data, mean_over_batches(batch_mean, data) * num_data

@@ -9,7 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxreg.data import dataset_loss, mean_over_batches
+from jaxreg.data import dataset_loss, example_weights, mean_over_batches
 
 __all__ = ["LossFn", "dataset_loss", "gauss_newton_vp", "hvp"]
 
@@ -85,9 +85,7 @@ def gauss_newton_vp(
             logits, jv = jax.jvp(logits_fn, (params,), (v,))
             probs = jax.nn.softmax(logits, axis=-1)
             hjv = probs * jv - probs * jnp.sum(probs * jv, axis=-1, keepdims=True)
-            weight = batch.get("weight", jnp.ones(logits.shape[0])).astype(logits.dtype)
-            total = jnp.sum(weight)
-            hjv = hjv * (weight / jnp.where(total > 0, total, 1))[:, None]
+            hjv = hjv * example_weights(batch, logits.dtype)[:, None]
             return jax.vjp(logits_fn, params)[1](hjv)[0]
 
         return mean_over_batches(batch_gvp, data)

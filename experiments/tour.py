@@ -33,6 +33,7 @@ from experiments.study.runner import (
     StudyData,
     combination_row,
     compiler_options,
+    epochs_for,
     prepare_data,
     run_row,
     search,
@@ -49,6 +50,7 @@ from jaxreg.stats import finite
 __all__ = [
     "FEATURED",
     "build_parser",
+    "epoch_budgets",
     "findings",
     "main",
     "render_report",
@@ -521,6 +523,8 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
             "",
             table,
             "",
+            epoch_budgets(config, default_rows() + extended_rows()),
+            "",
             *findings(measured, names),
             "",
             *report_lib.sentences(measured),
@@ -613,6 +617,24 @@ def findings(measured: dict[str, dict], names: dict[str, str]) -> list[str]:
         f"); CNN1D (parameter sharing): {100 * cnn['test_accuracy']['mean']:.1f} ± "
         f"{100 * cnn['test_accuracy']['half_width']:.1f}% ({_target(cnn['test_accuracy'], 0.97)}).",
     ]
+
+
+def epoch_budgets(config: StudyConfig, rows: list[Row]) -> str:
+    """Which rows train for a different number of epochs than the baseline, from the
+    configuration and the rows' specifications (the README's sentence under the table).
+
+    Example:
+      >>> config = StudyConfig(epochs=100, wide_epochs=150)
+      >>> epoch_budgets(config, default_rows())
+      'Epochs: 100 for every row except SAM (200), wide MLP + combination (150).'
+    """
+    extra = [combination_row(COMBINATION, "", key="combination"),
+             combination_row(WIDE, "", "wide_mlp", key="wide")]  # fmt: skip
+    rows = [*rows, *extra]
+    budgets = {row.name: epochs_for(row, config) for row in rows}
+    base = budgets[row_names(rows)["baseline"]]
+    others = ", ".join(f"{name} ({n})" for name, n in budgets.items() if n != base)
+    return f"Epochs: {base} for every row" + (f" except {others}." if others else ".")
 
 
 def tuned_baseline_note(tuned: dict[str, Any], names: dict[str, str]) -> str:

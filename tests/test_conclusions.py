@@ -4,6 +4,7 @@ References: scipy's paired t-test and t-interval, and Holm's procedure written a
 sequential rejection rule (not as adjusted p-values, which the library computes).
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from scipy import stats
 from experiments import tour
 from experiments.study import format_table
 from experiments.study.report import ALPHA, compare_to_baseline
+from experiments.study.runner import StudyConfig
+from experiments.study.spec import default_rows, extended_rows
 from jaxreg.stats import holm, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,3 +143,17 @@ def test_the_readmes_tuned_baseline_sentence_is_the_recorded_runs():
     base = rows["baseline"]["test_accuracy"]["mean"]
     assert f"{100 * base:.1f}%" in note and "1-D augmentation" in note
     assert rows["weight decay"]["test_accuracy"]["mean"] < base  # a row at 1e-3 below it
+
+
+def test_the_readme_says_which_rows_train_for_other_epoch_budgets():
+    config = StudyConfig(**RECORDED["config"])
+    rows = default_rows() + extended_rows()
+    sentence = tour.epoch_budgets(config, rows)
+    assert sentence in (ROOT / "README.md").read_text()
+    sam = next(row for row in rows if row.key == "sam")
+    assert f"{sam.name} ({config.epochs * sam.epoch_factor})" in sentence
+    assert f"{tour.WIDE} ({config.wide_epochs})" in sentence
+    shorter_cnn = dataclasses.replace(config, cnn_epochs=config.epochs // 2)
+    assert f"CNN1D (parameter sharing) ({config.epochs // 2})" in tour.epoch_budgets(
+        shorter_cnn, rows
+    )

@@ -59,3 +59,49 @@ def test_bad_input():
         labels.smooth(jnp.array([0]), 1, 0.1)
     with pytest.raises(ValueError, match="transition"):
         labels.asymmetric_label_noise(jax.random.key(0), jnp.array([0]), [[0.5, 0.4], [0, 1]])
+
+
+def test_symmetric_label_noise_moves_each_class_uniformly_to_every_other_class():
+    k, n = 5, 50000
+    y = jnp.repeat(jnp.arange(k), n // k)
+    noisy = np.asarray(labels.symmetric_label_noise(jax.random.key(1), y, 0.6, k))
+    for clean in range(k):
+        moved = noisy[(np.asarray(y) == clean) & (noisy != clean)]
+        share = np.bincount(moved, minlength=k) / moved.size
+        expected = np.where(np.arange(k) == clean, 0.0, 1 / (k - 1))
+        np.testing.assert_allclose(share, expected, atol=0.02)
+
+
+def test_symmetric_label_noise_rate_one_flips_every_label_and_keeps_the_dtype():
+    y = jnp.arange(6, dtype=jnp.int16) % 3
+    noisy = labels.symmetric_label_noise(jax.random.key(0), y, 1.0, 3)
+    assert noisy.dtype == jnp.int16
+    assert np.all(np.asarray(noisy) != np.asarray(y))
+    for rate in (1.0001, -0.1):
+        with pytest.raises(ValueError, match=r"^rate must lie in \[0.0, 1.0\]"):
+            labels.symmetric_label_noise(jax.random.key(0), y, rate, 3)
+
+
+def test_one_hot_passes_soft_labels_of_any_rank_and_names_a_wrong_width():
+    soft = jnp.full((2, 5, 3), 1 / 3)
+    assert labels.one_hot(soft, 3) is soft or np.array_equal(labels.one_hot(soft, 3), soft)
+    with pytest.raises(ValueError, match=r"last axis 4, got shape \(2, 5, 3\)"):
+        labels.one_hot(soft, 4)
+
+
+def test_smooth_names_eps_and_asymmetric_noise_names_the_transition():
+    with pytest.raises(ValueError, match=r"^eps must lie in \[0.0, 1.0\)"):
+        labels.smooth(jnp.array([0]), 3, 1.0)
+    key, y = jax.random.key(0), jnp.array([0, 1])
+    for bad in (np.ones((2, 3)) / 3, np.ones((2, 2, 2)) / 2, np.ones(2) / 2):
+        with pytest.raises(ValueError, match=r"^transition must be a square \(K, K\) matrix"):
+            labels.asymmetric_label_noise(key, y, bad)
+    # Rows summing to 1 with a negative entry are not probabilities.
+    with pytest.raises(ValueError, match=r"^transition rows must be probabilities"):
+        labels.asymmetric_label_noise(key, y, [[1.5, -0.5], [0.0, 1.0]])
+
+
+def test_asymmetric_label_noise_accepts_a_traced_transition():
+    flip = jnp.array([[0.0, 1.0], [1.0, 0.0]])
+    noisy = jax.jit(labels.asymmetric_label_noise)(jax.random.key(0), jnp.array([0, 1, 1]), flip)
+    assert noisy.tolist() == [1, 0, 0]

@@ -138,3 +138,113 @@ def test_gradient_noise_scale_matches_the_analytic_value_for_linear_regression()
     assert float(batched.simple_noise_scale) == pytest.approx(trace_exact, rel=0.1)
     with pytest.raises(ValueError, match="method"):
         metrics.gradient_noise_scale(loss_fn, delta, data, method="exact")
+
+
+def test_accuracy_counts_hits_with_integer_or_one_hot_labels():
+    probs = jnp.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1], [0.5, 0.4, 0.1]])
+    labels = jnp.array([0, 2, 1, 2])  # three hits out of four
+    assert float(metrics.accuracy(probs, labels)) == 0.75
+    assert float(metrics.accuracy(probs, jax.nn.one_hot(labels, 3))) == 0.75
+    with pytest.raises(ValueError, match=r"^labels must have shape \(4,\), got \(3,\)"):
+        metrics.accuracy(probs, labels[:3])
+
+
+def test_nll_and_brier_match_numpy_and_clip_a_zero_probability():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=9).astype(np.float32)
+    labels = rng.integers(0, 4, size=9)
+    picked = probs[np.arange(9), labels].astype(np.float64)
+    np.testing.assert_allclose(metrics.nll(probs, labels), -np.log(picked).mean(), rtol=1e-5)
+    brier = ((probs - np.eye(4)[labels]) ** 2).sum(1).mean()
+    np.testing.assert_allclose(metrics.brier(probs, labels), brier, rtol=1e-5)
+    certain_and_wrong = jnp.array([[1.0, 0.0]])
+    np.testing.assert_allclose(metrics.nll(certain_and_wrong, jnp.array([1])), -np.log(1e-12))
+
+
+def test_metrics_keep_float32_under_x64(x64):
+    probs = jnp.array([[0.7, 0.3], [0.2, 0.8]], jnp.float32)
+    labels = jnp.array([0, 0])
+    assert metrics.accuracy(probs, labels).dtype == jnp.float32
+    assert metrics.brier(probs, labels).dtype == jnp.float32
+    assert metrics.reliability_bins(probs, labels)["accuracy"].dtype == jnp.float32
+
+
+def test_reliability_bins_default_and_the_lowest_bin():
+    probs = jnp.array([[0.4, 0.3, 0.3], [0.9, 0.05, 0.05]])  # confidences 0.4 and 0.9
+    bins = metrics.reliability_bins(probs, jnp.array([0, 1]), num_bins=2)
+    np.testing.assert_array_equal(bins["count"], [1, 1])  # 0.4 lies in (0, 0.5]
+    assert metrics.reliability_bins(probs, jnp.array([0, 1]))["count"].shape == (15,)
+    rng = np.random.default_rng(3)
+    many = jnp.asarray(rng.dirichlet(np.ones(3) * 0.5, size=200), jnp.float32)
+    many_labels = jnp.asarray(rng.integers(0, 3, 200))
+    assert float(metrics.ece(many, many_labels)) == float(metrics.ece(many, many_labels, 15))
+    assert float(metrics.ece(many, many_labels, 15)) != float(metrics.ece(many, many_labels, 16))
+    for bad in (True, 2.0):
+        with pytest.raises(ValueError, match=r"^num_bins must be a positive int"):
+            metrics.reliability_bins(probs, jnp.array([0, 1]), bad)
+
+
+def test_probability_checks_name_the_problem():
+    with pytest.raises(ValueError, match=r"^probs is empty"):
+        metrics.nll(jnp.zeros((0, 3)), jnp.zeros(0, int))
+    with pytest.raises(ValueError, match=r"^probs must have shape \(n, num_classes\)"):
+        metrics.nll(jnp.ones(3) / 3, jnp.array([0]))
+    for outside in ([[-0.5, 0.75, 0.75]], [[1.5, 0.2]]):
+        with pytest.raises(ValueError, match=r"^probs must lie in \[0, 1\]; pass softmax"):
+            metrics.nll(jnp.array(outside), jnp.array([0]))
+    unnormalized = {
+        "0.4000": [[0.5, 0.5], [0.2, 0.2]],
+        "1.5000": [[1, 0], [0.75, 0.75], [0.4, 0.4]],
+    }
+    for worst, rows in unnormalized.items():
+        with pytest.raises(
+            ValueError, match=rf"^probs rows must sum to 1 \(a row sums to {worst}\)"
+        ):
+            metrics.nll(jnp.array(rows), jnp.zeros(len(rows), int))
+    # float32 softmax rows sum to 1 only up to rounding: within 1e-3 they are accepted.
+    assert np.isfinite(float(metrics.nll(jnp.array([[0.5, 0.5005]]), jnp.array([0]))))
+
+
+def test_gradient_noise_scale_without_a_weight_key_counts_every_example():
+    from jaxreg.data import batches
+
+    x = jax.random.normal(jax.random.key(0), (64, 3))
+    y = x @ jnp.array([1.0, -1.0, 0.5])
+    weighted = batches(x, y, 16)
+    plain = {"x": weighted["x"], "y": weighted["y"]}
+
+    def loss_fn(w, b):
+        return jnp.mean((b["x"] @ w - b["y"]) ** 2) / 2
+
+    for method in ("per_example", "batches"):
+        ours = metrics.gradient_noise_scale(loss_fn, jnp.zeros(3), plain, method=method)
+        reference = metrics.gradient_noise_scale(loss_fn, jnp.zeros(3), weighted, method=method)
+        assert float(reference.trace_covariance) > 0
+        np.testing.assert_allclose(ours.trace_covariance, reference.trace_covariance, rtol=1e-5)
+        np.testing.assert_allclose(ours.gradient_sq_norm, reference.gradient_sq_norm, rtol=1e-5)
+
+
+def test_bias_variance_matches_numpy_for_both_losses():
+    rng = np.random.default_rng(0)
+    preds, targets = rng.normal(size=(6, 11)), rng.normal(size=11)
+    main = preds.mean(0)
+    ours = metrics.bias_variance(jnp.asarray(preds), jnp.asarray(targets))
+    np.testing.assert_allclose(
+        [float(v) for v in ours],
+        [
+            ((preds - targets) ** 2).mean(),
+            ((main - targets) ** 2).mean(),
+            ((preds - main) ** 2).mean(),
+        ],
+        rtol=1e-5,
+    )
+    labels, truth = rng.integers(0, 4, size=(7, 13)), rng.integers(0, 3, size=13)
+    labels[0, 0] = 3  # the largest class appears in the predictions only
+    mode = np.array([np.bincount(column, minlength=4).argmax() for column in labels.T])
+    expected = [(labels != truth).mean(), (mode != truth).mean(), (labels != mode).mean()]
+    inferred = metrics.bias_variance(jnp.asarray(labels), jnp.asarray(truth), loss="0-1")
+    np.testing.assert_allclose([float(v) for v in inferred], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^preds must be \(rounds, n\) with n = \(13,\)"):
+        metrics.bias_variance(jnp.asarray(labels[0]), jnp.asarray(truth))
+    with pytest.raises(ValueError, match=r"^loss must be 'mse' or '0-1'"):
+        metrics.bias_variance(jnp.asarray(labels), jnp.asarray(truth), loss="hinge")

@@ -92,3 +92,41 @@ def test_bad_input():
         penalties.l2(params, mask={"w": True})
     with pytest.raises(TypeError, match="mask"):
         penalties.l2(params, mask={"w": "yes", "b": False})
+
+
+def test_masks_reach_every_penalty():
+    params = {"w": jnp.array([[3.0, 0.0], [4.0, 1.0]]), "b": jnp.array([2.0, -2.0])}
+    only_w = {"w": True, "b": False}
+    kernel = np.asarray(params["w"])
+    np.testing.assert_allclose(
+        penalties.elastic_net(params, 0.25, mask=only_w),
+        0.25 * np.abs(kernel).sum() + 0.75 / 2 * np.square(kernel).sum(),
+    )
+    np.testing.assert_allclose(penalties.group_lasso(params, mask=only_w), 5.0 + 1.0)
+    loss = penalties.penalized(lambda p, batch: 0.0, penalties.l1, 2.0, mask=only_w)
+    np.testing.assert_allclose(loss(params, None), 2.0 * 8.0)
+    nothing = penalties.l2(params, mask={"w": False, "b": False})
+    assert isinstance(nothing, jax.Array) and nothing.dtype == jnp.float32 and nothing == 0
+
+
+def test_group_norms_of_a_scalar_and_a_vector_are_absolute_values():
+    np.testing.assert_array_equal(penalties.group_norms(jnp.array(-2.0)), [2.0])
+    np.testing.assert_array_equal(penalties.group_norms(jnp.array([3.0, -4.0])), [3.0, 4.0])
+
+
+def test_group_lasso_scales_a_single_group_by_the_root_of_its_size():
+    kernel = jnp.array([[1.0], [2.0], [2.0]])  # (in=3, out=1): one group of 3 weights, norm 3
+    np.testing.assert_allclose(
+        penalties.group_lasso({"w": kernel}, scale_by_size=True), np.sqrt(3.0) * 3.0, rtol=1e-6
+    )
+
+
+def test_bad_input_names_the_argument():
+    params = {"w": jnp.ones(2)}
+    assert float(penalties.elastic_net(params, 1.0)) == 2.0  # l1_ratio = 1 is pure L1
+    with pytest.raises(ValueError, match=r"^l1_ratio must lie in \[0.0, 1.0\]"):
+        penalties.elastic_net(params, 1.5)
+    with pytest.raises(ValueError, match=r"^strength must be non-negative"):
+        penalties.penalized(lambda p, b: 0.0, penalties.l2, -1.0)
+    with pytest.raises(TypeError, match=r"^penalty must be callable, got int"):
+        penalties.penalized(lambda p, b: 0.0, 3, 1.0)

@@ -149,3 +149,49 @@ def test_ista_and_fista_agree_on_a_quadratic_with_a_closed_form():
         np.testing.assert_allclose(w, [2.5, 0.0, 0.0, -2.0], atol=1e-6)
     with pytest.raises(ValueError, match="num_iters"):
         proximal_gradient(loss, lambda v, s: v, c, step_size=0.1, num_iters=-1)
+
+
+def test_every_prox_leaves_unselected_leaves_alone():
+    params = {"w": jnp.array([[3.0, 0.1], [4.0, 0.1]]), "b": jnp.array([0.1, -5.0])}
+    only_w = {"w": True, "b": False}
+    for out in (
+        prox.l2(params, 1.0, mask=only_w),
+        prox.elastic_net(params, 1.0, 0.5, mask=only_w),
+        prox.group_lasso(params, 1.0, mask=only_w),
+    ):
+        np.testing.assert_array_equal(out["b"], params["b"])
+        assert not np.array_equal(out["w"], params["w"])
+
+
+def test_group_lasso_groups_along_the_given_axis_and_shrinks_small_groups_by_their_norm():
+    w = jnp.array([[0.3, 0.0, 0.4], [0.0, 0.0, 0.0]])  # rows (group_axis=0): norms 0.5 and 0
+    out = prox.group_lasso({"w": w}, 0.1, group_axis=0)["w"]
+    np.testing.assert_allclose(out[0], np.array([0.3, 0.0, 0.4]) * (1 - 0.1 / 0.5), rtol=1e-6)
+    np.testing.assert_array_equal(out[1], 0.0)
+    np.testing.assert_allclose(prox.group_lasso({"s": jnp.array(-2.0)}, 0.5)["s"], -1.5)
+
+
+def test_prox_keeps_each_leafs_dtype_for_a_float64_threshold(x64):
+    params = {"w": jnp.array([[3.0, 0.1], [4.0, 0.1]], jnp.float32)}
+    threshold = jnp.asarray(0.5, jnp.float64)
+    outs = [
+        prox.l1(params, threshold),
+        prox.l2(params, threshold),
+        prox.elastic_net(params, threshold, jnp.asarray(0.5, jnp.float64)),
+        prox.group_lasso(params, threshold),
+    ]
+    assert [out["w"].dtype for out in outs] == [jnp.float32] * 4
+
+
+def test_every_prox_names_a_negative_threshold():
+    params = {"w": jnp.ones(2)}
+    for call in (
+        lambda: prox.l1(params, -0.1),
+        lambda: prox.l2(params, -0.1),
+        lambda: prox.elastic_net(params, -0.1, 0.5),
+        lambda: prox.group_lasso(params, -0.1),
+    ):
+        with pytest.raises(ValueError, match=r"^threshold must be non-negative"):
+            call()
+    with pytest.raises(ValueError, match=r"^l1_ratio must lie in \[0.0, 1.0\]"):
+        prox.elastic_net(params, 0.1, 2.0)

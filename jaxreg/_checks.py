@@ -72,3 +72,27 @@ def require_params(params: chex.ArrayTree | None, name: str) -> chex.ArrayTree:
     if params is None:
         raise ValueError(f"{name} needs params: call update(updates, state, params)")
     return params
+
+
+def check_key(key: object, name: str = "key") -> None:
+    """``TypeError`` naming ``name`` unless ``key`` is a JAX PRNG key (typed, or a legacy
+    ``uint32`` array whose last axis is 2), with how to make one. Traced keys are checked by
+    their abstract type, so sweep members and jitted callers get the same message.
+
+    Example:
+      >>> check_key(jax.random.key(0))
+      >>> check_key(0)
+      Traceback (most recent call last):
+      ...
+      TypeError: key must be a JAX PRNG key such as jax.random.key(0), got the int 0
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return
+    if dtype == np.uint32 and getattr(key, "shape", ())[-1:] == (2,):
+        return
+    if dtype is None:
+        got = "None" if key is None else f"the {type(key).__name__} {key!r}"
+    else:
+        got = f"an array of dtype {dtype} and shape {tuple(key.shape)}"
+    raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {got}")

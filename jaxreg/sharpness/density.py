@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxreg._checks import check_key
 from jaxreg.sharpness._flat import flattened_operator
 from jaxreg.sharpness.hvp import LossFn, hvp
 from jaxreg.sharpness.lanczos import lanczos
@@ -97,6 +98,7 @@ def spectral_density(
       >>> 2 <= int(out.runs) <= 8, out.nodes.shape
       (True, (8, 3))
     """
+    check_key(key)
     if num_runs < 1:
         raise ValueError(f"num_runs must be at least 1, got {num_runs}")
     if tol is not None:

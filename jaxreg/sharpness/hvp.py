@@ -28,6 +28,29 @@ __all__ = ["LossFn", "dataset_loss", "gauss_newton_vp", "hvp"]
 LossFn = Callable[[chex.ArrayTree, Any], jax.Array]
 
 
+def check_batched(data: Any, name: str = "data") -> None:
+    """Refuses data that is not laid out as :func:`jaxreg.data.batches` lays it out: an
+    ``(x, y)`` tuple, or a dict whose ``"weight"`` has no batch-index axis.
+
+    Example:
+      >>> check_batched((jnp.ones((4, 2)), jnp.zeros(4)))  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      TypeError: data must be batches from jaxreg.data.batches(x, y, batch_size) ..., got a tuple
+    """
+    if isinstance(data, tuple | list):
+        raise TypeError(
+            f"{name} must be batches from jaxreg.data.batches(x, y, batch_size) (a dict with a "
+            f"leading batch-index axis), got a {type(data).__name__}"
+        )
+    if isinstance(data, dict) and "weight" in data and jnp.ndim(data["weight"]) != 2:
+        raise ValueError(
+            f"{name} has no batch-index axis: its 'weight' has shape "
+            f"{jnp.shape(data['weight'])}, expected (num_batches, batch_size); build it with "
+            "jaxreg.data.batches(x, y, batch_size)"
+        )
+
+
 def hvp(
     loss_fn: LossFn, params: chex.ArrayTree, data: Any
 ) -> Callable[[chex.ArrayTree], chex.ArrayTree]:
@@ -44,6 +67,7 @@ def hvp(
       >>> hvp(loss_fn, jnp.ones(2), data)(jnp.array([1.0, 0.0])).tolist()
       [2.0, 0.0]
     """
+    check_batched(data)
 
     def product(v: chex.ArrayTree) -> chex.ArrayTree:
         def batch_hvp(batch):
@@ -76,6 +100,7 @@ def gauss_newton_vp(
       >>> bool(jnp.allclose(g, hvp(classification_loss(apply), w, data)(v), atol=1e-6))
       True
     """
+    check_batched(data)
 
     def product(v: chex.ArrayTree) -> chex.ArrayTree:
         def batch_gvp(batch):

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from jaxreg._checks import check_key
 from jaxreg.masks import MaskLike, resolve
 from jaxreg.sharpness._flat import flattened_operator
 from jaxreg.sharpness.hvp import LossFn, hvp
@@ -444,6 +445,7 @@ def top_eigenvalues(
       >>> [round(v, 4) for v in values.tolist()]
       [4.0, 2.0]
     """
+    check_key(key)
     product = matvec if matvec is not None else hvp(loss_fn, params, data)
     flat_matvec, flat, unravel = flattened_operator(product, params)
     start = jax.random.normal(key, flat.shape, flat.dtype)
@@ -486,6 +488,7 @@ def min_eigenvalue(
       >>> round(float(value), 4), [round(abs(v), 4) for v in vector.tolist()]
       (-1.0, [0.0, 1.0, 0.0])
     """
+    check_key(key)
     flat_matvec, flat, unravel = flattened_operator(hvp(loss_fn, params, data), params)
     start = jax.random.normal(key, flat.shape, flat.dtype)
     values, vectors, info = _eigenpairs(
@@ -536,6 +539,7 @@ def block_top_eigenvalues(
       >>> {name: round(float(v[0]), 4) for name, v in out.items()}
       {'a': 4.0, 'b': 3.0}
     """
+    check_key(key)
     if blocks is None:
         blocks = _default_blocks(params)
     product = hvp(loss_fn, params, data)
@@ -635,6 +639,7 @@ def power_iteration(
       >>> [round(v, 2) for v in out.eigenvalues.tolist()]
       [4.0, 2.0]
     """
+    check_key(key)
     flat_matvec, flat, unravel = flattened_operator(hvp(loss_fn, params, data), params)
     n = flat.size
     found = jnp.zeros((k, n), flat.dtype)

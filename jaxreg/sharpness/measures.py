@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_non_negative
+from jaxreg._checks import check_key, check_non_negative
 from jaxreg.data import batch_weight
 from jaxreg.sharpness.hvp import LossFn, dataset_loss
 
@@ -223,6 +223,7 @@ def average_sharpness(
       >>> round(float(s), 2)  # E[½ δᵀHδ] = ½ σ² tr(H) = 0.03
       0.03
     """
+    check_key(key)
     check_non_negative(sigma, "sigma")
 
     def loss(p):
@@ -262,6 +263,7 @@ def pac_bayes_flatness(
       >>> round(float(sigma), 2)  # ½ σ² tr(H) = 0.03  ⇒  σ = 0.1
       0.1
     """
+    check_key(key)
     check_non_negative(target, "target")
     fn = metric_fn or loss_fn
 

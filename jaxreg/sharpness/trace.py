@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxreg._checks import check_key
 from jaxreg.sharpness._flat import flattened_operator
 from jaxreg.sharpness.hvp import LossFn, hvp
 
@@ -102,6 +103,7 @@ def hessian_trace(
       >>> round(float(estimate), 4)  # the sketch captures all 5 directions: tr = 15 exactly
       15.0
     """
+    check_key(key)
     if num_samples < 3:
         raise ValueError(f"num_samples must be >= 3, got {num_samples}")
     if method not in ("hutch++", "hutchinson"):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxreg._checks import check_key
 from jaxreg.io import atomic_savez
 from jaxreg.sweeps._placement import gather, place
 from jaxreg.sweeps._store import digest, load_chunk, stored_chunks
@@ -132,6 +133,7 @@ def run(
     """
     arrays, n = check_configs(configs)
     fixed = check_fixed(fixed, arrays)
+    check_key(key)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, got {seeds!r}")
     mesh = _resolve_mesh(mesh)

@@ -50,7 +50,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_batch_size, check_non_negative, is_traced
+from jaxreg._checks import check_batch_size, check_key, check_non_negative, is_traced
 from jaxreg.data import batches
 from jaxreg.losses import PerExampleLoss
 from jaxreg.nn.model import Apply, Model, as_model
@@ -318,6 +318,7 @@ def fit(
             f"{type(early_stopping).__name__}"
         )
     check_non_negative(penalty_strength, "penalty_strength")
+    check_key(key)
     model = as_model(model, params)
     state = model.state if state is None else state
     task = _task(task, loss)

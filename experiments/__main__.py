@@ -11,8 +11,10 @@ run); ``--record DIR`` copies each result into ``DIR`` with its provenance (comm
 date, host, library versions, wall time) — how ``experiments/results/`` is written.
 
 A script that crashes, or exits without writing a fresh JSON, is reported as
-ERROR, not judged. Exit status: 0 when every verdict is PASS, 1 when any is
-FAIL, 2 when none failed but one could not run (ERROR).
+ERROR, not judged. Exit status: 0 when every verdict is PASS; 3 when every script
+ran and a claim FAILed (an honest outcome, e.g. ``swa_flatness``); 2 when a script
+could not run (ERROR); 1 only if this runner itself crashed. One script alone
+exits 0 on PASS and 3 on FAIL (``experiments.common.EXIT_FAIL``), 1 on a crash.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.common import DEFAULT_OUT
+from experiments.common import DEFAULT_OUT, EXIT_FAIL
 
 EXPERIMENTS = [
     "l1_vs_l2",
@@ -137,7 +139,7 @@ def _run(name: str, out: Path, *flags: str) -> tuple[str, float, str]:
     elapsed = time.perf_counter() - start
     written = json.loads(result.read_text()) if result.exists() else None
     if (
-        run.returncode not in (0, 1)
+        run.returncode not in (0, EXIT_FAIL)
         or written is None
         or written.get("verdict")
         not in (
@@ -148,6 +150,27 @@ def _run(name: str, out: Path, *flags: str) -> tuple[str, float, str]:
         detail = (run.stderr or run.stdout).strip().splitlines()
         return "ERROR", elapsed, detail[-1] if detail else f"exit status {run.returncode}"
     return written["verdict"], elapsed, written["claim"]
+
+
+def evidence_line(result: Path, width: int = 200) -> str:
+    """The scalar numbers of an experiment's evidence, on one line (what its verdict rests on).
+
+    Example:
+      >>> import tempfile
+      >>> path = Path(tempfile.mkdtemp()) / "x.json"
+      >>> evidence = {"gain_lower_95": 0.0291, "seeds": 5, "per_seed": [0.1, 0.2]}
+      >>> _ = path.write_text(json.dumps({"evidence": evidence}))
+      >>> evidence_line(path)
+      'evidence: gain_lower_95=0.0291, seeds=5'
+    """
+    evidence = json.loads(result.read_text()).get("evidence", {}) if result.exists() else {}
+    items = [
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in evidence.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    line = "evidence: " + (", ".join(items) or "(see the JSON)")
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def results_table(folder: Path) -> str:
@@ -196,11 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.record is not None and verdict != "ERROR":
             _record(name, args.out, args.record, args.confirm, elapsed)
         print(f"{verdict:<5} {name:<22} {elapsed:6.1f}s  {claim}", flush=True)
+        if verdict != "ERROR":
+            print(f"{'':36}{evidence_line(args.out / f'{name}.json')}", flush=True)
     counts = {v: verdicts.count(v) for v in ("PASS", "FAIL", "ERROR")}
     print(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} could not run")
-    if counts["FAIL"]:
-        return 1
-    return 2 if counts["ERROR"] else 0
+    if counts["ERROR"]:
+        return 2
+    return EXIT_FAIL if counts["FAIL"] else 0
 
 
 if __name__ == "__main__":

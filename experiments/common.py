@@ -49,8 +49,15 @@ def configuration(args: argparse.Namespace, full: dict[str, Any], quick: dict[st
     return {**chosen, "configuration": "quick" if args.quick else "full", "seed": args.seed}
 
 
+#: Exit status of an experiment whose claim FAILed: it ran to its verdict. Distinct from 1,
+#: the status of a Python crash, so a script or CI can tell a failed claim from a failure to
+#: run (PASS exits 0).
+EXIT_FAIL = 3
+
+
 def report(name: str, claim: str, evidence: dict[str, Any], passed: bool, out: Path) -> int:
-    """Print the claim, the evidence and PASS/FAIL; write ``out/name.json``; return an exit code."""
+    """Print the claim, the evidence and PASS/FAIL; write ``out/name.json``; return the exit
+    status (0 PASS, :data:`EXIT_FAIL` FAIL)."""
     out.mkdir(parents=True, exist_ok=True)
     verdict = "PASS" if passed else "FAIL"
     print(f"claim: {claim}")
@@ -59,7 +66,7 @@ def report(name: str, claim: str, evidence: dict[str, Any], passed: bool, out: P
     print(f"{verdict}: {name}")
     result = {"name": name, "claim": claim, "evidence": evidence, "verdict": verdict}
     write_json(out / f"{name}.json", result)
-    return 0 if passed else 1
+    return 0 if passed else EXIT_FAIL
 
 
 def mnist1d_mlp(hyper, rngs):

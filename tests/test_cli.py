@@ -105,6 +105,11 @@ def test_quick_tour_end_to_end(tmp_path, execute_notebook):
     assert set(phases) == {"choices_and_training", "test_metrics_and_curvature", "figures"}
     assert sum(phases.values()) <= written["elapsed_seconds"]
     assert "tour" in result.stderr and "row" in result.stderr  # the progress bar
+    report = (tmp_path / "report.md").read_text()
+    assert report.splitlines()[2].startswith(
+        "> **Smoke test, not findings.** This is a reduced run"
+    )
+    assert "target is not judged in a reduced run" in report and "misses the" not in report
 
     cells = execute_notebook("tour", tmp_path / "notebook", JAXREG_TOUR_DIR=str(tmp_path))
     outputs = [o for cell in cells if cell.cell_type == "code" for o in cell.get("outputs", [])]

@@ -157,3 +157,12 @@ def test_the_readme_says_which_rows_train_for_other_epoch_budgets():
     assert f"CNN1D (parameter sharing) ({config.epochs // 2})" in tour.epoch_budgets(
         shorter_cnn, rows
     )
+
+
+def test_the_full_report_has_no_smoke_test_banner_and_judges_its_targets():
+    _, report = tour.render_report(tour.with_differences(RECORDED))
+    assert "Smoke test" not in report and "not judged" not in report
+    quick = {**RECORDED, "config": {**RECORDED["config"], "seeds": 2, "epochs": 12}}
+    _, reduced = tour.render_report(tour.with_differences(quick))
+    assert reduced.splitlines()[2].startswith("> **Smoke test, not findings.**")
+    assert "the 90% target is not judged in a reduced run" in reduced

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments.common import EXIT_FAIL
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,7 +33,7 @@ HAS_QUICK = set(EXPERIMENTS) - {"l1_vs_l2", "noise_equals_l2", "early_stopping_v
 
 
 def _run_script(name: str, out: Path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """Run an experiment as a user does; it must end with a verdict (exit 0 PASS, 1 FAIL)."""
+    """Run an experiment as a user does; it must end with a verdict (exit 0 PASS, 3 FAIL)."""
     result = subprocess.run(
         [sys.executable, "-m", f"experiments.{name}", "--out", str(out), *flags],
         cwd=ROOT,
@@ -39,7 +41,7 @@ def _run_script(name: str, out: Path, *flags: str) -> tuple[subprocess.Completed
         text=True,
         timeout=900,
     )
-    assert result.returncode in (0, 1), result.stdout + result.stderr
+    assert result.returncode in (0, EXIT_FAIL), result.stdout + result.stderr
     return result, json.loads((out / f"{name}.json").read_text())
 
 
@@ -95,7 +97,7 @@ def test_sharp_vs_flat_runs_and_its_verdict_follows_its_rank_correlation(tmp_pat
     assert evidence["spearman_arm_means"] == pytest.approx(rho, abs=1e-3)
     assert evidence["spearman_arm_means_p_one_sided"] == pytest.approx(p, abs=1e-9)
     assert written["verdict"] == ("PASS" if rho < 0 and p < 0.05 else "FAIL")
-    assert result.returncode == (0 if written["verdict"] == "PASS" else 1)
+    assert result.returncode == (0 if written["verdict"] == "PASS" else EXIT_FAIL)
 
 
 def test_swa_flatness_runs_and_its_verdict_follows_its_paired_bounds(tmp_path):
@@ -123,7 +125,7 @@ def test_swa_flatness_runs_and_its_verdict_follows_its_paired_bounds(tmp_path):
     assert evidence["lambda_max_reduction_lower_95"] == pytest.approx(lam, abs=1e-3)
     assert evidence["test_accuracy_gain_lower_95"] == pytest.approx(acc, abs=1e-3)
     passed = lam > 0 and acc > 0
-    assert result.returncode == (0 if passed else 1)
+    assert result.returncode == (0 if passed else EXIT_FAIL)
     assert (tmp_path / "swa_flatness.png").stat().st_size > 1000
 
 
@@ -171,7 +173,7 @@ def test_runner_reports_crashes_and_missing_results_as_errors(tmp_path, monkeypa
         "verdict = {verdict!r}\n"
         "result = json.dumps({{'verdict': verdict, 'claim': 'c'}})\n"
         "open(f'{{out}}/{name}.json', 'w').write(result)\n"
-        "sys.exit(0 if verdict == 'PASS' else 1)\n"
+        "sys.exit(0 if verdict == 'PASS' else 3)\n"
     )
     for name, verdict in FAKES.items():
         (package / f"{name}.py").write_text(writer.format(verdict=verdict, name=name))
@@ -196,7 +198,8 @@ def test_runner_reports_crashes_and_missing_results_as_errors(tmp_path, monkeypa
 
     assert status(["passes"]) == 0
     assert status(["passes", "crashes"]) == 2
-    assert status(["passes", "crashes", "fails"]) == 1
+    assert status(["passes", "fails"]) == EXIT_FAIL
+    assert status(["passes", "crashes", "fails"]) == 2
     assert "1 passed, 1 failed, 1 could not run" in capsys.readouterr().out
 
 

@@ -96,3 +96,54 @@ def check_key(key: object, name: str = "key") -> None:
     else:
         got = f"an array of dtype {dtype} and shape {tuple(key.shape)}"
     raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {got}")
+
+
+def hparam_problems(name: str, values: ArrayLike) -> np.ndarray:
+    """Per value of the hyperparameter ``name``, what is wrong with it ("" where nothing).
+
+    Every value must be finite. By name: a ``*_rate`` other than ``learning_rate``, and
+    ``label_smoothing``, lie in ``[0, 1)``; ``learning_rate``, ``weight_decay``,
+    ``*_strength`` and ``*_std`` are non-negative. Other names are only checked for
+    finiteness. :func:`jaxreg.fit` raises on a concrete problem; :func:`jaxreg.sweeps.run`
+    flags the members that ran with one.
+
+    Example:
+      >>> hparam_problems("dropout_rate", [0.1, 2.0, float("nan")]).tolist()
+      ['', 'dropout_rate=2 is outside [0, 1)', 'dropout_rate=nan is not finite']
+      >>> hparam_problems("weight_decay", -0.1).tolist()
+      'weight_decay=-0.1 is negative'
+    """
+    values = np.asarray(values, np.float64)
+    problems = np.full(values.shape, "", dtype=object)
+    unit = (name.endswith("_rate") and name != "learning_rate") or name == "label_smoothing"
+    non_negative = name in ("learning_rate", "weight_decay") or name.endswith(("_strength", "_std"))
+    for index, value in np.ndenumerate(values):
+        if not np.isfinite(value):
+            problems[index] = f"{name}={value:g} is not finite"
+        elif unit and not 0 <= value < 1:
+            problems[index] = f"{name}={value:g} is outside [0, 1)"
+        elif non_negative and value < 0:
+            problems[index] = f"{name}={value:g} is negative"
+    return problems
+
+
+def check_label_range(labels: ArrayLike, num_classes: int, name: str = "labels") -> None:
+    """``ValueError`` naming ``name`` if concrete integer labels fall outside
+    ``[0, num_classes)`` (where JAX would silently give NaN or a wrong count).
+
+    Example:
+      >>> check_label_range(np.array([0, 2]), 3)
+      >>> check_label_range(np.array([0, 7]), 3)
+      Traceback (most recent call last):
+      ...
+      ValueError: labels must lie in [0, 3) for 3 classes; got values from 0 to 7
+    """
+    array = _concrete(labels)
+    if array is None or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+        return
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}) for {num_classes} classes; got values "
+            f"from {low} to {high}"
+        )

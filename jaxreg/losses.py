@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._checks import float_dtype
+from jaxreg._checks import check_label_range, float_dtype
 
 __all__ = [
     "accuracy_per_example",
@@ -38,6 +38,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """
     if labels.ndim == logits.ndim:
         return optax.softmax_cross_entropy(logits, labels)
+    check_label_range(labels, logits.shape[-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 

@@ -70,6 +70,17 @@ def leaf_path(path: tuple) -> str:
     return "/".join(parts)
 
 
+def _compile(pattern: str) -> re.Pattern:
+    if not isinstance(pattern, str):
+        raise TypeError(f"by_path patterns must be str, got {type(pattern).__name__}")
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ValueError(
+            f"by_path pattern {pattern!r} is not a valid regular expression: {error}"
+        ) from error
+
+
 def by_path(
     *patterns: str, exclude: bool = False, allow_unmatched: bool = False
 ) -> Callable[[chex.ArrayTree], chex.ArrayTree]:
@@ -94,7 +105,7 @@ def by_path(
     """
     if not patterns:
         raise ValueError("by_path needs at least one pattern")
-    compiled = [re.compile(p) for p in patterns]
+    compiled = [_compile(pattern) for pattern in patterns]
 
     def mask_fn(params: chex.ArrayTree) -> chex.ArrayTree:
         paths = [leaf_path(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import float_dtype, is_traced
+from jaxreg._checks import check_label_range, float_dtype, is_traced
 
 __all__ = [
     "BiasVariance",
@@ -56,6 +56,7 @@ def _label_ids(labels: ArrayLike, probs: jax.Array) -> jax.Array:
         labels = jnp.argmax(labels, axis=-1)
     if labels.shape != probs.shape[:1]:
         raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
+    check_label_range(labels, probs.shape[1])
     return labels
 
 

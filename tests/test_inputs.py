@@ -1,5 +1,6 @@
 """Bad inputs get a clear error naming the user's argument, where the value enters (issue 35)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,3 +69,147 @@ def test_curvature_names_data_that_is_not_batched():
         sharpness.top_eigenvalues(_loss_fn, params, unbatched, key=key)
     with pytest.raises(TypeError, match=r"^data must be batches"):
         sharpness.gauss_newton_vp(apply, params, [x, y])
+
+
+def _nnx_mlp():
+    from flax import nnx
+
+    return jaxreg.nn.from_nnx(jaxreg.nn.MLP((3, 8, 2), dropout_rate=0.1, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize(
+    "hparams, unread",
+    [({"dropout_rat": 0.5}, "dropout_rat"), ({"learning_rate": 10.0}, "learning_rate")],
+)
+def test_fit_refuses_hparams_that_nothing_reads_and_lists_what_it_reads(hparams, unread):
+    _, _, x, y = _linear_problem()
+    model = _nnx_mlp()
+    with pytest.raises(ValueError, match=rf"^hparams \['{unread}'\] are read by nothing") as info:
+        jaxreg.fit(model, model.params, optax.adam(1e-3), (x, y), key=jax.random.key(0),
+                   num_epochs=1, batch_size=16, hparams=hparams)  # fmt: skip
+    assert "'dropout_rate'" in str(info.value)  # the names this run does read
+
+
+def test_fit_accepts_hparams_its_optimizer_factory_and_model_read():
+    _, _, x, y = _linear_problem()
+    model = _nnx_mlp()
+    result = jaxreg.fit(
+        model, model.params, lambda h: optax.sgd(h["learning_rate"]), (x, y),
+        key=jax.random.key(0), num_epochs=1, batch_size=16,
+        hparams={"learning_rate": 0.1, "dropout_rate": 0.2},
+    )  # fmt: skip
+    assert np.isfinite(float(result.history["train_loss"][-1]))
+
+
+@pytest.mark.parametrize(
+    "name, value, problem",
+    [
+        ("dropout_rate", 2.0, r"dropout_rate=2 is outside \[0, 1\)"),
+        ("dropout_rate", float("nan"), "dropout_rate=nan is not finite"),
+        ("learning_rate", -1e-3, "learning_rate=-0.001 is negative"),
+        ("penalty_strength", -1.0, "penalty_strength=-1 is negative"),
+    ],
+)
+def test_fit_names_an_invalid_hparam_value(name, value, problem):
+    _, _, x, y = _linear_problem()
+    model = _nnx_mlp()
+    with pytest.raises(ValueError, match=rf"^hparams\['{name}'\] is invalid: {problem}"):
+        jaxreg.fit(
+            model, model.params, lambda h: optax.sgd(h.get("learning_rate", 0.1)), (x, y),
+            key=jax.random.key(0), num_epochs=1, batch_size=16, hparams={name: value},
+        )  # fmt: skip
+
+
+def test_a_sweep_flags_members_with_invalid_values_and_says_why():
+    def train_fn(config, key):
+        return {"loss": config["dropout_rate"] + 0.0 * jax.random.normal(key)}
+
+    rates = [0.1, 2.0, -0.5, float("nan")]
+    with pytest.warns(UserWarning, match="3 of 4 members ran with invalid config values"):
+        result = jaxreg.sweeps.run(train_fn, {"dropout_rate": rates}, key=jax.random.key(0),
+                                   progress=False)  # fmt: skip
+    assert result.failed.tolist() == [False, True, True, True]
+    assert result.failure.tolist() == [
+        "",
+        "dropout_rate=2 is outside [0, 1)",
+        "dropout_rate=-0.5 is outside [0, 1)",
+        "dropout_rate=nan is not finite",
+    ]
+
+
+def test_a_diverged_member_is_flagged_as_non_finite_and_the_others_are_not():
+    def train_fn(config, key):
+        return {"loss": jnp.log(config["scale"]) + 0.0 * jax.random.normal(key)}
+
+    result = jaxreg.sweeps.run(train_fn, {"scale": [1.0, -1.0]}, key=jax.random.key(0),
+                               progress=False)  # fmt: skip
+    assert result.failure.tolist() == ["", "non-finite metric"]
+
+
+def test_an_equinox_batchnorm_model_survives_an_eager_call_and_applies_purely():
+    import equinox as eqx
+
+    class Net(eqx.Module):
+        linear: eqx.nn.Linear
+        norm: eqx.nn.BatchNorm
+
+        def __init__(self, key):
+            self.linear = eqx.nn.Linear(3, 2, key=key)
+            self.norm = eqx.nn.BatchNorm(2, axis_name="batch", mode="batch")
+
+        def __call__(self, x, state, *, key=None):
+            return self.norm(self.linear(x), state)
+
+    net, state = eqx.nn.make_with_state(Net)(jax.random.key(0))
+    model = jaxreg.nn.from_equinox(net, state)
+    _, _, x, y = _linear_problem()
+    first = model.apply(model.params, model.state, x, key=jax.random.key(1), train=True)
+    again = model.apply(model.params, model.state, x, key=jax.random.key(1), train=True)
+    chex.assert_trees_all_equal(first, again)  # same inputs, same outputs and new state
+    result = jaxreg.fit(model, model.params, optax.adam(1e-2), (x, y), key=jax.random.key(0),
+                        num_epochs=2, batch_size=16)  # fmt: skip
+    assert np.isfinite(float(result.history["train_loss"][-1]))
+
+
+def test_labels_outside_the_classes_are_named_by_metrics_and_losses():
+    from jaxreg import losses, metrics
+
+    probs = jnp.array([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
+    message = r"^labels must lie in \[0, 3\) for 3 classes; got values from 0 to 7"
+    with pytest.raises(ValueError, match=message):
+        metrics.accuracy(probs, jnp.array([0, 7]))
+    apply = lambda params, x, **_: x @ params  # noqa: E731
+    loss_fn = losses.classification_loss(apply)
+    batch = {"x": jnp.eye(3)[:2], "y": jnp.array([0, 12])}
+    with pytest.raises(ValueError, match=r"^labels must lie in \[0, 3\)"):
+        loss_fn(jnp.zeros((3, 3)), batch)
+
+
+def test_masks_and_early_stopping_name_their_bad_arguments():
+    from jaxreg import masks
+
+    with pytest.raises(ValueError, match=r"^by_path pattern '\[' is not a valid regular expr"):
+        masks.by_path("[")
+    apply, params, x, y = _linear_problem()
+    with pytest.raises(ValueError, match=r"^patience must be non-negative"):
+        jaxreg.fit(apply, params, optax.sgd(0.1), (x, y), key=jax.random.key(0), num_epochs=1,
+                   batch_size=16, eval_data=(x, y),
+                   early_stopping=jaxreg.training.EarlyStopping(patience=-1))  # fmt: skip
+
+
+def test_fit_names_the_bridge_for_a_raw_framework_module():
+    import equinox as eqx
+    from flax import linen, nnx
+
+    _, _, x, y = _linear_problem()
+    modules = {
+        "from_nnx": nnx.Linear(3, 2, rngs=nnx.Rngs(0)),
+        "from_linen": linen.Dense(2),
+        "from_equinox": eqx.nn.Linear(3, 2, key=jax.random.key(0)),
+    }
+    for bridge, module in modules.items():
+        with pytest.raises(
+            TypeError, match=rf"^model is a .* module .*wrap it with jaxreg\.nn\.{bridge}"
+        ):
+            jaxreg.fit(module, {}, optax.sgd(0.1), (x, y), key=jax.random.key(0), num_epochs=1,
+                       batch_size=16)  # fmt: skip

@@ -248,3 +248,35 @@ def test_bias_variance_matches_numpy_for_both_losses():
         metrics.bias_variance(jnp.asarray(labels[0]), jnp.asarray(truth))
     with pytest.raises(ValueError, match=r"^loss must be 'mse' or '0-1'"):
         metrics.bias_variance(jnp.asarray(labels), jnp.asarray(truth), loss="hinge")
+
+
+def _regression_gradients(n=48, batch=16):
+    """Per-example gradients of ½(xᵀw − y)² at w = 0 (−x·y), computed in NumPy."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(n, 3)), rng.normal(size=n) + 0.5 * rng.normal(size=(n, 3)) @ [1, 2, 0]
+    return x, y, -x * y[:, None], batch
+
+
+def test_gradient_noise_scale_equals_its_formulas_in_numpy():
+    from jaxreg.data import batches
+
+    x, y, per_example, size = _regression_gradients()
+    n = len(y)
+
+    def loss_fn(w, b):
+        return jnp.sum(b["weight"] * (b["x"] @ w - b["y"]) ** 2) / (2 * jnp.sum(b["weight"]))
+
+    data = batches(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), size)
+    mean = per_example.mean(0)
+    trace = ((per_example - mean) ** 2).sum() / (n - 1)
+    ours = metrics.gradient_noise_scale(loss_fn, jnp.zeros(3), data)
+    np.testing.assert_allclose(ours.trace_covariance, trace, rtol=1e-4)
+    np.testing.assert_allclose(ours.gradient_sq_norm, mean @ mean - trace / n, rtol=1e-4)
+    batch_grads = per_example.reshape(n // size, size, 3).mean(1)
+    small_sq, big_sq = (batch_grads**2).sum(1).mean(), mean @ mean
+    signal = (n * big_sq - size * small_sq) / (n - size)
+    noise = (small_sq - big_sq) / (1 / size - 1 / n)
+    by_batches = metrics.gradient_noise_scale(loss_fn, jnp.zeros(3), data, method="batches")
+    np.testing.assert_allclose(by_batches.gradient_sq_norm, signal, rtol=1e-4)
+    np.testing.assert_allclose(by_batches.trace_covariance, noise, rtol=1e-4)
+    np.testing.assert_allclose(by_batches.simple_noise_scale, noise / signal, rtol=1e-4)

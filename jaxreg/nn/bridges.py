@@ -549,6 +549,10 @@ def from_equinox(
     ) -> tuple[jax.Array, chex.ArrayTree]:
         net = _set_fields(eqx.combine(params, static), fields, hparams)
         net = eqx.nn.inference_mode(net, value=not train)
+        if stateful:
+            # Equinox marks a State as spent once an eager call reads it; a pure apply may
+            # be called with the same state again, so it reads a clone (Equinox's recipe).
+            state = jax.tree.unflatten(*reversed(jax.tree.flatten(state)))
         if batched:
             outputs, new_state = call(net, x, state if stateful else None, key)
         else:

@@ -135,6 +135,27 @@ class Model:
         return apply
 
 
+# A framework's module class (by the module that defines its base) -> the bridge to use.
+_BRIDGES = {
+    "flax.nnx": "jaxreg.nn.from_nnx(module)",
+    "flax.linen": "jaxreg.nn.from_linen(module, variables)",
+    "equinox": "jaxreg.nn.from_equinox(module, state)",
+}
+
+
+def _refuse_framework_module(model: object) -> None:
+    """A module object is not ``apply(params, x, ...)``: say which bridge turns it into one."""
+    if type(model).__name__ == "Partial":  # equinox.Partial is a Module and a plain function
+        return
+    for base in type(model).__mro__:
+        for framework, bridge in _BRIDGES.items():
+            if base.__module__.startswith(framework) and base.__name__ == "Module":
+                raise TypeError(
+                    f"model is a {framework} module ({type(model).__name__}), not "
+                    f"apply(params, x, ...): wrap it with {bridge}"
+                )
+
+
 def as_model(apply: Apply | Model, params: chex.ArrayTree | None = None) -> Model:
     """Wrap a plain ``apply(params, x, *, key=None, train=False)`` as a stateless :class:`Model`.
 
@@ -153,6 +174,7 @@ def as_model(apply: Apply | Model, params: chex.ArrayTree | None = None) -> Mode
         raise TypeError(
             f"apply must be a callable or a jaxreg.nn.Model, got {type(apply).__name__}"
         )
+    _refuse_framework_module(apply)
     takes_hparams = "hparams" in keywords_of(apply)
 
     def stateful(params, state, x, *, key=None, train=False, hparams=None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxreg._checks import check_key
+from jaxreg._checks import check_key, hparam_problems
 from jaxreg.io import atomic_savez
 from jaxreg.sweeps._placement import gather, place
 from jaxreg.sweeps._store import digest, load_chunk, stored_chunks
@@ -151,8 +152,16 @@ def run(
     metrics = jax.tree.unflatten(
         treedef, [np.concatenate([c[i] for c in chunks]) for i in range(treedef.num_leaves)]
     )
+    failure = _failure(metrics, plan, fixed)
+    invalid = sorted({f for f in failure if f and f != "non-finite metric"})
+    if invalid:
+        warnings.warn(
+            f"{np.sum((failure != '') & (failure != 'non-finite metric'))} of {plan.members} "
+            f"members ran with invalid config values and are flagged failed: {invalid}",
+            stacklevel=2,
+        )
     return SweepResult(
-        metrics, plan.member_configs, plan.config_index, plan.seed_index, _failed(metrics, plan)
+        metrics, plan.member_configs, plan.config_index, plan.seed_index, failure != "", failure
     )
 
 
@@ -280,10 +289,23 @@ def _run_chunks(compiled, plan: _Plan, num_leaves: int, sharding, out, progress:
     return results
 
 
-def _failed(metrics, plan: _Plan) -> np.ndarray:
-    """Members with any non-finite floating metric."""
-    failed = np.zeros(plan.members, bool)
+def _failure(metrics, plan: _Plan, fixed: Mapping[str, Any]) -> np.ndarray:
+    """Why each member failed: its invalid config values, else a non-finite metric, else ""."""
+    nonfinite = np.zeros(plan.members, bool)
     for leaf in jax.tree.leaves(metrics):
         if np.issubdtype(leaf.dtype, np.inexact):
-            failed |= ~np.all(np.isfinite(leaf.reshape(plan.members, -1)), axis=1)
-    return failed
+            nonfinite |= ~np.all(np.isfinite(leaf.reshape(plan.members, -1)), axis=1)
+    columns = {name: np.full(plan.members, v) for name, v in fixed.items() if _numeric(v)}
+    columns.update(plan.member_configs)
+    problems = [hparam_problems(name, columns[name]) for name in sorted(columns)]
+    failure = np.array(
+        ["; ".join(p for p in member if p) for member in zip(*problems, strict=True)]
+        if problems
+        else [""] * plan.members,
+        dtype=object,
+    )
+    return np.where((failure == "") & nonfinite, "non-finite metric", failure).astype(object)
+
+
+def _numeric(value: Any) -> bool:
+    return not isinstance(value, str | bool) and np.ndim(value) == 0 and np.isreal(value)

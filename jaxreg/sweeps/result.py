@@ -24,7 +24,10 @@ class SweepResult:
       configs: the configs repeated per seed, leading axis ``N·S``.
       config_index: which config each member ran, ``(N·S,)``.
       seed: which seed each member ran, ``(N·S,)``.
-      failed: members with any non-finite metric, ``(N·S,)``.
+      failed: members with any non-finite metric or an invalid config value, ``(N·S,)``.
+      failure: why each member failed, ``(N·S,)`` strings ("" where it did not): the
+        invalid config values (e.g. ``"dropout_rate=2 is outside [0, 1)"``, by the rules
+        of ``hparam_problems``) or ``"non-finite metric"``.
 
     Example:
       >>> from jaxreg.sweeps import grid, run
@@ -42,6 +45,7 @@ class SweepResult:
     config_index: np.ndarray
     seed: np.ndarray
     failed: np.ndarray
+    failure: np.ndarray | None = None
 
     def _flat_metrics(self) -> dict[str, np.ndarray]:
         flat = {}

@@ -50,10 +50,17 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg._checks import check_batch_size, check_key, check_non_negative, is_traced
+from jaxreg._checks import (
+    check_batch_size,
+    check_key,
+    check_non_negative,
+    hparam_problems,
+    is_traced,
+)
 from jaxreg.data import batches
 from jaxreg.losses import PerExampleLoss
 from jaxreg.nn.model import Apply, Model, as_model
+from jaxreg.sweeps._tracking import ReadTracker
 from jaxreg.tasks import Task, classification
 from jaxreg.training import checkpoints
 from jaxreg.training.early_stopping import EarlyStopping, EarlyStoppingState
@@ -146,7 +153,41 @@ def _check_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
             raise TypeError(f"hparams keys must be str, got {name!r}")
         if isinstance(value, str) or np.ndim(value) != 0:
             raise ValueError(f"hparams[{name!r}] must be a scalar, got {value!r}")
+        problem = "" if is_traced(value) else hparam_problems(name, value).item()
+        if problem:
+            raise ValueError(f"hparams[{name!r}] is invalid: {problem}")
     return hparams
+
+
+def _check_hparams_are_read(loop: TrainLoop, params, state, data, hparams: dict) -> None:
+    """``ValueError`` for concrete ``hparams`` names that one training step never reads.
+
+    One abstract trace (``jax.eval_shape``) of ``init`` and a ``step`` records which names
+    the model, optimizer factory, penalty, loss and batch transform look up. Traced
+    ``hparams`` (a sweep's members) are left to :func:`jaxreg.sweeps.run`, which checks the
+    names its ``train_fn`` reads.
+    """
+    if not hparams or isinstance(hparams, ReadTracker) or is_traced(hparams):
+        return
+    read: set[str] = set()
+    tracker = ReadTracker(hparams, read)
+
+    def one_step():
+        train_state = loop.init(params, state, hparams=tracker)
+        epoch_batches, keys = loop.epoch_inputs(jnp.zeros((), jnp.int32), data, jax.random.key(0))
+        first = jax.tree.map(lambda a: a[0], epoch_batches)
+        carry = (train_state.params, train_state.opt_state, train_state.model_state)
+        return loop.step(carry, (first, keys[0]), tracker)
+
+    jax.eval_shape(one_step)
+    unread = sorted(set(hparams) - read)
+    if unread:
+        raise ValueError(
+            f"hparams {unread} are read by nothing in this run (model, optimizer, penalty, "
+            f"loss, batch transform); the names it reads are {sorted(read) or 'none'}. A fixed "
+            "optax optimizer reads no hparams: pass a factory such as "
+            "lambda h: optax.adam(h['learning_rate'])."
+        )
 
 
 def _check_targets(model: Model, params, state, task: Task, x, y, name: str, hparams: dict) -> None:
@@ -338,6 +379,7 @@ def fit(
     )
     data = loop_data(train, eval_data, eval_batch_size=eval_batch_size)
     check_batch_size(batch_size, data.x.shape[0])
+    _check_hparams_are_read(loop, params, state, data, hparams)
     _check_targets(model, params, state, task, data.x, data.y, "train labels", hparams)
     if "eval" in data.evals:
         _check_targets(model, params, state, task, *eval_data, "eval_data labels", hparams)

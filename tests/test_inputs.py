@@ -213,3 +213,19 @@ def test_fit_names_the_bridge_for_a_raw_framework_module():
         ):
             jaxreg.fit(module, {}, optax.sgd(0.1), (x, y), key=jax.random.key(0), num_epochs=1,
                        batch_size=16)  # fmt: skip
+
+
+def test_fit_names_params_of_another_model_and_inputs_of_the_wrong_width():
+    from flax import nnx
+
+    _, _, x, y = _linear_problem()
+    small = jaxreg.nn.from_nnx(jaxreg.nn.MLP((3, 4, 2), rngs=nnx.Rngs(0)))
+    other = jaxreg.nn.from_nnx(jaxreg.nn.MLP((3, 8, 2), rngs=nnx.Rngs(0)))
+    fit_kwargs = {"key": jax.random.key(0), "num_epochs": 1, "batch_size": 16}
+    with pytest.raises(ValueError, match=r"has shape \(8,\), but the model's has \(4,\): these"):
+        jaxreg.fit(small, other.params, optax.sgd(0.1), (x, y), **fit_kwargs)
+    with pytest.raises(ValueError, match=r"^the model cannot take the train inputs \(examples of "):
+        jaxreg.fit(small, small.params, optax.sgd(0.1), (x[:, :2], y), **fit_kwargs)
+    with pytest.raises(ValueError, match=r"^the model cannot take the eval_data inputs"):
+        jaxreg.fit(small, small.params, optax.sgd(0.1), (x, y), eval_data=(x[:, :2], y),
+                   **fit_kwargs)  # fmt: skip

@@ -194,13 +194,40 @@ def _check_targets(model: Model, params, state, task: Task, x, y, name: str, hpa
     """Host-side: targets against the model's output shape (concrete values only)."""
     if task.check_targets is None or is_traced((y, params, state)):
         return
-    probe = jax.eval_shape(
-        lambda p, s, xb: model.apply(p, s, xb, train=False, hparams=hparams)[0],
-        params,
-        state,
-        jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.asarray(x[:1]).dtype),
-    )
+    try:
+        probe = jax.eval_shape(
+            lambda p, s, xb: model.apply(p, s, xb, train=False, hparams=hparams)[0],
+            params,
+            state,
+            jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.asarray(x[:1]).dtype),
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"the model cannot take the {name.replace('labels', 'inputs')} (examples of shape "
+            f"{np.shape(x)[1:]}): {str(error).rstrip('.')}. Check the feature width against "
+            "the model's first layer, and that params belong to this model."
+        ) from error
     task.check_targets(np.asarray(y), probe.shape, name)
+
+
+def _check_params_match(model: Model, params: chex.ArrayTree) -> None:
+    """``params`` has the structure and shapes of the model's own parameters, or of one
+    member of them (when it has them), so the parameters of one model never train silently
+    through another's apply."""
+    if model.params is None or params is model.params or is_traced(params):
+        return
+    own, given = jax.tree.structure(model.params), jax.tree.structure(params)
+    if own != given:
+        raise ValueError(f"params do not have the model's structure: {given} vs its {own}")
+    flat = jax.tree_util.tree_flatten_with_path(model.params)[0]
+    for (path, mine), theirs in zip(flat, jax.tree.leaves(params), strict=True):
+        # Models built for several members (e.g. ``init_model`` with a batch of keys) stack
+        # a leading member axis; one member's params drop it.
+        if np.shape(theirs) not in (np.shape(mine), np.shape(mine)[1:]):
+            raise ValueError(
+                f"params{jax.tree_util.keystr(path)} has shape {np.shape(theirs)}, but the "
+                f"model's has {np.shape(mine)}: these params belong to another model"
+            )
 
 
 def evaluate(
@@ -361,6 +388,7 @@ def fit(
     check_non_negative(penalty_strength, "penalty_strength")
     check_key(key)
     model = as_model(model, params)
+    _check_params_match(model, params)
     state = model.state if state is None else state
     task = _task(task, loss)
     hparams = _check_hparams(hparams)

@@ -176,3 +176,70 @@ def test_recompute_batch_stats_rejects_bad_input():
     model = from_nnx(_InputNorm(0.9, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="batch_size"):
         recompute_batch_stats(model, model.params, np.ones((4, 3)), batch_size=0)
+
+
+def test_swa_defaults_to_every_iterate_and_counts_every_from_its_start():
+    _, state = _run(averaging.swa())
+    np.testing.assert_allclose(
+        averaging.averaged_params(state)["w"], np.mean(_iterates(), axis=0), rtol=1e-6
+    )
+    _, state = _run(averaging.swa(start=1, every=3))  # steps 1, 4, 7
+    chosen = [w for step, w in enumerate(_iterates()) if step in (1, 4, 7)]
+    np.testing.assert_allclose(averaging.averaged_params(state)["w"], np.mean(chosen, 0), rtol=1e-6)
+
+
+def test_averages_keep_the_params_dtype_and_integer_counters_under_x64(x64):
+    params = {"w": jnp.array([1.0, 2.0], jnp.float32)}
+    for transform in (averaging.swa(), averaging.ema(0.9)):
+        opt = optax.chain(optax.sgd(0.1), transform)
+        state = opt.init(params)
+        assert state[1].count.dtype == jnp.int32
+        _, state = opt.update({"w": jnp.ones(2, jnp.float32)}, state, params)
+        assert averaging.averaged_params(state)["w"].dtype == jnp.float32
+    assert averaging.swa().init(params).num_averaged.dtype == jnp.int32
+
+
+def test_a_debiased_ema_before_any_step_is_finite():
+    state = averaging.ema(0.9).init({"w": jnp.array([1.0, 2.0])})
+    assert np.all(np.isfinite(averaging.averaged_params(state)["w"]))
+
+
+def test_averaging_names_its_arguments():
+    with pytest.raises(ValueError, match=r"^decay must lie in \[0.0, 1.0\)"):
+        averaging.ema(1.0)
+    for transform, name in ((averaging.swa(), "swa"), (averaging.ema(0.5), "ema")):
+        state = transform.init({"w": jnp.zeros(2)})
+        with pytest.raises(ValueError, match=rf"^{name} needs params"):
+            transform.update({"w": jnp.zeros(2)}, state)
+
+
+class _CountingNorm(_InputNorm):
+    """``_InputNorm`` with an integer batch-statistics counter, which is not an average."""
+
+    def __init__(self, momentum: float, *, rngs: nnx.Rngs):
+        super().__init__(momentum, rngs=rngs)
+        self.calls = nnx.BatchStat(jnp.array(7, jnp.int32))
+
+    def __call__(self, x, *, train: bool = False, rngs=None):
+        if train:
+            self.calls[...] = self.calls[...] + 1
+        return super().__call__(x, train=train, rngs=rngs)
+
+
+def test_recompute_batch_stats_leaves_integer_state_alone_and_takes_single_examples():
+    from jaxreg.averaging import recompute_batch_stats
+    from jaxreg.nn import from_nnx
+
+    model = from_nnx(_CountingNorm(0.9, rngs=nnx.Rngs(0)))
+    x = np.arange(12.0, dtype=np.float32).reshape(4, 3)
+    state = recompute_batch_stats(model, model.params, x, batch_size=2)
+    assert int(state["calls"]) == 7
+    np.testing.assert_allclose(state["norm"]["mean"], x.mean(0), rtol=1e-6)
+    single = recompute_batch_stats(model, model.params, x[:1], batch_size=1)
+    np.testing.assert_allclose(single["norm"]["mean"], x[0], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^x must hold at least one example"):
+        recompute_batch_stats(model, model.params, x[:0], batch_size=1)
+    stateless = from_nnx(MLP((3, 4, 2), rngs=nnx.Rngs(0)))
+    message = r"^model has no state to recompute \(no BatchNorm statistics\)"
+    with pytest.raises(ValueError, match=message):
+        recompute_batch_stats(stateless, stateless.params, x, batch_size=2)

@@ -459,6 +459,7 @@ def _draw_figures(measured, paths, data: StudyData, config: StudyConfig, names, 
     plots.learning_curves(
         {name: measured[name]["_curves"] for name in (baseline, combination)},
         out / "learning_curves.png",
+        eval_name="validation",
     )
     ordered = list(measured.values())
     plots.error_bars(
@@ -468,6 +469,7 @@ def _draw_figures(measured, paths, data: StudyData, config: StudyConfig, names, 
         out / "accuracy.png",
         ylabel="test accuracy (%)",
         title="Test accuracy per row, mean ± 95% CI over seeds",
+        limits=(0.0, 100.0),
     )
     _, y_test = data.test.read()  # labels for the reliability bins of the measured rows
     reliability = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 __all__ = [
     "curvature_audit",
     "error_bars",
+    "figure_problems",
     "landscapes",
     "learning_curves",
     "pyplot",
@@ -46,6 +48,7 @@ def learning_curves(
     path: str | Path | None = None,
     *,
     metric: str = "accuracy",
+    eval_name: str = "eval",
 ):
     """Train (dashed) and eval (solid) ``metric`` per epoch, mean ± sd over seeds.
 
@@ -54,6 +57,7 @@ def learning_curves(
         ``(epochs,)`` or ``(seeds, epochs)``.
       path: where to save the PNG (the figure is returned either way).
       metric: ``"accuracy"`` or ``"loss"``.
+      eval_name: what the ``eval_*`` split is called in the legend (e.g. ``"validation"``).
 
     Returns:
       The matplotlib ``Figure``.
@@ -76,7 +80,8 @@ def learning_curves(
             values = np.atleast_2d(np.asarray(history[key]))
             mean, sd = values.mean(0), values.std(0)
             epochs = np.arange(1, mean.size + 1)
-            ax.plot(epochs, mean, style, color=color, label=f"{name} ({split})")
+            shown = eval_name if split == "eval" else split
+            ax.plot(epochs, mean, style, color=color, label=f"{name} ({shown})")
             ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
@@ -136,8 +141,10 @@ def reliability_diagram(
                 gap[part],
                 bottom=accuracy[part],
                 width=1 / num_bins,
-                color=color,
-                alpha=0.35,
+                facecolor="none",
+                edgecolor=color,
+                hatch="///",
+                lw=0.8,
                 label=f"{label} (gap to confidence)",
             )
         ax.plot([0, 1], [0, 1], "k--", lw=1)
@@ -195,27 +202,45 @@ def error_bars(
     *,
     ylabel: str = "",
     title: str = "",
+    limits: tuple[float, float] | None = None,
 ):
-    """Bar chart of ``means`` with ``errors`` (e.g. sd over seeds).
+    """Bar chart of ``means`` with ``errors`` (e.g. a 95% interval's half-width).
+
+    More than six bars are drawn horizontally (one readable line per name). ``limits``
+    clips each interval to the metric's range (an accuracy's interval never runs above
+    100%).
 
     Example:
-      >>> fig = error_bars(["baseline", "dropout"], np.array([0.60, 0.66]), np.array([0.01, 0.02]),
-      ...                  ylabel="test accuracy")
+      >>> fig = error_bars(["baseline", "dropout"], np.array([60.0, 99.0]), np.array([1.0, 2.0]),
+      ...                  ylabel="test accuracy (%)", limits=(0, 100))
       >>> fig.axes[0].get_ylabel(), len(fig.axes[0].patches)
-      ('test accuracy', 2)
+      ('test accuracy (%)', 2)
+      >>> [float(v) for v in fig.axes[0].get_ylim()][1] <= 101.0  # 99 + 2 clipped at 100
+      True
     """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.6))
-    ax.bar(np.arange(len(names)), means, yerr=errors, capsize=4, color="C0", alpha=0.8)
-    ax.set_xticks(
-        np.arange(len(names)),
-        names,
-        rotation=30 if len(names) > 4 else 0,
-        ha="right" if len(names) > 4 else "center",
-    )
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3, axis="y")
+    means, errors = np.asarray(means, float), np.asarray(errors, float)
+    low, high = (-np.inf, np.inf) if limits is None else limits
+    spread = np.stack([np.minimum(errors, means - low), np.minimum(errors, high - means)])
+    positions = np.arange(len(names))
+    if len(names) > 6:
+        fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(names) + 1.2))
+        ax.barh(positions, means, xerr=spread, capsize=3, color="C0", alpha=0.8)
+        ax.set_yticks(positions, names, fontsize="small")
+        ax.invert_yaxis()
+        ax.set_xlabel(ylabel)
+        ax.grid(alpha=0.3, axis="x")
+        if limits is not None:
+            ax.set_xlim(right=high)
+    else:
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.6))
+        ax.bar(positions, means, yerr=spread, capsize=4, color="C0", alpha=0.8)
+        ax.set_xticks(positions, names)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+        if limits is not None:
+            ax.set_ylim(top=high)
+    ax.set_title(title, fontsize="medium", wrap=True)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
@@ -303,7 +328,9 @@ def landscapes(
         ax.set_title(name, fontsize="medium")
         ax.set_xlabel("α (filter-normalized)")
         ax.set_ylabel("β")
-    fig.colorbar(contour, ax=list(axes[0]), label="loss")
+    from matplotlib.ticker import MaxNLocator
+
+    fig.colorbar(contour, ax=list(axes[0]), label="loss", ticks=MaxNLocator(nbins=6))
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
@@ -343,6 +370,21 @@ def weight_histograms(
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def _log_axis(ax, values: np.ndarray) -> None:
+    """A log x axis labelled at the grid's ends and middle when it spans under two decades
+    (matplotlib would label crowded minor ticks), else at its decades."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if values.max() / values.min() < 100:
+        ticks = np.unique(values[[0, len(values) // 2, -1]])
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    else:
+        ax.xaxis.set_major_locator(LogLocator(numticks=5))
 
 
 def regularization_paths(
@@ -385,13 +427,111 @@ def regularization_paths(
         best = int(np.argmin(np.abs(values - chosen)))
         ax.plot(values[best], 100 * data["val_mean"][best], "k*", ms=10, label="chosen")
         if np.all(values > 0):
-            ax.set_xscale("log")
+            _log_axis(ax, values)
         ax.set_title(name, fontsize="medium")
         ax.set_xlabel(data["parameter"], fontsize="small")
         ax.grid(alpha=0.3)
-    axes.flat[0].set_ylabel("accuracy (%)")
+    for row in axes:
+        row[0].set_ylabel("accuracy (%)")
     axes.flat[0].legend(fontsize="x-small")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def _colorbar_axes(fig) -> set:
+    return {
+        image.colorbar.ax
+        for ax in fig.axes
+        for image in (*ax.collections, *ax.images)
+        if getattr(image, "colorbar", None) is not None
+    }
+
+
+def _categorical(axis) -> bool:
+    """Tick labels that are names (e.g. one bar per row) label the axis themselves."""
+    texts = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+    return bool(texts) and all(any(c.isalpha() for c in t) for t in texts)
+
+
+def _overlapping(extents: list) -> bool:
+    ordered = sorted(extents, key=lambda box: (box.x0, box.y0))
+    return any(a.overlaps(b) for a, b in itertools.pairwise(ordered))
+
+
+def _tick_problems(ax, renderer, where: str) -> list[str]:
+    problems = []
+    for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+        labels = [t for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text()]
+        if _overlapping([t.get_window_extent(renderer) for t in labels]):
+            problems.append(f"{where}: {name} tick labels overlap")
+    return problems
+
+
+def _legend_problems(ax, where: str) -> list[str]:
+    import matplotlib.colors as mcolors
+
+    legend = ax.get_legend()
+    if legend is None:
+        return []
+    problems = []
+    artists = {a.get_label(): a for a in (*ax.lines, *ax.patches, *ax.collections)}
+    for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=False):
+        artist = artists.get(text.get_text())
+        if artist is None or handle is None:
+            continue
+        colour = "get_color" if hasattr(handle, "get_color") else "get_facecolor"
+        mine = np.atleast_2d(mcolors.to_rgba_array(getattr(handle, colour)()))[0]
+        theirs = np.atleast_2d(mcolors.to_rgba_array(getattr(artist, colour)()))[0]
+        if not np.allclose(mine, theirs, atol=0.02):
+            problems.append(f"{where}: legend entry {text.get_text()!r} has another colour")
+    return problems
+
+
+def figure_problems(fig) -> list[str]:
+    """What a reviewer would flag in a rendered figure, read from its matplotlib objects:
+    a title or label outside the figure, overlapping tick labels, an axes without axis
+    labels (a row of panels may share its first panel's y label), a legend entry whose
+    colour differs from the artist it names.
+
+    Example:
+      >>> plt = pyplot()
+      >>> fig, ax = plt.subplots(figsize=(2, 2))
+      >>> _ = ax.plot([0, 1], label="a"); _ = ax.set_title("a very long title " * 4)
+      >>> figure_problems(fig)  # doctest: +NORMALIZE_WHITESPACE
+      ["panel 1: title 'a very long title a very long title ...' runs outside the figure",
+       'panel 1: no x label', 'panel 1: no y label']
+      >>> plt.close(fig)
+    """
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    frame = fig.bbox
+    problems = []
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax not in _colorbar_axes(fig)]
+    rows_with_ylabel = {
+        ax.get_subplotspec().rowspan.start
+        for ax in panels
+        if ax.get_ylabel() and ax.get_subplotspec() is not None
+    }
+    for index, ax in enumerate(panels, start=1):
+        where = f"panel {index}"
+        for kind, text in (("title", ax.title), ("x label", ax.xaxis.label),
+                           ("y label", ax.yaxis.label)):  # fmt: skip
+            box = text.get_window_extent(renderer)
+            if text.get_text() and (box.x0 < frame.x0 - 1 or box.x1 > frame.x1 + 1):
+                shown = text.get_text()[:36] + ("..." if len(text.get_text()) > 36 else "")
+                problems.append(f"{where}: {kind} {shown!r} runs outside the figure")
+        if not ax.get_xlabel() and not _categorical(ax.xaxis):
+            problems.append(f"{where}: no x label")
+        spec = ax.get_subplotspec()
+        shared = spec is not None and spec.rowspan.start in rows_with_ylabel
+        if not ax.get_ylabel() and not shared and not _categorical(ax.yaxis):
+            problems.append(f"{where}: no y label")
+        problems += _tick_problems(ax, renderer, where) + _legend_problems(ax, where)
+    titles = [t for t in fig.get_children() if t is not None and hasattr(t, "get_text")]
+    for text in titles:
+        box = text.get_window_extent(renderer)
+        if text.get_text() and (box.x0 < frame.x0 - 1 or box.x1 > frame.x1 + 1):
+            problems.append(f"the figure's text {text.get_text()[:36]!r} runs outside the figure")
+    return problems

@@ -14,6 +14,7 @@ from scipy import stats
 
 from experiments import tour
 from experiments.study import format_table
+from experiments.study import report as report_lib
 from experiments.study.report import ALPHA, compare_to_baseline
 from experiments.study.runner import StudyConfig
 from experiments.study.spec import default_rows, extended_rows
@@ -166,3 +167,42 @@ def test_the_full_report_has_no_smoke_test_banner_and_judges_its_targets():
     _, reduced = tour.render_report(tour.with_differences(quick))
     assert reduced.splitlines()[2].startswith("> **Smoke test, not findings.**")
     assert "the 90% target is not judged in a reduced run" in reduced
+
+
+def test_the_recorded_reports_sentences_are_generated_from_its_rows():
+    measured = {row["name"]: row for row in tour.with_differences(RECORDED)["rows"]}
+    lines = report_lib.sentences(measured)
+    assert "\n".join(lines) in (ROOT / "docs" / "tour_report.md").read_text()
+    assert len(lines) == len(measured)
+
+
+def test_compare_to_baseline_records_holms_adjusted_p_values():
+    per_seed = {"baseline": [0.60, 0.61, 0.59], "a": [0.70, 0.71, 0.70], "b": [0.61, 0.63, 0.60]}
+    differences = compare_to_baseline(per_seed, "baseline")
+    raw = [paired_difference(per_seed[n], per_seed["baseline"])["p_value"] for n in ("a", "b")]
+    np.testing.assert_allclose([differences[n]["p_holm"] for n in ("a", "b")], holm(raw))
+    assert all(isinstance(d["p_holm"], float) for d in differences.values())
+
+
+def test_statistics_edge_cases():
+    from jaxreg.stats import one_sided_lower_bound, rank_correlation
+
+    constant = paired_difference([0.7, 0.7, 0.7], [0.6, 0.6, 0.6])  # every seed +0.1
+    assert constant["p_value"] == 0.0 and constant["significant"]
+    assert one_sided_lower_bound([0.1]) == float("-inf")
+    two = [0.02, 0.04]
+    expected = np.mean(two) - stats.t.ppf(0.95, 1) * np.std(two, ddof=1) / np.sqrt(2)
+    assert one_sided_lower_bound(two) == pytest.approx(expected)
+    rho, p = rank_correlation([0.0, 0.5, 1.0, 0.25], [1.0, 2.0, 4.0, 1.5], "greater")
+    assert rho == pytest.approx(1.0) and p == pytest.approx(1 / 24)  # x spans exactly 1
+    assert all(np.isnan(v) for v in rank_correlation([1, 2, 3], [5, 5, 5], "less"))
+    with pytest.raises(ValueError, match=r"^alternative must be 'greater' or 'less'"):
+        rank_correlation([1, 2, 3], [1, 2, 3], "two-sided")
+
+
+def test_the_table_shows_percentages_of_the_recorded_values():
+    rows = tour.with_differences(RECORDED)["rows"]
+    l1 = next(row for row in rows if row["name"] == "L1 (proximal)")
+    line = next(x for x in format_table(rows).splitlines() if x.startswith("| L1 (proximal) |"))
+    assert f"| {100 * l1['zero_fraction']:.1f}% |" in line
+    assert f"| {100 * l1['test_accuracy']['mean']:.1f} ± " in line

@@ -77,6 +77,7 @@ API_MODULES = [
     "jaxreg.stats",
     "jaxreg.io",
     "jaxreg.compilation",
+    "jaxreg.progress",
     "experiments.study",
     "experiments.study.runner",
     "experiments.study.spec",

@@ -45,6 +45,7 @@ from jaxreg import landscape, masks, metrics, sharpness
 from jaxreg.io import write_json
 from jaxreg.losses import classification_loss
 from jaxreg.nn import count_params
+from jaxreg.progress import progress_bar
 from jaxreg.stats import finite
 
 __all__ = [
@@ -387,12 +388,10 @@ def _wide_config(config: StudyConfig) -> StudyConfig:
 def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key: jax.Array):
     """Every row's choice on validation and its final seeds; then the combination and the
     wide MLP. Returns outcomes and wall seconds by display name."""
-    from tqdm.auto import tqdm
-
     final_key = jax.random.fold_in(key, 10_000)  # shared by every row: paired seeds
     outcomes: dict[str, dict] = {}
     seconds: dict[str, float] = {}  # wall time of each row's sweeps (tuning and final)
-    bar = tqdm(total=len(rows) + 2, desc="tour", unit="row", file=sys.stderr)
+    bar = progress_bar(len(rows) + 2, desc="tour", unit="row")
     for index, row in enumerate(rows):
         bar.set_postfix_str(row.name)
         with _timed(seconds, row.name):
@@ -448,7 +447,14 @@ def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key
 
 def _measure_all(outcomes: dict, data: StudyData, config: StudyConfig, programs):
     """Test metrics and curvature of every row (differences: :func:`with_differences`)."""
-    return {name: _measure(outcome, data, config, programs) for name, outcome in outcomes.items()}
+    bar = progress_bar(len(outcomes), desc="test metrics and curvature", unit="row")
+    measured = {}
+    for name, outcome in outcomes.items():
+        bar.set_postfix_str(name)
+        measured[name] = _measure(outcome, data, config, programs)
+        bar.update()
+    bar.close()
+    return measured
 
 
 def _draw_figures(measured, paths, data: StudyData, config: StudyConfig, names, out: Path):

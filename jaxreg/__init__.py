@@ -19,6 +19,7 @@ from jaxreg import nn as nn
 from jaxreg import noise as noise
 from jaxreg import penalties as penalties
 from jaxreg import plots as plots
+from jaxreg import progress as progress
 from jaxreg import prox as prox
 from jaxreg import sharpness as sharpness
 from jaxreg import solvers as solvers

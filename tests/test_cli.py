@@ -104,7 +104,8 @@ def test_quick_tour_end_to_end(tmp_path, execute_notebook):
     phases = written["phase_seconds"]
     assert set(phases) == {"choices_and_training", "test_metrics_and_curvature", "figures"}
     assert sum(phases.values()) <= written["elapsed_seconds"]
-    assert "tour" in result.stderr and "row" in result.stderr  # the progress bar
+    assert "tour: " in result.stderr and " rows (" in result.stderr  # progress, as plain lines
+    assert "test metrics and curvature: " in result.stderr and "\r" not in result.stderr
     report = (tmp_path / "report.md").read_text()
     assert report.splitlines()[2].startswith(
         "> **Smoke test, not findings.** This is a reduced run"

@@ -16,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxreg._checks import check_key, hparam_problems
 from jaxreg.io import atomic_savez
+from jaxreg.progress import progress_bar
 from jaxreg.sweeps._placement import gather, place
 from jaxreg.sweeps._store import digest, load_chunk, stored_chunks
 from jaxreg.sweeps._tracking import ReadTracker
@@ -263,9 +264,7 @@ def _run_chunks(compiled, plan: _Plan, num_leaves: int, sharding, out, progress:
     """Every chunk's output leaves (host arrays), computed or read back from ``out``."""
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=plan.num_chunks, desc="sweep", unit="chunk", leave=False)
+        bar = progress_bar(plan.num_chunks, desc="sweep", unit="chunk", leave=False)
     stored = stored_chunks(out, plan.num_chunks, num_leaves)
     results: list[list[np.ndarray]] = []
     for c in range(plan.num_chunks):

@@ -60,6 +60,7 @@ from jaxreg._checks import (
 from jaxreg.data import batches
 from jaxreg.losses import PerExampleLoss
 from jaxreg.nn.model import Apply, Model, as_model
+from jaxreg.progress import progress_bar
 from jaxreg.sweeps._tracking import ReadTracker
 from jaxreg.tasks import Task, classification
 from jaxreg.training import checkpoints
@@ -499,9 +500,7 @@ def _traced_result(advance, train_state, chunk, rest: int) -> FitResult:
 
 
 def _progress_bar(total: int, initial: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="fit", unit="epoch", leave=False)
+    return progress_bar(total, initial=initial, desc="fit", unit="epoch", leave=False)
 
 
 def _show(bar, chunk: dict[str, jax.Array], length: int) -> None:

@@ -180,7 +180,7 @@ def main() -> int:
         "exact permutation p",
     }
 
-    from jaxreg.plots import pyplot
+    from jaxreg.plots import pyplot, save
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -190,12 +190,15 @@ def main() -> int:
     ax.plot(x, variance, "^:", label="variance (disagreement with main)")
     ax.set_xticks(x, [f"{s:g}" for s in strengths])
     ax.set_xlabel("L2 penalty strength")
-    ax.set_title(f"Bias-variance over {rounds} bootstrap training sets (one vmapped run)")
+    ax.set_ylabel("rate over test examples")
+    ax.set_title(
+        f"Bias and variance over {rounds} bootstrap training sets", fontsize="medium", wrap=True
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
     args.out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out / f"{NAME}.png", dpi=120)
+    save(fig, args.out / f"{NAME}.png")
     return report(NAME, CLAIM, evidence, passed, args.out)
 
 

@@ -226,7 +226,7 @@ def main() -> int:
             }
         )
 
-    from jaxreg.plots import pyplot
+    from jaxreg.plots import pyplot, save
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -241,7 +241,7 @@ def main() -> int:
     ax.legend()
     fig.tight_layout()
     args.out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out / f"{NAME}.png", dpi=120)
+    save(fig, args.out / f"{NAME}.png")
     return report(NAME, CLAIM, evidence, passed, args.out)
 
 

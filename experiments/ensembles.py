@@ -202,41 +202,35 @@ def _evidence(r: dict) -> dict:
 
 
 def _figure(results: dict, members: int, out) -> None:
-    from jaxreg.plots import pyplot
+    from jaxreg.plots import pyplot, save
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # The ensemble's error (~0.5) would flatten variance/k and the covariance term (~0.01):
+    # each gets its own panel and scale.
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     ks = np.arange(1, members + 1)
     for index, (variant, r) in enumerate(results.items()):
         color = f"C{index}"
         axes[0].plot(ks, 100 * np.asarray(r["accuracy"]), "o-", color=color, label=variant)
         mse = [t["ensemble_mse"] for t in r["terms"]]
-        axes[1].plot(ks, mse, "-", color=color, label=f"{variant}: ensemble MSE")
-        axes[1].plot(
-            ks[1:],
-            [t["covariance"] * (1 - 1 / k) for t, k in zip(r["terms"][1:], ks[1:], strict=True)],
-            ":",
-            color=color,
-            label=f"{variant}: (1−1/k)·covariance",
-        )
-        axes[1].plot(
-            ks[1:],
-            [t["variance"] / k for t, k in zip(r["terms"][1:], ks[1:], strict=True)],
-            "--",
-            color=color,
-            label=f"{variant}: variance/k",
-        )
-    axes[0].set_xlabel("members k")
-    axes[0].set_ylabel("ensemble test accuracy (%)")
-    axes[0].legend(fontsize="small")
-    axes[1].set_xlabel("members k")
-    axes[1].set_ylabel("squared error (probabilities vs one-hot)")
-    axes[1].legend(fontsize="x-small", ncol=1)
-    for ax in axes:
+        axes[1].plot(ks, mse, "o-", color=color, label=variant)
+        later = list(zip(r["terms"][1:], ks[1:], strict=True))
+        axes[2].plot(ks[1:], [t["covariance"] * (1 - 1 / k) for t, k in later], ":",
+                     color=color, label=f"{variant}: (1−1/k)·covariance")  # fmt: skip
+        axes[2].plot(ks[1:], [t["variance"] / k for t, k in later], "--", color=color,
+                     label=f"{variant}: variance/k")  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    labels = ("ensemble test accuracy (%)", "ensemble squared error", "decomposition term")
+    for ax, ylabel in zip(axes, labels, strict=True):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("members k")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{NAME}.png", dpi=120)
+    save(fig, out / f"{NAME}.png")
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def _figure(decays, val_accuracy, evidence, chosen_val, chosen_ev, path) -> None
     right.axvline(decays[chosen_ev], color="C1", alpha=0.3, linestyle="--")
     left.set_title("Choosing weight decay: validation vs marginal likelihood")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    plots.save(fig, path)
     plt.close(fig)
 
 

@@ -119,7 +119,7 @@ def main() -> int:
 
 
 def _figure(alphas, paths, sk_coefs, out) -> None:
-    from jaxreg.plots import pyplot
+    from jaxreg.plots import pyplot, save
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
@@ -139,7 +139,7 @@ def _figure(alphas, paths, sk_coefs, out) -> None:
     fig.suptitle("Regularization paths on diabetes (dotted: scikit-learn lasso_path)")
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{NAME}.png", dpi=120)
+    save(fig, out / f"{NAME}.png")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def main() -> int:
         "norm_ridge_weights": rounded(np.linalg.norm(ridge, axis=1)),
     }
 
-    from jaxreg.plots import pyplot
+    from jaxreg.plots import pyplot, save
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -99,7 +99,7 @@ def main() -> int:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     args.out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out / f"{NAME}.png", dpi=120)
+    save(fig, args.out / f"{NAME}.png")
     return report(NAME, CLAIM, evidence, passed, args.out)
 
 

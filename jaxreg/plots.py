@@ -17,6 +17,7 @@ __all__ = [
     "learning_curves",
     "pyplot",
     "reliability_diagram",
+    "save",
     "spectral_density",
     "weight_histograms",
 ]
@@ -89,7 +90,7 @@ def learning_curves(
     ax.legend(fontsize="small")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save(fig, path)
     return fig
 
 
@@ -157,8 +158,31 @@ def reliability_diagram(
     axes[0][0].legend(fontsize="small", loc="upper left")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save(fig, path)
     return fig
+
+
+def save(fig, path: str | Path, *, dpi: int = 120) -> list[str]:
+    """Save ``fig`` after :func:`figure_problems` has read it; each problem is a warning
+    (``figure check (name.png): ...``), returned as well. Every figure jaxreg draws is
+    saved this way.
+
+    Example:
+      >>> import tempfile
+      >>> plt = pyplot()
+      >>> fig, ax = plt.subplots()
+      >>> _ = ax.plot([0, 1]); _ = ax.set_xlabel("epoch"); _ = ax.set_ylabel("loss")
+      >>> save(fig, Path(tempfile.mkdtemp()) / "curve.png")
+      []
+      >>> plt.close(fig)
+    """
+    import warnings
+
+    problems = figure_problems(fig)
+    for problem in problems:
+        warnings.warn(f"figure check ({Path(path).name}): {problem}", stacklevel=2)
+    fig.savefig(path, dpi=dpi)
+    return problems
 
 
 def curvature_audit(audit: Any, path: str | Path | None = None):
@@ -190,7 +214,7 @@ def curvature_audit(audit: Any, path: str | Path | None = None):
     fig.suptitle("Curvature approximations against the exact GGN's top eigenpairs")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save(fig, path)
     return fig
 
 
@@ -243,7 +267,7 @@ def error_bars(
     ax.set_title(title, fontsize="medium", wrap=True)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save(fig, path)
     return fig
 
 
@@ -286,7 +310,7 @@ def spectral_density(
     ax.legend(fontsize="small")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save(fig, path)
     return fig
 
 
@@ -332,7 +356,7 @@ def landscapes(
 
     fig.colorbar(contour, ax=list(axes[0]), label="loss", ticks=MaxNLocator(nbins=6))
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save(fig, path)
     return fig
 
 
@@ -368,7 +392,7 @@ def weight_histograms(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save(fig, path)
     return fig
 
 
@@ -436,7 +460,7 @@ def regularization_paths(
     axes.flat[0].legend(fontsize="x-small")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save(fig, path)
     return fig
 
 

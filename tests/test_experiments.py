@@ -42,6 +42,7 @@ def _run_script(name: str, out: Path, *flags: str) -> tuple[subprocess.Completed
         timeout=900,
     )
     assert result.returncode in (0, EXIT_FAIL), result.stdout + result.stderr
+    assert "figure check" not in result.stderr, result.stderr  # plots.save's reviewer checks
     return result, json.loads((out / f"{name}.json").read_text())
 
 

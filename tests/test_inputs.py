@@ -108,6 +108,7 @@ def test_fit_accepts_hparams_its_optimizer_factory_and_model_read():
         ("dropout_rate", float("nan"), "dropout_rate=nan is not finite"),
         ("learning_rate", -1e-3, "learning_rate=-0.001 is negative"),
         ("penalty_strength", -1.0, "penalty_strength=-1 is negative"),
+        ("weight_decay", -0.1, "weight_decay=-0.1 is negative"),
     ],
 )
 def test_fit_names_an_invalid_hparam_value(name, value, problem):

@@ -230,7 +230,8 @@ def error_bars(
 ):
     """Bar chart of ``means`` with ``errors`` (e.g. a 95% interval's half-width).
 
-    More than six bars are drawn horizontally (one readable line per name). ``limits``
+    More than six bars, or long names, are drawn horizontally (one readable line per
+    name). ``limits``
     clips each interval to the metric's range (an accuracy's interval never runs above
     100%).
 
@@ -247,7 +248,7 @@ def error_bars(
     low, high = (-np.inf, np.inf) if limits is None else limits
     spread = np.stack([np.minimum(errors, means - low), np.minimum(errors, high - means)])
     positions = np.arange(len(names))
-    if len(names) > 6:
+    if len(names) > 6 or sum(len(name) for name in names) > 40:
         fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(names) + 1.2))
         ax.barh(positions, means, xerr=spread, capsize=3, color="C0", alpha=0.8)
         ax.set_yticks(positions, names, fontsize="small")

@@ -206,3 +206,42 @@ def test_the_table_shows_percentages_of_the_recorded_values():
     line = next(x for x in format_table(rows).splitlines() if x.startswith("| L1 (proximal) |"))
     assert f"| {100 * l1['zero_fraction']:.1f}% |" in line
     assert f"| {100 * l1['test_accuracy']['mean']:.1f} ± " in line
+
+
+def _row(name, test, chosen, *, zero_fraction=0.0, baseline=(0.59, 0.60, 0.61)):
+    metrics = ("train_accuracy", "val_accuracy", "test_accuracy", "gap", "test_nll", "ece",
+               "lambda_max")  # fmt: skip
+    from jaxreg.stats import confidence_interval
+
+    values = {m: confidence_interval([0.9, 0.9, 0.9][: len(test)]) for m in metrics}
+    values["test_accuracy"] = confidence_interval(test)
+    values["gap"] = confidence_interval([0.9 - t for t in test])
+    difference = paired_difference(test, baseline[: len(test)]) if name != "baseline" else None
+    return {**values, "name": name, "chosen": chosen, "difference": difference,
+            "zero_fraction": zero_fraction, "num_params": 10}  # fmt: skip
+
+
+def test_sentences_word_each_kind_of_row_from_its_numbers():
+    rows = {
+        "baseline": _row("baseline", [0.59, 0.60, 0.61], {}),
+        "worse": _row("worse", [0.49, 0.50, 0.51], {"x": 1.0}),
+        "sparse": _row("sparse", [0.60, 0.62, 0.60], {}, zero_fraction=0.3456),
+    }
+    rows["worse"]["difference"]["significant"] = True  # as Holm's correction marks it
+    rows["single"] = _row("single", [0.64], {}, baseline=(0.60,))
+    lines = report_lib.sentences(rows)
+    assert lines[0].startswith("- **baseline**: the MLP reaches 90.0% on its training data")
+    assert "- **worse** lowers test accuracy by 10.0 points" in lines[1]
+    assert "changes test accuracy by +0.7 points, not distinguishable" in lines[2]
+    assert "34.6% of the weights exactly zero" in lines[2]
+    assert "- **single** changes test accuracy by +4.0 points (one seed)" in lines[3]
+
+
+def test_table_cells_show_missing_values_and_means_without_intervals():
+    rows = [_row("baseline", [0.59, 0.60, 0.61], {}), _row("one", [0.64], {}, baseline=(0.6,))]
+    rows[1]["difference"]["significant"] = False
+    rows[1]["ece"] = {"mean": float("nan"), "half_width": float("nan")}
+    rows[1]["zero_fraction"] = 0.5
+    line = next(x for x in format_table(rows).splitlines() if x.startswith("| one |"))
+    cells = [cell.strip() for cell in line.split("|")]
+    assert "64.0" in cells and "50.0%" in cells

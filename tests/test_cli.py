@@ -106,6 +106,7 @@ def test_quick_tour_end_to_end(tmp_path, execute_notebook):
     assert sum(phases.values()) <= written["elapsed_seconds"]
     assert "tour: " in result.stderr and " rows (" in result.stderr  # progress, as plain lines
     assert "test metrics and curvature: " in result.stderr and "\r" not in result.stderr
+    assert "figure check" not in result.stderr, result.stderr  # plots.save's reviewer checks
     report = (tmp_path / "report.md").read_text()
     assert report.splitlines()[2].startswith(
         "> **Smoke test, not findings.** This is a reduced run"

@@ -105,3 +105,9 @@ def test_asymmetric_label_noise_accepts_a_traced_transition():
     flip = jnp.array([[0.0, 1.0], [1.0, 0.0]])
     noisy = jax.jit(labels.asymmetric_label_noise)(jax.random.key(0), jnp.array([0, 1, 1]), flip)
     assert noisy.tolist() == [1, 0, 0]
+
+
+def test_num_classes_must_be_an_int():
+    for bad in (2.5, True, 1):
+        with pytest.raises(ValueError, match=r"^num_classes must be an int >= 2"):
+            labels.smooth(jnp.array([0]), bad, 0.1)

@@ -216,3 +216,21 @@ def test_the_readmes_laplace_numbers_are_the_recorded_benchmark():
         )
     )
     assert worst < 1e-15 and "agree to within 1e-15 relative" in readme
+
+
+def test_the_mutation_testing_script_names_existing_modules_and_tests():
+    """tools/mutation.py (run by hand, not in the suite) must not rot: every group's
+    mutated files and selected tests exist, and its recorded scores are per group."""
+    import glob
+    import json
+    import runpy
+
+    script = runpy.run_path(str(ROOT / "tools" / "mutation.py"), run_name="mutation_check")
+    for name, (mutate, tests) in script["GROUPS"].items():
+        for pattern in mutate + tests:
+            assert glob.glob(str(ROOT / pattern)), f"{name}: {pattern} matches nothing"
+    scores = json.loads((ROOT / "tools" / "mutation_scores.json").read_text())
+    assert set(scores) <= set(script["GROUPS"])
+    for result in scores.values():
+        assert result["killed"] + result["survived"] <= result["mutants"]
+        assert result["score"] == round(result["killed"] / result["mutants"], 4)

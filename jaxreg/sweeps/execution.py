@@ -307,4 +307,4 @@ def _failure(metrics, plan: _Plan, fixed: Mapping[str, Any]) -> np.ndarray:
 
 
 def _numeric(value: Any) -> bool:
-    return not isinstance(value, str | bool) and np.ndim(value) == 0 and np.isreal(value)
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)

@@ -280,3 +280,11 @@ def test_gradient_noise_scale_equals_its_formulas_in_numpy():
     np.testing.assert_allclose(by_batches.gradient_sq_norm, signal, rtol=1e-4)
     np.testing.assert_allclose(by_batches.trace_covariance, noise, rtol=1e-4)
     np.testing.assert_allclose(by_batches.simple_noise_scale, noise / signal, rtol=1e-4)
+
+
+def test_labels_outside_the_classes_and_predictions_of_the_wrong_length_are_named():
+    probs = jnp.array([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
+    with pytest.raises(ValueError, match=r"^labels must lie in \[0, 3\) for 3 classes"):
+        metrics.accuracy(probs, jnp.array([0, 7]))
+    with pytest.raises(ValueError, match=r"^preds must be \(rounds, n\) with n = \(13,\)"):
+        metrics.bias_variance(jnp.zeros((7, 12)), jnp.zeros(13))

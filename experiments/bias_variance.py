@@ -116,6 +116,28 @@ def verdict(strengths, preds, targets) -> tuple[bool, dict]:
     return bool(passed), statistics
 
 
+def _figure(strengths, loss, bias, variance, rounds: int, out) -> None:
+    from jaxreg.plots import pyplot, save
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    x = np.arange(len(strengths))
+    ax.plot(x, loss, "o-", label="expected 0-1 loss")
+    ax.plot(x, bias, "s--", label="bias (main prediction wrong)")
+    ax.plot(x, variance, "^:", label="variance (disagreement with main)")
+    ax.set_xticks(x, [f"{s:g}" for s in strengths])
+    ax.set_xlabel("L2 penalty strength")
+    ax.set_ylabel("rate over test examples")
+    ax.set_title(
+        f"Bias and variance over {rounds} bootstrap training sets", fontsize="medium", wrap=True
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    save(fig, out / f"{NAME}.png")
+
+
 def main() -> int:
     args = parse_args(
         __doc__.splitlines()[0], control="negative control: every strength trained at 0 (must FAIL)"
@@ -180,25 +202,7 @@ def main() -> int:
         "exact permutation p",
     }
 
-    from jaxreg.plots import pyplot, save
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    x = np.arange(len(strengths))
-    ax.plot(x, loss, "o-", label="expected 0-1 loss")
-    ax.plot(x, bias, "s--", label="bias (main prediction wrong)")
-    ax.plot(x, variance, "^:", label="variance (disagreement with main)")
-    ax.set_xticks(x, [f"{s:g}" for s in strengths])
-    ax.set_xlabel("L2 penalty strength")
-    ax.set_ylabel("rate over test examples")
-    ax.set_title(
-        f"Bias and variance over {rounds} bootstrap training sets", fontsize="medium", wrap=True
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    save(fig, args.out / f"{NAME}.png")
+    _figure(strengths, loss, bias, variance, rounds, args.out)
     return report(NAME, CLAIM, evidence, passed, args.out)
 
 

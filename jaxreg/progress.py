@@ -83,7 +83,9 @@ def progress_bar(
       'PlainProgress'
     """
     stream = sys.stderr if file is None else file
-    interactive = "ipykernel" in sys.modules or getattr(stream, "isatty", lambda: False)()
+    # A notebook kernel's streams are ipykernel's (importing ipykernel elsewhere is not it).
+    in_notebook = type(stream).__module__.startswith("ipykernel")
+    interactive = in_notebook or getattr(stream, "isatty", lambda: False)()
     if not interactive:
         return PlainProgress(total, desc=desc, unit=unit, initial=initial, file=stream)
     from tqdm.auto import tqdm

@@ -76,6 +76,7 @@ def test_experiment_passes(name, tmp_path):
         assert written["evidence"]["configuration"] == "quick"
 
 
+@pytest.mark.slow  # ~60 s of a worker; its verdict function is tested in the default suite
 def test_sharp_vs_flat_runs_and_its_verdict_follows_its_rank_correlation(tmp_path):
     """The arms are the units: the verdict is Spearman's rho over the arms' mean λmax and
     mean test accuracy with an exact permutation p (4 arms: only a perfect reversal, p =
@@ -266,7 +267,7 @@ def test_augmentation_control_that_only_adds_noise_fails(monkeypatch, tmp_path):
     """The augmented arm replaced by the noise arm's transform (same keys): its gain over
     the noise arm is exactly 0 on every seed, so the claim must FAIL through the pipeline."""
     code, written = _run_control(monkeypatch, tmp_path, "augmentation", {"seeds": 3, "epochs": 4})
-    assert code == 1 and written["verdict"] == "FAIL"
+    assert code == EXIT_FAIL and written["verdict"] == "FAIL"
     evidence = written["evidence"]
     assert evidence["control"] is True and evidence["gain_over_noise_per_seed"] == [0.0] * 3
     assert evidence["gain_over_noise_lower_95"] == 0.0
@@ -371,7 +372,7 @@ def test_bias_variance_control_through_the_pipeline_fails(monkeypatch, tmp_path)
     claim must FAIL through the pipeline."""
     smaller = {"strengths": [0.0, 1e-2, 3e-2], "rounds": 3, "epochs": 3}
     code, written = _run_control(monkeypatch, tmp_path, "bias_variance", smaller)
-    assert code == 1 and written["verdict"] == "FAIL"
+    assert code == EXIT_FAIL and written["verdict"] == "FAIL"
     evidence = written["evidence"]
     assert evidence["control"] is True and len(set(evidence["variance"])) == 1
     assert evidence["bias_rise_lower_95"] == 0.0 and evidence["variance_fall_lower_95"] == 0.0
@@ -472,7 +473,7 @@ def test_ensembles_control_with_no_op_bagging_and_subspaces_fails(monkeypatch, t
     so their disagreement gain is exactly 0 and the claim must FAIL through the pipeline."""
     smaller = {"replicates": 3, "members": 3, "epochs": 3}
     code, written = _run_control(monkeypatch, tmp_path, "ensembles", smaller)
-    assert code == 1 and written["verdict"] == "FAIL"
+    assert code == EXIT_FAIL and written["verdict"] == "FAIL"
     evidence = written["evidence"]
     assert evidence["control"] is True
     seeds = evidence["seeds only"]["disagreement_per_replicate"]
@@ -500,7 +501,7 @@ def test_swa_flatness_control_through_the_pipeline_fails(monkeypatch, tmp_path):
     """SWA started at the last step averages only the final iterate: both arms are one model,
     every paired difference is exactly 0 and the claim must FAIL through the pipeline."""
     code, written = _run_control(monkeypatch, tmp_path, "swa_flatness", {"seeds": 3, "epochs": 4})
-    assert code == 1 and written["verdict"] == "FAIL"
+    assert code == EXIT_FAIL and written["verdict"] == "FAIL"
     final, swa = (written["evidence"]["arms"][arm] for arm in ("final iterate", "SWA"))
     assert final["test_accuracy"] == swa["test_accuracy"]
     assert written["evidence"]["test_accuracy_gain_lower_95"] == 0.0
@@ -556,7 +557,7 @@ def test_evidence_weight_decay_runs_and_its_verdict_follows_its_bound(tmp_path, 
     evidence = written["evidence"]
     chosen = evidence["weight_decays"].index(evidence["chosen_by_evidence"])
     passed = evidence["paired_difference_lower_95"] > -evidence["margin"] and chosen > 0
-    assert (written["verdict"] == "PASS") == passed and code == (0 if passed else 1)
+    assert (written["verdict"] == "PASS") == passed and code == (0 if passed else EXIT_FAIL)
     assert all(np.isfinite(evidence["log_evidence_mean"]))
     assert all(0 < d < 1 for d in evidence["mackay_weight_decay_median"])
 
@@ -611,7 +612,7 @@ def test_laplace_predictive_runs_and_its_verdict_follows_its_paired_bound(tmp_pa
     bound = one_sided_lower_bound(reduction)
     assert written["evidence"]["nll_reduction_lower_95"] == pytest.approx(bound, abs=1e-3)
     assert written["verdict"] == ("PASS" if bound > 0 else "FAIL")
-    assert code == (0 if bound > 0 else 1)
+    assert code == (0 if bound > 0 else EXIT_FAIL)
     means = written["evidence"]["test_means"]
     assert written["evidence"]["rank_by_nll"] == sorted(means, key=lambda a: means[a]["nll"])
     assert all(p > 0 for p in written["evidence"]["laplace_prior_precision"])

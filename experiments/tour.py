@@ -385,6 +385,25 @@ def _wide_config(config: StudyConfig) -> StudyConfig:
     return dataclasses.replace(config, tune_seeds=min(config.tune_seeds, WIDE_RETUNE_SEEDS))
 
 
+def _combination_rows() -> tuple[Row, Row]:
+    """The two rows the tour adds after the single ones: the searched combination and the
+    wide MLP that takes its strengths."""
+    combo = combination_row(
+        COMBINATION,
+        "random search over the combinable strengths, learning rate and cosine decay (plus "
+        "the single rows' choices)",
+        key="combination",
+    )
+    wide = combination_row(
+        WIDE,
+        "MLP 40-512-512-512-10 with the combination's strengths; its learning rate "
+        "re-tuned on validation (full cosine decay)",
+        model="wide_mlp",
+        key="wide",
+    )
+    return combo, wide
+
+
 def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key: jax.Array):
     """Every row's choice on validation and its final seeds; then the combination and the
     wide MLP. Returns outcomes and wall seconds by display name."""
@@ -400,12 +419,7 @@ def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key
             )
         bar.update()
     bar.set_postfix_str(COMBINATION)
-    combo = combination_row(
-        COMBINATION,
-        "random search over the combinable strengths, learning rate and cosine decay (plus "
-        "the single rows' choices)",
-        key="combination",
-    )
+    combo, wide = _combination_rows()
     anchors = {
         name: value
         for row in rows
@@ -423,13 +437,6 @@ def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key
         )
     bar.update()
     bar.set_postfix_str(WIDE)
-    wide = combination_row(
-        WIDE,
-        "MLP 40-512-512-512-10 with the combination's strengths; its learning rate "
-        "re-tuned on validation (full cosine decay)",
-        model="wide_mlp",
-        key="wide",
-    )
     with _timed(seconds, WIDE):
         outcomes[WIDE] = transfer(
             wide,
@@ -678,9 +685,7 @@ def epoch_budgets(config: StudyConfig, rows: list[Row]) -> str:
       >>> epoch_budgets(config, default_rows())
       'Epochs: 100 for every row except SAM (200), wide MLP + combination (150).'
     """
-    extra = [combination_row(COMBINATION, "", key="combination"),
-             combination_row(WIDE, "", "wide_mlp", key="wide")]  # fmt: skip
-    rows = [*rows, *extra]
+    rows = [*rows, *_combination_rows()]
     budgets = {row.name: epochs_for(row, config) for row in rows}
     base = budgets[row_names(rows)["baseline"]]
     others = ", ".join(f"{name} ({n})" for name, n in budgets.items() if n != base)

@@ -474,6 +474,12 @@ def _colorbar_axes(fig) -> set:
     }
 
 
+def _outside(text, renderer, frame) -> bool:
+    """A non-empty text whose rendered box runs past the figure's left or right edge."""
+    box = text.get_window_extent(renderer)
+    return bool(text.get_text()) and (box.x0 < frame.x0 - 1 or box.x1 > frame.x1 + 1)
+
+
 def _categorical(axis) -> bool:
     """Tick labels that are names (e.g. one bar per row) label the axis themselves."""
     texts = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
@@ -533,7 +539,8 @@ def figure_problems(fig) -> list[str]:
     fig.draw_without_rendering()
     frame = fig.bbox
     problems = []
-    panels = [ax for ax in fig.axes if ax.get_visible() and ax not in _colorbar_axes(fig)]
+    colorbars = _colorbar_axes(fig)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax not in colorbars]
     rows_with_ylabel = {
         ax.get_subplotspec().rowspan.start
         for ax in panels
@@ -543,8 +550,7 @@ def figure_problems(fig) -> list[str]:
         where = f"panel {index}"
         for kind, text in (("title", ax.title), ("x label", ax.xaxis.label),
                            ("y label", ax.yaxis.label)):  # fmt: skip
-            box = text.get_window_extent(renderer)
-            if text.get_text() and (box.x0 < frame.x0 - 1 or box.x1 > frame.x1 + 1):
+            if _outside(text, renderer, frame):
                 shown = text.get_text()[:36] + ("..." if len(text.get_text()) > 36 else "")
                 problems.append(f"{where}: {kind} {shown!r} runs outside the figure")
         if not ax.get_xlabel() and not _categorical(ax.xaxis):
@@ -556,7 +562,6 @@ def figure_problems(fig) -> list[str]:
         problems += _tick_problems(ax, renderer, where) + _legend_problems(ax, where)
     titles = [t for t in fig.get_children() if t is not None and hasattr(t, "get_text")]
     for text in titles:
-        box = text.get_window_extent(renderer)
-        if text.get_text() and (box.x0 < frame.x0 - 1 or box.x1 > frame.x1 + 1):
+        if _outside(text, renderer, frame):
             problems.append(f"the figure's text {text.get_text()[:36]!r} runs outside the figure")
     return problems

@@ -154,11 +154,11 @@ def run(
         treedef, [np.concatenate([c[i] for c in chunks]) for i in range(treedef.num_leaves)]
     )
     failure = _failure(metrics, plan, fixed)
-    invalid = sorted({f for f in failure if f and f != "non-finite metric"})
-    if invalid:
+    invalid = (failure != "") & (failure != "non-finite metric")
+    if invalid.any():
         warnings.warn(
-            f"{np.sum((failure != '') & (failure != 'non-finite metric'))} of {plan.members} "
-            f"members ran with invalid config values and are flagged failed: {invalid}",
+            f"{invalid.sum()} of {plan.members} members ran with invalid config values and "
+            f"are flagged failed: {sorted(set(failure[invalid]))}",
             stacklevel=2,
         )
     return SweepResult(

@@ -70,6 +70,7 @@ API_MODULES = [
     "jaxreg.metrics",
     "jaxreg.sharpness",
     "jaxreg.sharpness.hvp",
+    "jaxreg.spectra",
     "jaxreg.curvature",
     "jaxreg.laplace",
     "jaxreg.landscape",

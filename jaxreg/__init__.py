@@ -22,6 +22,7 @@ from jaxreg import plots as plots
 from jaxreg import progress as progress
 from jaxreg import prox as prox
 from jaxreg import sharpness as sharpness
+from jaxreg import spectra as spectra
 from jaxreg import solvers as solvers
 from jaxreg import stats as stats
 from jaxreg import sweeps as sweeps

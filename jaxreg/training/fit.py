@@ -296,6 +296,7 @@ def fit(
     early_stopping: EarlyStopping | None = None,
     drop_remainder: bool | None = None,
     eval_batch_size: int = 1024,
+    params_metrics: Callable[[chex.ArrayTree], dict[str, jax.Array]] | None = None,
     host: HostOptions | None = None,
     **host_keywords: Any,
 ) -> FitResult:
@@ -355,6 +356,9 @@ def fit(
       drop_remainder: drop each epoch's short last batch; default: only for
         models with state (BatchNorm batch statistics must not see padding).
       eval_batch_size: batch size of evaluation passes.
+      params_metrics: optional ``params -> {name: scalar}`` measured after every
+        epoch and recorded in the history as ``params_<name>``, e.g. the power-law
+        α of each layer's spectrum (:mod:`jaxreg.spectra`), under ``vmap`` per member.
       host: what happens between compiled chunks when fit runs from the host
         (:class:`~jaxreg.training.HostOptions`: ``checkpoint_dir``,
         ``progress``, ``epochs_per_chunk``, ``on_nonfinite``, and ``steps``:
@@ -405,6 +409,7 @@ def fit(
         batch_transform,
         early_stopping,
         drop_remainder,
+        params_metrics,
     )
     data = loop_data(train, eval_data, eval_batch_size=eval_batch_size)
     check_batch_size(batch_size, data.x.shape[0])

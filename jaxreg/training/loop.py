@@ -259,6 +259,9 @@ class TrainLoop:
       drop_remainder: drop the short last training batch of every (shuffled)
         epoch instead of padding it — wanted with BatchNorm, whose batch
         statistics would otherwise see the padding rows.
+      params_metrics: optional ``params -> {name: scalar}`` measured on the
+        parameters after every epoch, recorded as ``params_<name>`` (e.g. weight
+        norms or :func:`jaxreg.spectra.spectra`'s α per layer).
 
     Loops are values: two with equal fields (the same ``apply``, optimizer,
     task and callables) are equal and hash alike, so programs compiled for one
@@ -286,6 +289,7 @@ class TrainLoop:
     batch_transform: BatchTransform | None = None
     early_stopping: EarlyStopping | None = None
     drop_remainder: bool = False
+    params_metrics: Callable[[chex.ArrayTree], dict[str, jax.Array]] | None = None
 
     def __post_init__(self):
         strength = self.penalty_strength
@@ -469,6 +473,8 @@ class TrainLoop:
         for name, eval_batches in data.evals.items():
             metrics = self.evaluate(params, model_state, eval_batches, hparams)
             record.update({f"{name}_{k}": v for k, v in metrics.items()})
+        if self.params_metrics is not None:
+            record.update({f"params_{k}": v for k, v in self.params_metrics(params).items()})
         if stopping is not None:
             monitor = self.early_stopping.monitor
             if monitor not in record:

@@ -71,6 +71,7 @@ API_MODULES = [
     "jaxreg.sharpness",
     "jaxreg.sharpness.hvp",
     "jaxreg.spectra",
+    "jaxreg.generalization",
     "jaxreg.curvature",
     "jaxreg.laplace",
     "jaxreg.landscape",

@@ -7,6 +7,7 @@ from jaxreg import compilation as compilation
 from jaxreg import curvature as curvature
 from jaxreg import data as data
 from jaxreg import ensembles as ensembles
+from jaxreg import generalization as generalization
 from jaxreg import io as io
 from jaxreg import jacobian as jacobian
 from jaxreg import labels as labels
@@ -22,8 +23,8 @@ from jaxreg import plots as plots
 from jaxreg import progress as progress
 from jaxreg import prox as prox
 from jaxreg import sharpness as sharpness
-from jaxreg import spectra as spectra
 from jaxreg import solvers as solvers
+from jaxreg import spectra as spectra
 from jaxreg import stats as stats
 from jaxreg import sweeps as sweeps
 from jaxreg import tasks as tasks

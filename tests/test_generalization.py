@@ -186,6 +186,8 @@ def _stack(seeds, sizes=(6, 12, 3)):
 
 
 def test_measures_of_a_stack_in_one_program_equal_each_model_alone():
+    """The loop-free families under jit(vmap) (sharpness: test_measure_sweep_…)."""
+    families = ("norm", "spectral", "optimization")
     apply = functional(MLP((6, 12, 3), rngs=nnx.Rngs(0)))[0]
     x = jax.random.normal(jax.random.key(0), (40, 6))
     data = batches(x, jnp.argmax(x[:, :3], 1), 16)
@@ -195,10 +197,12 @@ def test_measures_of_a_stack_in_one_program_equal_each_model_alone():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def measure(params, init_params, key):
-        return gen.generalization_measures(apply, params, data, key=key, init_params=init_params)
+        return gen.generalization_measures(
+            apply, params, data, key=key, init_params=init_params, families=families
+        )
 
     batched = jax.vmap(measure)(trained, init, keys)
-    assert len(batched) == 23
+    assert len(batched) == 18
     for i in range(3):
         alone = gen.generalization_measures(
             apply,
@@ -206,6 +210,7 @@ def test_measures_of_a_stack_in_one_program_equal_each_model_alone():
             data,
             key=keys[i],
             init_params=jax.tree.map(lambda a, i=i: a[i], init),
+            families=families,
         )
         chex.assert_trees_all_close(
             {k: v[i] for k, v in batched.items()}, alone, rtol=2e-3, atol=1e-5
@@ -219,3 +224,23 @@ def test_generalization_measures_reject_unknown_families():
         gen.generalization_measures(apply, params, data, key=jax.random.key(0), families=["nrom"])
     with pytest.raises(ValueError, match="no kernel"):
         gen.norm_measures({"b": jnp.ones(3)})
+
+
+def test_measure_sweep_equals_each_model_alone_and_finishes_for_many_models():
+    """32 models: one vmapped program running every Hessian loop side by side hangs XLA:CPU."""
+    apply = functional(MLP((10, 16, 4), rngs=nnx.Rngs(0)))[0]
+    x = jax.random.normal(jax.random.key(0), (64, 10))
+    data = batches(x, jnp.argmax(x[:, :4], 1), 32)
+    trained = _stack(range(32), (10, 16, 4))
+    out = gen.measure_sweep(apply, trained, data, key=jax.random.key(3), init_params=trained)
+    assert len(out) == 23 and all(v.shape == (32,) for v in out.values())
+    np.testing.assert_array_equal(out["distance_from_init"], 0.0)
+    keys = jax.random.split(jax.random.key(3), 32)
+    alone = jax.jit(
+        lambda p, k: gen.generalization_measures(apply, p, data, key=k, families=["sharpness"])
+    )(jax.tree.map(lambda a: a[31], trained), keys[31])
+    chex.assert_trees_all_close({k: out[k][31] for k in alone}, alone, rtol=2e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="leading model axis"):
+        gen.measure_sweep(
+            apply, {"a": jnp.ones((2, 3, 3)), "b": jnp.ones((3, 3))}, data, key=jax.random.key(0)
+        )

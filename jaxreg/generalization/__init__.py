@@ -13,6 +13,7 @@ from jaxreg.generalization.kendall import granulated_kendall_tau as granulated_k
 from jaxreg.generalization.kendall import kendall_tau as kendall_tau
 from jaxreg.generalization.kendall import tau_intervals as tau_intervals
 from jaxreg.generalization.measures import generalization_measures as generalization_measures
+from jaxreg.generalization.measures import measure_sweep as measure_sweep
 from jaxreg.generalization.measures import norm_measures as norm_measures
 from jaxreg.generalization.measures import output_margin as output_margin
 from jaxreg.generalization.measures import path_norm as path_norm

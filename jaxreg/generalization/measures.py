@@ -20,6 +20,7 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.typing import ArrayLike
 
@@ -38,6 +39,7 @@ from jaxreg.sharpness import (
 
 __all__ = [
     "generalization_measures",
+    "measure_sweep",
     "norm_measures",
     "output_margin",
     "path_norm",
@@ -216,17 +218,50 @@ def sharpness_measures(
       (4.0, 6.0)
     """
     check_key(key)
-    keys = jax.random.split(key, 4)
-    sigma = pac_bayes_flatness(loss_fn, params, data, key=keys[2], target=pac_bayes_target)
-    top = top_eigenvalues(loss_fn, params, data, key=keys[3], num_iters=lanczos_steps, tol=0.0)
-    trace = hessian_trace(loss_fn, params, data, key=keys[1], num_samples=trace_samples)[0]
+    parts = _sharpness_parts(
+        rho=rho,
+        epsilon=epsilon,
+        pac_bayes_target=pac_bayes_target,
+        lanczos_steps=lanczos_steps,
+        trace_samples=trace_samples,
+    )
+    return {name: part(loss_fn, params, data, key) for name, part in parts.items()}
+
+
+def _sharpness_parts(
+    *,
+    rho: float = 0.05,
+    epsilon: float = 1e-3,
+    pac_bayes_target: float = 0.1,
+    lanczos_steps: int = 20,
+    trace_samples: int = 24,
+) -> dict[str, Callable[..., jax.Array]]:
+    """Each sharpness measure as ``(loss_fn, params, data, key) -> scalar`` (own key per measure)."""
+
+    def adaptive(f, p, d, k):
+        return sam_sharpness(f, p, d, rho, adaptive=True, num_steps=5, key=jax.random.fold_in(k, 0))
+
+    def pac_bayes(f, p, d, k):
+        return (
+            1.0
+            / pac_bayes_flatness(f, p, d, key=jax.random.fold_in(k, 1), target=pac_bayes_target)
+            ** 2
+        )
+
+    def lambda_max(f, p, d, k):
+        top = top_eigenvalues(
+            f, p, d, key=jax.random.fold_in(k, 2), num_iters=lanczos_steps, tol=0.0
+        )
+        return top[0][0]
+
+    def trace(f, p, d, k):
+        return hessian_trace(f, p, d, key=jax.random.fold_in(k, 3), num_samples=trace_samples)[0]
+
     return {
-        "epsilon_sharpness": epsilon_sharpness(loss_fn, params, data, epsilon, num_steps=10),
-        "adaptive_sharpness": sam_sharpness(
-            loss_fn, params, data, rho, adaptive=True, num_steps=5, key=keys[0]
-        ),
-        "pac_bayes_inverse_sigma_sq": 1.0 / sigma**2,
-        "lambda_max": top[0][0],
+        "epsilon_sharpness": lambda f, p, d, k: epsilon_sharpness(f, p, d, epsilon, num_steps=10),
+        "adaptive_sharpness": adaptive,
+        "pac_bayes_inverse_sigma_sq": pac_bayes,
+        "lambda_max": lambda_max,
         "hessian_trace": trace,
     }
 
@@ -260,8 +295,8 @@ def generalization_measures(
 ) -> dict[str, jax.Array]:
     """Every measure of one classifier on its training ``data``, as one flat dict.
 
-    ``vmap`` it over a stack of models (and their ``init_params``) to measure a
-    sweep in one program.
+    ``vmap`` works over a few models; for a sweep use :func:`measure_sweep`, which
+    runs the Hessian-based measures as separate programs.
 
     Args:
       apply: ``apply(params, x)`` in eval mode (e.g. ``model.bind()``).
@@ -281,9 +316,10 @@ def generalization_measures(
       >>> from jaxreg.nn import MLP, functional
       >>> apply, params = functional(MLP((4, 8, 3), rngs=nnx.Rngs(0)))
       >>> x = jax.random.normal(jax.random.key(0), (32, 4)); y = jnp.arange(32) % 3
-      >>> m = generalization_measures(apply, params, batches(x, y, 16), key=jax.random.key(1))
-      >>> len(m), bool(jnp.isfinite(m["lambda_max"]))
-      (20, True)
+      >>> m = generalization_measures(apply, params, batches(x, y, 16), key=jax.random.key(1),
+      ...                             families=("norm", "spectral"))
+      >>> len(m), bool(m["log_sum_spectral"] < m["log_product_spectral"] + jnp.log(2.0))
+      (14, True)
     """
     unknown = set(families) - set(FAMILIES)
     if unknown:
@@ -306,5 +342,81 @@ def generalization_measures(
     if "spectral" in families:
         out.update(spectral_measures(params, channels_last=channels_last))
     if "optimization" in families:
-        out["gradient_noise_scale"] = gradient_noise_scale(loss_fn, params, data).simple_noise_scale
+        noise = gradient_noise_scale(loss_fn, params, data)
+        out["gradient_noise_scale"] = noise.simple_noise_scale
     return out
+
+
+def _leading(tree: chex.ArrayTree) -> int:
+    sizes = {jnp.shape(leaf)[0] for leaf in jax.tree.leaves(tree) if jnp.ndim(leaf) > 0}
+    if len(sizes) != 1:
+        raise ValueError(f"params must be a stack with one leading model axis, got sizes {sizes}")
+    return sizes.pop()
+
+
+def measure_sweep(
+    apply: Apply,
+    params: chex.ArrayTree,
+    data: Any,
+    *,
+    key: jax.Array,
+    init_params: chex.ArrayTree | None = None,
+    families: Sequence[str] = FAMILIES,
+    channels_last: bool = True,
+    **sharpness_options: Any,
+) -> dict[str, np.ndarray]:
+    """:func:`generalization_measures` of every model in a stack, each measure vmapped over all.
+
+    The norm, spectral and optimization measures run as one ``jit(vmap(…))`` program
+    over every model; each sharpness measure as one more. They are separate programs
+    because one program running the Hessian loops of many models side by side can
+    deadlock XLA:CPU (jaxlib 0.10; docs/conventions.md) — each alone does not.
+    Model ``i`` gets ``split(key, n)[i]``, so its values equal
+    ``generalization_measures(…, key=split(key, n)[i])`` on that model alone.
+
+    Args:
+      apply: ``apply(params, x)`` in eval mode, shared by every model.
+      params: the models' parameters stacked on a leading axis (a sweep's
+        ``metrics["params"]``, flattened to one model axis).
+      data: the training batches (:func:`jaxreg.data.batches`), shared.
+      key: PRNG key.
+      init_params: the initial parameters, stacked the same way (optional).
+      families: as in :func:`generalization_measures`.
+      channels_last: the layout of convolution kernels.
+      **sharpness_options: passed to :func:`sharpness_measures`.
+
+    Returns:
+      ``{measure: (n,) array}`` on the host.
+
+    Example:
+      >>> from flax import nnx
+      >>> from jaxreg.data import batches
+      >>> from jaxreg.nn import MLP, functional
+      >>> apply = functional(MLP((4, 8, 3), rngs=nnx.Rngs(0)))[0]
+      >>> stack = jax.tree.map(lambda *p: jnp.stack(p),
+      ...     *[functional(MLP((4, 8, 3), rngs=nnx.Rngs(s)))[1] for s in range(5)])
+      >>> x = jax.random.normal(jax.random.key(0), (32, 4)); y = jnp.arange(32) % 3
+      >>> out = measure_sweep(apply, stack, batches(x, y, 16), key=jax.random.key(1),
+      ...                     families=("norm", "spectral", "optimization"))
+      >>> out["alpha"].shape, len(out)
+      ((5,), 15)
+    """
+    check_key(key)
+    n = _leading(params)
+    keys = jax.random.split(key, n)
+    cheap = [f for f in families if f != "sharpness"]
+    out: dict[str, np.ndarray] = {}
+    if cheap:
+
+        def measure(p, p0, k):
+            return generalization_measures(
+                apply, p, data, key=k, init_params=p0, families=cheap, channels_last=channels_last
+            )
+
+        out.update(jax.jit(jax.vmap(measure))(params, init_params, keys))
+    if "sharpness" in families:
+        loss_fn = classification_loss(apply)
+        for name, part in _sharpness_parts(**sharpness_options).items():
+            program = jax.jit(jax.vmap(lambda p, k, part=part: part(loss_fn, p, data, k)))
+            out[name] = program(params, keys)
+    return {name: np.asarray(value) for name, value in out.items()}

@@ -236,7 +236,7 @@ def _sharpness_parts(
     lanczos_steps: int = 20,
     trace_samples: int = 24,
 ) -> dict[str, Callable[..., jax.Array]]:
-    """Each sharpness measure as ``(loss_fn, params, data, key) -> scalar`` (own key per measure)."""
+    """Each sharpness measure as ``(loss_fn, params, data, key) -> scalar``, with its own key."""
 
     def adaptive(f, p, d, k):
         return sam_sharpness(f, p, d, rho, adaptive=True, num_steps=5, key=jax.random.fold_in(k, 0))

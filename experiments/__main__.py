@@ -43,6 +43,7 @@ EXPERIMENTS = [
     "swa_flatness",
     "evidence_weight_decay",
     "laplace_predictive",
+    "generalization_measures",
 ]
 PACKAGE = "experiments"
 

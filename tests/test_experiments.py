@@ -637,3 +637,48 @@ def test_the_readme_states_the_recorded_laplace_predictive_result():
     assert f"5-member ensemble ({means['ensemble']['nll']:.3f})" in readme
     accuracies = [100 * means[a]["accuracy"] for a in ("MC dropout", "ensemble", "MAP")]
     assert "({:.1f}% and {:.1f}% against {:.1f}%)".format(*accuracies) in readme
+
+
+def test_generalization_measures_runs_its_control_fails_and_its_table_recomputes(
+    tmp_path, monkeypatch
+):
+    from scipy import stats
+
+    from experiments import generalization_measures as gm
+    from experiments.common import EXIT_FAIL
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["generalization_measures", "--quick", "--out", str(out)])
+    code = gm.main()
+    evidence = json.loads((out / "generalization_measures.json").read_text())["evidence"]
+    models = json.loads((out / "generalization_measures_models.json").read_text())
+    assert evidence["models"] == len(models["gap"]) == 16
+    assert not any(evidence["control_claims"].values())  # shuffled measures: every claim FAILs
+    claims = evidence["claims"]
+    assert claims["flat_minima"] == (evidence["pac_bayes_tau_lower_95"] > 0)
+    assert claims["heavy_tails"] == (evidence["alpha_tau_lower_95"] > 0)
+    assert claims["regularization_shrinks_norms"] == (evidence["norm_by_decay_tau_upper_95"] < 0)
+    assert code == (0 if all(claims.values()) else EXIT_FAIL)
+    for name, values in models["measures"].items():
+        tau = stats.kendalltau(values, models["gap"]).statistic
+        if np.isfinite(tau):
+            assert evidence["tau"][name][0] == pytest.approx(tau, abs=2e-3), name
+    assert (out / "generalization_measures.png").stat().st_size > 10_000
+
+
+def test_generalization_measures_verdict_reads_each_claims_own_bound():
+    from experiments.generalization_measures import verdict
+    from jaxreg.generalization import TauInterval
+
+    def row(low, high):
+        return {"tau": TauInterval((low + high) / 2, low, high)}
+
+    good = {"pac_bayes_inverse_sigma_sq": row(0.1, 0.5), "alpha": row(0.05, 0.3)}
+    assert verdict(good, TauInterval(-0.5, -0.7, -0.2)) == {
+        "flat_minima": True,
+        "regularization_shrinks_norms": True,
+        "heavy_tails": True,
+    }
+    bad = {"pac_bayes_inverse_sigma_sq": row(-0.1, 0.5), "alpha": row(0.05, 0.3)}
+    assert not verdict(bad, TauInterval(-0.5, -0.7, 0.01))["flat_minima"]
+    assert not verdict(bad, TauInterval(-0.5, -0.7, 0.01))["regularization_shrinks_norms"]

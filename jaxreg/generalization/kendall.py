@@ -11,6 +11,7 @@ a thousand bootstrap resamples run as one compiled program.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -106,7 +107,8 @@ def granulated_kendall_tau(
         (groups where τ is undefined, e.g. a constant measure, are skipped).
 
     Returns:
-      ``{axis: Ψ_a, ..., "mean": Ψ}``.
+      ``{axis: Ψ_a, ..., "mean": Ψ}``; an axis that never varies has ``Ψ_a`` NaN and is
+      left out of the mean.
 
     Example:
       >>> lr = jnp.array([1.0, 2.0, 1.0, 2.0]); width = jnp.array([1.0, 1.0, 2.0, 2.0])
@@ -120,7 +122,7 @@ def granulated_kendall_tau(
     upper = jnp.triu(jnp.ones((x.shape[0],) * 2, bool), k=1)
     psi = _granulated(_signs(x), _signs(y), upper, jnp.asarray(group_ids), counts)
     result = {name: psi[i] for i, name in enumerate(axes)}
-    return {**result, "mean": jnp.mean(psi)}
+    return {**result, "mean": jnp.nanmean(psi)}
 
 
 class TauInterval(NamedTuple):
@@ -149,7 +151,7 @@ def _resampled_taus(measures, gap, group_ids, counts, index):
     if group_ids is None:
         return tau[:, None]
     psi = _granulated(dx, dy[None], upper[None], group_ids[:, index], counts)
-    return jnp.concatenate([tau[:, None], psi, jnp.mean(psi, -1, keepdims=True)], axis=-1)
+    return jnp.concatenate([tau[:, None], psi, jnp.nanmean(psi, -1, keepdims=True)], axis=-1)
 
 
 def tau_intervals(
@@ -210,7 +212,9 @@ def tau_intervals(
     index = jax.random.randint(key, (num_resamples, y.shape[0]), 0, y.shape[0])
     draws = np.asarray(run(index))  # (resamples, measures, columns)
     tail = 100 * (1 - confidence) / 2
-    low, high = np.nanpercentile(draws, [tail, 100 - tail], axis=0)
+    with warnings.catch_warnings():  # an axis that never varies has τ NaN in every resample
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(draws, [tail, 100 - tail], axis=0)
     return {
         name: {
             column: TauInterval(float(point[m, c]), float(low[m, c]), float(high[m, c]))

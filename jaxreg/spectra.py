@@ -50,6 +50,9 @@ __all__ = [
 # spike: the largest eigenvalue of a pure-noise matrix exceeds 3 scales with
 # probability below 0.1% (TW₁'s 99.9% quantile is about 2.9; Johnstone 2001).
 _TRACY_WIDOM_SCALES = 3.0
+# Up to this many eigenvalues every x_min candidate is fitted at once (n² memory, no
+# loop); above it the candidates are scanned in blocks of 128 (linear memory).
+_DENSE_LIMIT = 1024
 
 
 def kernel_matrices(kernel: ArrayLike, *, channels_last: bool = True) -> jax.Array:
@@ -142,8 +145,9 @@ def power_law_fit(eigenvalues: ArrayLike, *, threshold: float = 1e-5) -> PowerLa
     largest), α is the continuous MLE over ``λ ≥ x_min``; the fit kept is the one
     whose tail is closest to its power law in Kolmogorov–Smirnov distance.
     Eigenvalues at or below ``threshold`` (numerically zero) are ignored, as
-    WeightWatcher does. Memory is linear in the number of eigenvalues; the
-    candidates are scanned in blocks.
+    WeightWatcher does. Up to 1,024 eigenvalues every candidate is fitted at once
+    (memory quadratic in their number); above that the candidates are scanned in
+    blocks of 128 (linear memory).
 
     Args:
       eigenvalues: a 1-D spectrum (any order).
@@ -165,9 +169,15 @@ def power_law_fit(eigenvalues: ArrayLike, *, threshold: float = 1e-5) -> PowerLa
     valid = x > threshold
     log_x = jnp.log(jnp.where(valid, x, 1.0))
     candidates = jnp.arange(x.shape[0])
-    alpha, distance, count = jax.lax.map(
-        lambda i: _tail_fit(x, log_x, valid, i), candidates, batch_size=128
-    )
+
+    def fit_at(i):
+        return _tail_fit(x, log_x, valid, i)
+
+    if x.shape[0] <= _DENSE_LIMIT:
+        # No loop: several loops in one vmapped program can hang XLA:CPU (docs/conventions.md).
+        alpha, distance, count = jax.vmap(fit_at)(candidates)
+    else:
+        alpha, distance, count = jax.lax.map(fit_at, candidates, batch_size=128)
     usable = valid & (candidates < x.shape[0] - 1)
     # WeightWatcher leaves D = 1 where α ≤ 1; candidates below the threshold never win.
     distance = jnp.where(alpha > 1, distance, 1.0)

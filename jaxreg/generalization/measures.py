@@ -14,6 +14,7 @@ width) are left out: they do not change ranks among models of one architecture.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -328,7 +329,7 @@ def generalization_measures(
     loss_fn = classification_loss(apply)
     out: dict[str, jax.Array] = {}
     if "norm" in families:
-        logits = jax.lax.map(lambda b: apply(params, b["x"]), data)
+        logits = jax.vmap(lambda x: apply(params, x))(data["x"])  # no loop: see measure_sweep
         margin = output_margin(
             logits.reshape(-1, logits.shape[-1]),
             data["y"].reshape(-1),
@@ -367,12 +368,15 @@ def measure_sweep(
 ) -> dict[str, np.ndarray]:
     """:func:`generalization_measures` of every model in a stack, each measure vmapped over all.
 
-    The norm, spectral and optimization measures run as one ``jit(vmap(…))`` program
-    over every model; each sharpness measure as one more. They are separate programs
-    because one program running the Hessian loops of many models side by side can
-    deadlock XLA:CPU (jaxlib 0.10; docs/conventions.md) — each alone does not.
+    The norm and spectral measures run as one ``jit(vmap(…))`` program over every
+    model; the gradient noise scale and each sharpness measure as one more each, run
+    one after another. One program running several loops of many models side by side
+    can deadlock XLA:CPU (jaxlib 0.10, seen with 72 models; docs/conventions.md); one
+    loop per program does not.
     Model ``i`` gets ``split(key, n)[i]``, so its values equal
-    ``generalization_measures(…, key=split(key, n)[i])`` on that model alone.
+    ``generalization_measures(…, key=split(key, n)[i])`` on that model alone. The
+    compiled programs are kept (per ``apply`` and options), so a second call with the
+    same ``apply`` and shapes does not compile again.
 
     Args:
       apply: ``apply(params, x)`` in eval mode, shared by every model.
@@ -402,21 +406,45 @@ def measure_sweep(
       ((5,), 15)
     """
     check_key(key)
-    n = _leading(params)
-    keys = jax.random.split(key, n)
-    cheap = [f for f in families if f != "sharpness"]
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"families must be among {FAMILIES}, got {sorted(unknown)}")
+    keys = jax.random.split(key, _leading(params))
+    cheap = tuple(f for f in families if f != "sharpness")
+    options = tuple(sorted(sharpness_options.items()))
+    programs = _sweep_programs(apply, cheap, "sharpness" in families, channels_last, options)
     out: dict[str, np.ndarray] = {}
-    if cheap:
+    for program in programs.values():
+        # One program at a time: dispatched together, they could run side by side.
+        out.update(jax.device_get(program(params, init_params, keys, data)))
+    return {name: np.asarray(value) for name, value in out.items()}
 
-        def measure(p, p0, k):
+
+@functools.lru_cache(maxsize=16)
+def _sweep_programs(apply: Apply, cheap: tuple, sharpness: bool, channels_last: bool, options):
+    """The compiled programs of :func:`measure_sweep`, kept so a second call reuses them.
+
+    The loop-free families (norm, spectral) share one program; every measure that
+    runs a loop (the gradient noise scale, each sharpness measure) gets its own.
+    """
+    programs = {}
+    groups = [tuple(f for f in cheap if f in ("norm", "spectral"))]
+    groups += [("optimization",)] if "optimization" in cheap else []
+    for group in [g for g in groups if g]:
+
+        def measure(p, p0, k, data, group=group):
             return generalization_measures(
-                apply, p, data, key=k, init_params=p0, families=cheap, channels_last=channels_last
+                apply, p, data, key=k, init_params=p0, families=group, channels_last=channels_last
             )
 
-        out.update(jax.jit(jax.vmap(measure))(params, init_params, keys))
-    if "sharpness" in families:
+        programs[group] = jax.jit(jax.vmap(measure, in_axes=(0, 0, 0, None)))
+    if sharpness:
         loss_fn = classification_loss(apply)
-        for name, part in _sharpness_parts(**sharpness_options).items():
-            program = jax.jit(jax.vmap(lambda p, k, part=part: part(loss_fn, p, data, k)))
-            out[name] = program(params, keys)
-    return {name: np.asarray(value) for name, value in out.items()}
+        for name, part in _sharpness_parts(**dict(options)).items():
+
+            def one(p, p0, k, data, part=part, name=name):
+                del p0
+                return {name: part(loss_fn, p, data, k)}
+
+            programs[name] = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)))
+    return programs

@@ -313,7 +313,7 @@ def _figure(intervals, axes, out) -> None:
     left.set_yticks(rows, names)
     left.set_xlabel("Kendall τ with the generalization gap (95% bootstrap)")
     grid = np.array([[intervals[n][a].value for a in [*axes, "mean"]] for n in names])
-    image = right.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    image = right.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", origin="lower")
     labels = [a.replace("_", " ") for a in [*axes, "Ψ (mean)"]]
     right.set_xticks(np.arange(len(axes) + 1), labels, rotation=60, ha="right", fontsize=8)
     right.set_yticks(rows, [])

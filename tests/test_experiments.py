@@ -682,3 +682,43 @@ def test_generalization_measures_verdict_reads_each_claims_own_bound():
     bad = {"pac_bayes_inverse_sigma_sq": row(-0.1, 0.5), "alpha": row(0.05, 0.3)}
     assert not verdict(bad, TauInterval(-0.5, -0.7, 0.01))["flat_minima"]
     assert not verdict(bad, TauInterval(-0.5, -0.7, 0.01))["regularization_shrinks_norms"]
+
+
+def _generalization_fragments(evidence) -> list[str]:
+    tau, psi = evidence["tau"], evidence["granulated_tau"]
+
+    def interval(name):
+        value, low, high = tau[name]
+        return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+    pac, alpha = psi["pac_bayes_inverse_sigma_sq"], psi["alpha"]
+    return [
+        f"PAC-Bayes flatness τ = {interval('pac_bayes_inverse_sigma_sq')},",
+        f"the mean layer α τ = {interval('alpha')},",
+        f"(granulated τ {evidence['norm_by_decay_tau_upper_95']:.0f})",
+        f"(PAC-Bayes: Ψ = {pac['learning_rate']:.2f} over learning rates, "
+        f"{pac['weight_decay']:.2f} over weight decays; α: {alpha['learning_rate']:.2f} and "
+        f"{alpha['weight_decay']:.2f})",
+        f"stable rank (τ = {interval('log_stable_rank')})",
+        f"Frobenius norms ({interval('log_sum_frobenius')});",
+        f"λmax ({interval('lambda_max')})",
+        f"adaptive sharpness ({interval('adaptive_sharpness')})",
+        f"backwards ({interval('gradient_noise_scale')})",
+        f"undefined for {evidence['measures_left_out']['log_product_frobenius_over_margin']} "
+        f"of {evidence['models']} models",
+    ]
+
+
+def test_the_readme_states_the_recorded_generalization_measures_result():
+    """Every number of the README's paragraph comes from the confirmatory run's JSON."""
+    from scipy import stats
+
+    folder = ROOT / "experiments" / "results"
+    recorded = json.loads((folder / "generalization_measures.confirmatory.json").read_text())
+    assert recorded["verdict"] == "PASS"
+    readme = " ".join((ROOT / "README.md").read_text().split()).replace("−", "-")
+    for fragment in _generalization_fragments(recorded["evidence"]):
+        assert fragment in readme, fragment
+    models = json.loads((folder / "generalization_measures.confirmatory.models.json").read_text())
+    tau = stats.kendalltau(models["measures"]["alpha"], models["gap"]).statistic
+    assert recorded["evidence"]["tau"]["alpha"][0] == pytest.approx(tau, abs=1e-3)

@@ -30,7 +30,7 @@ run also reports the control's verdicts (``control_claims``). Every model's meas
 gap and hyperparameters go to ``generalization_measures_models.json`` beside the result,
 so the table can be recomputed.
 
-``--quick`` (the test suite): one architecture, 16 models, 6 epochs.
+``--quick`` (the test suite): one architecture, 16 models, 4 epochs.
 
 Run: ``python -m experiments.generalization_measures [--out DIR] [--quick] [--control]``.
 """
@@ -77,9 +77,9 @@ QUICK = {
     "dropout_rates": [0.0, 0.3],
     "weight_decays": [0.0, 0.1],
     "seeds": 2,
-    "epochs": 6,
-    "measure_examples": 200,
-    "resamples": 200,
+    "epochs": 4,
+    "measure_examples": 100,
+    "resamples": 100,
 }
 #: The measure each claim is judged by, fixed before any run.
 PRIMARY = {"flat_minima": "pac_bayes_inverse_sigma_sq", "heavy_tails": "alpha"}

@@ -61,8 +61,8 @@ def test_power_law_fit_equals_the_loop_definition(x64, seed):
 
 @pytest.mark.parametrize("alpha", [2.5, 4.0])
 def test_power_law_fit_recovers_a_known_exponent(x64, alpha):
-    values = pareto(jax.random.key(int(alpha * 10)), 20_000, alpha)
-    body = jax.random.uniform(jax.random.key(7), (5_000,), jnp.float64, 0.05, 1.0)
+    values = pareto(jax.random.key(int(alpha * 10)), 8_000, alpha)
+    body = jax.random.uniform(jax.random.key(7), (2_000,), jnp.float64, 0.05, 1.0)
     fit = spectra.power_law_fit(jnp.concatenate([body, values]))
     assert abs(float(fit.alpha) - alpha) < 4 * float(fit.sigma)
     assert 0.9 < float(fit.xmin) < 1.5
@@ -152,7 +152,7 @@ def test_spectra_selects_kernels_and_runs_under_vmap_with_one_trace():
     batched = jax.vmap(measure)(stack)
     assert sorted(batched) == [f"layers/{i}/kernel" for i in range(3)]
     for member in range(3):
-        one = spectra.spectra(init(member))
+        one = jax.jit(spectra.spectra)(init(member))
         for name, layer in one.items():
             chex.assert_trees_all_close(
                 jax.tree.map(lambda leaf, m=member: leaf[m], batched[name]), layer, rtol=2e-5
@@ -166,9 +166,10 @@ def test_weightwatcher_recorded_agreement_and_current_values(x64):
     record = json.loads(RESULTS.read_text())
     assert record["weightwatcher_version"].startswith("0.7")
     assert len(record["layers"]) >= 4
+    measure = jax.jit(spectra.layer_spectrum, static_argnames="channels_last")
     for layer in record["layers"]:
         kernel = heavy_kernel(layer["seed"], tuple(layer["shape"]), layer["dof"])
-        ours = spectra.layer_spectrum(kernel, channels_last=layer["channels_last"])
+        ours = measure(kernel, channels_last=layer["channels_last"])
         ww = layer["weightwatcher"]
         assert abs(float(ours.alpha) - ww["alpha"]) < 0.05
         np.testing.assert_allclose(float(ours.lambda_max), ww["spectral_norm"], rtol=1e-6)
@@ -181,8 +182,7 @@ def test_weightwatcher_recorded_agreement_and_current_values(x64):
         )
 
 
-@pytest.mark.parametrize("steps", ["scan", "host"])
-def test_fit_records_spectra_every_epoch(steps):
+def test_fit_records_spectra_every_epoch(steps="scan"):
     import optax
 
     from jaxreg import HostOptions, fit

@@ -124,7 +124,7 @@ def test_losses_gradients_hvps_and_eigenvalues_agree_across_frameworks(problem):
         lambda *a: jax.grad(reference_loss, argnums=(0, 1, 2, 3))(*a), arrays, direction
     )[1]
     flat, unravel = jax.flatten_util.ravel_pytree(arrays)
-    dense = jax.hessian(lambda v: reference_loss(*unravel(v)))(flat)
+    dense = jax.jit(jax.hessian(lambda v: reference_loss(*unravel(v))))(flat)
     expected_top = np.sort(np.linalg.eigvalsh(np.asarray(dense, np.float64)))[::-1][:2]
 
     for name, model in _models().items():

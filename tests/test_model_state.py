@@ -112,7 +112,7 @@ def test_state_is_never_differentiated_penalized_masked_or_perturbed(toy):
     def dataset_loss(vector):  # one batch holding every example: the exact dataset mean
         return loss_fn(unravel(vector), {"x": x, "y": y})
 
-    dense = np.asarray(jax.hessian(dataset_loss)(flat), np.float64)
+    dense = np.asarray(jax.jit(jax.hessian(dataset_loss))(flat), np.float64)
     exact = np.linalg.eigvalsh(0.5 * (dense + dense.T))[::-1][:2]
     top, _, _ = sharpness.top_eigenvalues(
         loss_fn, model.params, batches, key=jax.random.key(0), k=2, num_iters=40

@@ -29,7 +29,7 @@ def _problem(dtype=jnp.float32):
 def _dense_hessian(loss_fn, params, x, y):
     flat, unravel = ravel_pytree(params)
     full = {"x": x, "y": y}
-    hessian = jax.hessian(lambda f: loss_fn(unravel(f), full))(flat)
+    hessian = jax.jit(jax.hessian(lambda f: loss_fn(unravel(f), full)))(flat)
     return np.asarray(hessian, np.float64)
 
 

@@ -115,7 +115,9 @@ def test_masked_sequence_classification_through_fit_evaluate_and_top_eigenvalues
     loss_fn = classification_loss(_tagger, task.loss)
     batches = data.batches(x, jnp.asarray(labels), 16)
     flat, unravel = jax.flatten_util.ravel_pytree(result.params)
-    dense = jax.hessian(lambda v: loss_fn(unravel(v), {"x": x, "y": jnp.asarray(labels)}))(flat)
+    dense = jax.jit(jax.hessian(lambda v: loss_fn(unravel(v), {"x": x, "y": jnp.asarray(labels)})))(
+        flat
+    )
     exact = np.sort(np.linalg.eigvalsh(np.asarray(dense, np.float64)))[::-1][:1]
     top, _, _ = sharpness.top_eigenvalues(
         loss_fn, result.params, batches, key=jax.random.key(3), k=1, num_iters=40

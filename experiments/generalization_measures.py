@@ -127,9 +127,7 @@ def train_architecture(depth, width, batch_size, cfg, data, x_test, y_test):
         weight_decay=cfg["weight_decays"],
         seed=np.arange(cfg["seeds"]),
     )
-    sweep = sweeps.run(
-        train_fn, grid, key=jax.random.key(cfg["seed"]), allow_unused=True, progress=False
-    )
+    sweep = sweeps.run(train_fn, grid, key=jax.random.key(cfg["seed"]), progress=False)
     init = jax.tree.map(lambda a: a[np.asarray(sweep.configs["seed"])], initial)
     return model, sweep, init
 

@@ -182,7 +182,7 @@ def test_sharpness_measures_on_a_quadratic():
     np.testing.assert_allclose(m["epsilon_sharpness"], 100 * 0.5 * 8 * 1e-6, rtol=1e-4)
 
 
-def _stack(seeds, sizes=(6, 12, 3)):
+def _stack(seeds, sizes):
     trees = [functional(MLP(sizes, rngs=nnx.Rngs(s)))[1] for s in seeds]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 

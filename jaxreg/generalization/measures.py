@@ -52,6 +52,12 @@ __all__ = [
 FAMILIES = ("norm", "sharpness", "spectral", "optimization")
 
 
+def _check_families(families: Sequence[str]) -> None:
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"families must be among {FAMILIES}, got {sorted(unknown)}")
+
+
 def _flat_kernels(params: chex.ArrayTree, channels_last: bool) -> list[jax.Array]:
     kernels = [leaf for leaf in jax.tree.leaves(params) if jnp.ndim(leaf) >= 2]
     if not kernels:
@@ -322,9 +328,7 @@ def generalization_measures(
       >>> len(m), bool(m["log_sum_spectral"] < m["log_product_spectral"] + jnp.log(2.0))
       (14, True)
     """
-    unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"families must be among {FAMILIES}, got {sorted(unknown)}")
+    _check_families(families)
     check_key(key)
     loss_fn = classification_loss(apply)
     out: dict[str, jax.Array] = {}
@@ -406,9 +410,7 @@ def measure_sweep(
       ((5,), 15)
     """
     check_key(key)
-    unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"families must be among {FAMILIES}, got {sorted(unknown)}")
+    _check_families(families)
     keys = jax.random.split(key, _leading(params))
     cheap = tuple(f for f in families if f != "sharpness")
     options = tuple(sorted(sharpness_options.items()))

@@ -412,6 +412,14 @@ def _log_axis(ax, values: np.ndarray) -> None:
         ax.xaxis.set_major_locator(LogLocator(numticks=5))
 
 
+def _path_abscissa(values: np.ndarray, parameter: str) -> tuple[np.ndarray, str]:
+    """Decays and momenta (every value in [0.5, 1)) crowd at 1 on any axis of the value:
+    draw them against ``1 − value``, whose log axis spreads 0.9, 0.99, 0.999 evenly."""
+    if values.size > 1 and np.all((values >= 0.5) & (values < 1)):
+        return 1 - values, f"1 − {parameter} (decay)"
+    return values, parameter
+
+
 def regularization_paths(
     paths: Mapping[str, Mapping[str, Any]],
     path: str | Path | None = None,
@@ -442,19 +450,21 @@ def regularization_paths(
         ax.set_visible(False)
     for ax, (name, data) in zip(axes.flat, paths.items(), strict=False):
         values = np.asarray(data["values"], np.float64)
+        x, xlabel = _path_abscissa(values, data["parameter"])
         for split, style, color in (("val", "-", "C0"), ("test", "--", "C1")):
             mean = 100 * np.asarray(data[f"{split}_mean"])
             sd = 100 * np.asarray(data[f"{split}_sd"])
             label = "validation" if split == "val" else "test"
-            ax.plot(values, mean, style, color=color, marker="o", ms=3, label=label)
-            ax.fill_between(values, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
-        chosen = data["chosen"]
-        best = int(np.argmin(np.abs(values - chosen)))
-        ax.plot(values[best], 100 * data["val_mean"][best], "k*", ms=10, label="chosen")
-        if np.all(values > 0):
-            _log_axis(ax, values)
+            ax.plot(x, mean, style, color=color, marker="o", ms=3, label=label)
+            ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+        best = int(np.argmin(np.abs(values - data["chosen"])))
+        ax.plot(x[best], 100 * data["val_mean"][best], "k*", ms=10, label="chosen")
+        if np.all(x > 0):
+            _log_axis(ax, x)
+        if x is not values:
+            ax.invert_xaxis()  # a larger decay still lies to the right
         ax.set_title(name, fontsize="medium")
-        ax.set_xlabel(data["parameter"], fontsize="small")
+        ax.set_xlabel(xlabel, fontsize="small")
         ax.grid(alpha=0.3)
     for row in axes:
         row[0].set_ylabel("accuracy (%)")

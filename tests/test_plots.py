@@ -24,6 +24,7 @@ def _paths(rng):
         "max-norm": [1.0, 2.0, 3.0, 4.59, 6.0, 8.0],
         "weight decay": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0],
         "mixup": [0.0, 0.2, 0.4, 0.8, 1.6, 3.2],
+        "EMA of weights": [0.9, 0.97, 0.99, 0.997, 0.999, 0.9997],  # decays crowd near 1
     }
     paths = {}
     for name, values in grids.items():
@@ -94,6 +95,16 @@ def test_the_checks_catch_each_defect():
     assert "panel 1: no y label" in found
     assert "panel 1: legend entry 'line' has another colour" in found
     plt.close(fig)
+
+
+def test_decays_near_one_are_drawn_against_one_minus_the_decay():
+    fig = plots.regularization_paths(_paths(np.random.default_rng(0)))
+    ema = next(ax for ax in fig.axes if ax.get_title() == "EMA of weights")
+    assert ema.get_xlabel() == "1 − strength (decay)"
+    x = ema.get_lines()[0].get_xdata()
+    np.testing.assert_allclose(x, 1 - np.array([0.9, 0.97, 0.99, 0.997, 0.999, 0.9997]))
+    assert ema.xaxis_inverted()  # a larger decay still lies to the right
+    plots.pyplot().close(fig)
 
 
 def test_learning_curves_name_the_held_out_split():

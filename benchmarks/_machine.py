@@ -1,25 +1,30 @@
-"""A one-line description of the machine a benchmark ran on."""
+"""A one-line description of the machine a benchmark ran on, and the JSON it records."""
 
 from __future__ import annotations
 
-import os
 import platform
+from pathlib import Path
+
+from benchmarks import _protocol
 
 
 def describe() -> str:
+    """CPU, cores, jax and its device, Python, and the host's speed (the protocol's loop)."""
     import jax
 
     device = jax.devices()[0]
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     return (
-        f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__} on "
-        f"{device.platform} ({device.device_kind}), python {platform.python_version()}"
+        f"{_protocol.cpu_name()}, {_protocol.host()['cores']} cores, jax {jax.__version__} on "
+        f"{device.platform} ({device.device_kind}), python {platform.python_version()}, "
+        f"a pure-Python loop of 10⁷ additions {_protocol.host_loop_seconds():.2f} s"
     )
+
+
+def record(name: str, measured: dict) -> Path:
+    """Write ``benchmarks/results/<name>.json``: the measurements with the host they ran on."""
+    import jax
+
+    result = {"host": _protocol.host(), "jax": jax.__version__, **measured}
+    path = _protocol.write(name, result)
+    print(f"wrote {path}")
+    return path

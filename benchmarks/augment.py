@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._machine import describe
+from benchmarks._machine import describe, record
 from jaxreg.augment import compose, image
 
 BATCH, REPEATS, CALLS = 256, 7, 20
@@ -73,6 +73,10 @@ def main() -> None:
     print(f"jaxreg.augment pipeline: {med['jaxreg']:10.0f} images/s")
     print(f"hand-written dm_pix:     {med['dm_pix']:10.0f} images/s")
     print(f"throughput ratio jaxreg/dm_pix: {med['jaxreg'] / med['dm_pix']:.3f} (target >= 1.0)")
+    record(
+        "augment",
+        {"images_per_s": rates, "median": med, "ratio": med["jaxreg"] / med["dm_pix"]},
+    )
 
 
 if __name__ == "__main__":

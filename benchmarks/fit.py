@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 
 from benchmarks import _legacy_fit
-from benchmarks._machine import describe
+from benchmarks._machine import describe, record
 from jaxreg import data, fit
 from jaxreg.data import batches, shuffled_batches
 from jaxreg.losses import classification_loss
@@ -100,6 +100,17 @@ def main() -> None:
         f"ratio new/0.1: steady {median['new fit'] / median['0.1 fit']:.3f}, host call "
         f"{host_median['new fit'] / host_median['0.1 fit']:.3f} (target <= 1.05); "
         f"new/hand-written steady {median['new fit'] / median['hand-written']:.3f}"
+    )
+    record(
+        "fit",
+        {
+            "repeats": REPEATS,
+            "steady_s": times,
+            "host_call_s": host_times,
+            "new_over_0_1_steady": median["new fit"] / median["0.1 fit"],
+            "new_over_0_1_host_call": host_median["new fit"] / host_median["0.1 fit"],
+            "new_over_hand_written_steady": median["new fit"] / median["hand-written"],
+        },
     )
 
 

@@ -37,7 +37,7 @@ from flax import nnx
 from flax.training import train_state
 
 import jaxreg
-from benchmarks._machine import describe
+from benchmarks._machine import describe, record
 from experiments import gallery
 
 EPOCHS, BATCH, REPEATS = 5, 64, 5
@@ -209,6 +209,7 @@ def main() -> None:
              "equinox_cnn": (_equinox_loop, x_first)}  # fmt: skip
     print(f"machine: {describe()}")
     print(f"digits 8×8, {len(y)} images, {EPOCHS} epochs of batch {BATCH}, median of {REPEATS}")
+    measured = {}
     for name, (loop, inputs) in loops.items():
         fit_calls, hand = _fit_calls(name, inputs, y), loop(inputs, y)
         t_hand = _seconds(hand, True)
@@ -235,7 +236,20 @@ def main() -> None:
             f"    steps='scan': steady {t_scan:.3f} s, ratio {t_scan / t_hand:.3f}; with "
             f"compile {t_scan_cold:.2f} s, ratio {t_scan_cold / t_hand_cold:.2f}"
         )
-    print(f"Transformer HVP/gradient: {_hvp_over_gradient():.2f} (target <= 2.5)")
+        measured[name] = {
+            "host_per_epoch_ratio": epoch_host / epoch_hand,
+            "host_call_ratio": t_host / t_hand,
+            "scan_ratio": t_scan / t_hand,
+            "host_with_compile_ratio": t_host_cold / t_hand_cold,
+            "scan_with_compile_ratio": t_scan_cold / t_hand_cold,
+            "hand_written_s": t_hand,
+        }
+    hvp_ratio = _hvp_over_gradient()
+    print(f"Transformer HVP/gradient: {hvp_ratio:.2f} (target <= 2.5)")
+    record(
+        "frameworks",
+        {"repeats": REPEATS, "models": measured, "transformer_hvp_over_gradient": hvp_ratio},
+    )
 
 
 if __name__ == "__main__":

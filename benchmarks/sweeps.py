@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from benchmarks._machine import describe
+from benchmarks._machine import describe, record
 from jaxreg import data, fit, sweeps
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, functional
@@ -123,6 +123,17 @@ def main() -> None:
         )
     scaling = ", ".join(f"T({2 * s})/T({s}) = {times[2 * s] / times[s]:.2f}" for s in (16, 32, 64))
     print(f"scaling: {scaling} (target <= 1.6 on a GPU)")
+    record(
+        "sweeps",
+        {
+            "configs": n,
+            "sweep_s": t_sweep,
+            "jitted_fit_loop_s": t_loop,
+            "naive_loop_s_scaled": t_naive,
+            "speed_up_vs_jitted_loop": t_loop / t_sweep,
+            "seconds_by_size": {str(size): t for size, t in times.items()},
+        },
+    )
 
 
 if __name__ == "__main__":

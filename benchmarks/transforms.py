@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from benchmarks._machine import describe
+from benchmarks._machine import describe, record
 from jaxreg import data, masks, transforms
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, functional
@@ -141,6 +141,15 @@ def main() -> None:
         f"update only: jaxreg chain {1e6 * med['ours_update'] / STEPS:8.1f} us, "
         f"hand-fused {1e6 * med['fused_update'] / STEPS:8.1f} us, "
         f"ratio {med['ours_update'] / med['fused_update']:.3f}"
+    )
+    record(
+        "transforms",
+        {
+            "seconds": timings,
+            "median": med,
+            "train_step_ratio": med["ours_train"] / med["fused_train"],
+            "update_ratio": med["ours_update"] / med["fused_update"],
+        },
     )
 
 

@@ -1,0 +1,184 @@
+"""The README's performance paragraphs, generated from ``benchmarks/results/*.json``.
+
+``python -m benchmarks.readme`` prints them; ``--write`` replaces the text between
+each ``<!-- benchmarks:NAME -->`` / ``<!-- /benchmarks:NAME -->`` pair in
+``README.md``. ``tests/test_benchmarks.py`` fails when the README's text differs
+from what the recorded results generate, so every performance number the README
+gives is a recorded one (protocol: ``benchmarks/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from benchmarks import _protocol
+
+NAMES = {
+    "pyhessian": "PyHessian",
+    "eigenthings": "hessian-eigenthings",
+    "curvlinops": "curvlinops",
+    "matfree": "matfree",
+}
+
+
+def load(name: str) -> dict:
+    return json.loads((_protocol.RESULTS / f"{name}.json").read_text())
+
+
+def _failure(message: str) -> str:
+    if "torch.linalg.eig" in message:  # PyHessian 0.1's density calls torch.eig
+        return "fails (`torch.eig`, removed in torch 1.9)"
+    return f"fails ({message[:60]})"
+
+
+def _anchor_cell(section: dict, anchor: str, task: str) -> str:
+    r = section["ratios"].get(anchor, {}).get(task)
+    if r is None:
+        failed = section["sides"].get(anchor, {}).get(task, {}).get("failed")
+        return _failure(failed) if failed else "—"
+    error = section["sides"][anchor][task]["error"]["median"]
+    return f"{r['steady']:.1f}× ({r['range'][0]:.1f}–{r['range'][1]:.1f}), {error:.0e}"
+
+
+def _row(label: str, section: dict, task: str) -> str:
+    r = section["sides"]["jaxreg"][task]
+    s = r["seconds"]
+    cells = [
+        label,
+        f"{s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f})",
+        f"{r['hvps']['median']:.0f}",
+        f"{r['error']['median']:.0e}",
+        f"{r['first_call_s']:.1f}",
+        *(_anchor_cell(section, anchor, task) for anchor in NAMES),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+LABELS = {
+    "top1": "top-1",
+    "top5": "top-5",
+    "trace": "trace, Hutch++ 30 HVPs",
+    "density": "density, SLQ 20 steps",
+}
+
+
+def _host(result: dict) -> str:
+    host = result["host"]
+    return (
+        f"a {host['cores']}-core CPU host (a pure-Python loop of 10⁷ additions: "
+        f"{host['loop_1e7_additions_s']:.2f} s)"
+    )
+
+
+def hessian_paragraph(result: dict) -> str:
+    """A table: jaxreg's time per task, each anchor as a multiple of it, from the JSON."""
+    mlp, resnet = result["mlp"], result["resnet"]
+    torch = mlp["sides"]["pyhessian"]["versions"]["torch"]
+    header = (
+        f"Measured on {_host(result)}, torch {torch}, {result['threads']} threads per side, "
+        f"{result['starts']} random starts each. jaxreg: median seconds (range over starts), "
+        f"Hessian-vector products, median relative error, and the first call in a new process "
+        f"(compile included). Anchors: time as a multiple of jaxreg's (median, range; above 1 "
+        f"jaxreg is faster), then their median error. PyHessian runs at its defaults; "
+        f"hessian-eigenthings and matfree get the fewest Lanczos steps, curvlinops (ARPACK) "
+        f"the largest `tol`, that reach jaxreg's 1e-4 on a warm-up start, chosen with the "
+        f"reference.\n\n"
+        f"| workload, task | jaxreg s | HVPs | error | first call s | "
+        + " | ".join(NAMES.values())
+        + " |\n|---|---:|---:|---:|---:|---|---|---|---|\n"
+    )
+    mlp_label = f"MLP ({mlp['workload']['parameters'] / 1000:.0f}k params), "
+    rows = [_row(mlp_label + LABELS["top5"], mlp, "top5")]
+    resnet_label = f"ResNet-20 + BatchNorm ({resnet['workload']['parameters'] / 1000:.0f}k), "
+    rows += [_row(resnet_label + LABELS[task], resnet, task) for task in TASKS_RESNET]
+    workload = resnet["workload"]
+    footer = (
+        f"\n\nThe MLP sees the {mlp['workload']['examples']:,} MNIST-1D training examples, "
+        f"the ResNet {workload['examples']} digits upsampled to 32×32×3. The trace reference "
+        f"(Hutch++, 300 HVPs) has a standard error of "
+        f"{100 * workload['reference_trace_se'] / workload['reference_trace']:.0f}%, so trace "
+        f"errors under that are noise; PyHessian's trace is its Hutchinson loop at its "
+        f"defaults. Compiling the ResNet's programs is most of jaxreg's first call. "
+        f"Fastest median per row: "
+        + "; ".join(
+            [f"MLP top-5 {_fastest(mlp, 'top5')}"]
+            + [
+                f"ResNet {LABELS[task].split(',')[0]} {_fastest(resnet, task)}"
+                for task in TASKS_RESNET
+            ]
+        )
+        + "."
+    )
+    return header + "\n".join(rows) + footer
+
+
+def _fastest(section: dict, task: str) -> str:
+    medians = {
+        name: side[task]["seconds"]["median"]
+        for name, side in section["sides"].items()
+        if "seconds" in side.get(task, {})
+    }
+    return {"jaxreg": "jaxreg", **NAMES}[min(medians, key=medians.get)]
+
+
+TASKS_RESNET = ("top1", "top5", "trace", "density")
+
+
+def cache_phrase(result: dict) -> str:
+    """The compilation-cache row's numbers: top-5 on the MLP, first call in a new process."""
+    cache = result["mlp"]["compilation_cache"]
+    return (
+        f"first call in a new process {cache['warm_first_call_s']:.1f} s with a warm cache, "
+        f"{cache['cold_first_call_s']:.1f} s cold"
+    )
+
+
+def conv_phrase(result: dict) -> str:
+    """How much slower ``lax.conv``'s weight gradient runs in a loop body on XLA:CPU."""
+    conv = result["conv_in_loop"]
+    return f"{conv['lax_in_loop_s'] / conv['lax_unrolled_s']:.0f}× slower in a loop body"
+
+
+def tour_sentence(result: dict) -> str:
+    """The tour's run times (each mode measured by ``python -m benchmarks.tour``)."""
+    minutes = {mode: entry["wall_s"] / 60 for mode, entry in result.items()}
+    loops = sorted({f"{entry['host']['loop_1e7_additions_s']:.2f}" for entry in result.values()})
+    return (
+        f"Measured on a quiet 2-core CPU host (a pure-Python loop of 10⁷ additions: "
+        f"{' to '.join(loops)} s): the tour {minutes['default']:.1f} minutes, `--extended` "
+        f"{minutes['extended']:.1f}, `--quick` (short training, 2 seeds, a smoke test of every "
+        f"default row and section) {minutes['quick']:.1f}."
+    )
+
+
+def blocks() -> dict[str, str]:
+    return {"hessian": hessian_paragraph(load("hessian")), "tour": tour_sentence(load("tour"))}
+
+
+def write(readme: Path) -> None:
+    text = readme.read_text()
+    for name, block in blocks().items():
+        pattern = re.compile(
+            rf"(<!-- benchmarks:{name} -->\n).*?(\n<!-- /benchmarks:{name} -->)", re.S
+        )
+        if not pattern.search(text):
+            raise ValueError(f"README has no <!-- benchmarks:{name} --> block")
+        text = pattern.sub(lambda m, b=block: m.group(1) + b + m.group(2), text)
+    readme.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace the blocks in README.md")
+    options = parser.parse_args()
+    if options.write:
+        write(_protocol.ROOT / "README.md")
+    for name, block in blocks().items():
+        print(f"<!-- benchmarks:{name} -->\n{block}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,8 @@ def enable_compilation_cache(
       min_compile_seconds: compiles faster than this are not written. The default 0
         keeps every program: the many small ones add up. Measured on a 2-core CPU, top-5
         Hessian eigenvalues of a 289k-parameter MLP on 4,000 examples: the first call in a
-        new process takes 1.8 s with a warm cache against 3.5 s cold (1.3 s steady).
+        new process takes 1.2 s with a warm cache against 2.1 s cold (0.8 s steady;
+        ``benchmarks/results/hessian.json``).
 
     Raises:
       ValueError: ``min_compile_seconds`` is negative.

@@ -2,12 +2,13 @@
 
 XLA:CPU runs a convolution's gradients on a slow path when they sit inside a
 ``while_loop`` body (a ``lax.scan`` over training steps, a Lanczos iteration,
-a scan over batches): the weight gradient is ~20× slower than the same
+a scan over batches): the weight gradient is 20–30× slower than the same
 operation outside a loop, the input gradient 3–7× (measured in
-``benchmarks/hessian.py``; jax-ml/jax#12868 is the same family). Training and
-curvature always run in loops, so :func:`patch_conv` computes channels-last
-convolutions as strided slices and one matrix product (im2col): their
-transposes are pads and matrix products, fast in and out of loops. Elsewhere
+``benchmarks/hessian.py``, recorded in ``benchmarks/results/hessian.json``;
+jax-ml/jax#12868 is the same family). Training and curvature always run in loops,
+so :func:`patch_conv` computes channels-last convolutions as strided slices and one
+matrix product (im2col): their transposes are pads and matrix products, fast in and
+out of loops. Elsewhere
 (GPU, TPU, dilations, grouped or channels-first convolutions) it is
 ``lax.conv_general_dilated`` itself.
 """

@@ -12,11 +12,11 @@ def describe() -> str:
     """CPU, cores, jax and its device, Python, and the host's speed (the protocol's loop)."""
     import jax
 
-    device = jax.devices()[0]
+    device, host = jax.devices()[0], _protocol.host()
     return (
-        f"{_protocol.cpu_name()}, {_protocol.host()['cores']} cores, jax {jax.__version__} on "
+        f"{host['cpu']}, {host['cores']} cores, jax {jax.__version__} on "
         f"{device.platform} ({device.device_kind}), python {platform.python_version()}, "
-        f"a pure-Python loop of 10⁷ additions {_protocol.host_loop_seconds():.2f} s"
+        f"a pure-Python loop of 10⁷ additions {host['loop_1e7_additions_s']:.2f} s"
     )
 
 

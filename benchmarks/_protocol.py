@@ -72,7 +72,7 @@ def spread(values: Sequence[float]) -> dict:
 
 
 def thread_env(threads: int) -> dict:
-    """The environment of a side's process: every framework held to ``threads`` threads."""
+    """The environment of a side's process: thread pools sized to ``threads``."""
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS=str(threads),
@@ -80,11 +80,6 @@ def thread_env(threads: int) -> dict:
         OPENBLAS_NUM_THREADS=str(threads),
         BENCHMARK_THREADS=str(threads),
     )
-    if threads < (os.cpu_count() or threads):
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen=true "
-            f"intra_op_parallelism_threads={threads}"
-        ).strip()
     return env
 
 
@@ -96,10 +91,15 @@ def run_side(python: str, module: str, args: Sequence[str], threads: int) -> dic
     """
     command = [python, "-m", module, *args]
     print(f"  $ {' '.join(command)}", flush=True)
+    cores = os.cpu_count() or threads
+    # XLA has no flag for "N threads"; pinning the process to N cores holds every framework
+    # to the same N.
+    pin = (lambda: os.sched_setaffinity(0, range(threads))) if threads < cores else None
     completed = subprocess.run(
         command,
         cwd=ROOT,
         env=thread_env(threads),
+        preexec_fn=pin,
         stdout=subprocess.PIPE,
         text=True,
         check=True,

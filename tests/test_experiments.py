@@ -68,7 +68,19 @@ def _run_control(monkeypatch, tmp_path, name: str, smaller: dict) -> tuple[int, 
     return code, json.loads((tmp_path / f"{name}.json").read_text())
 
 
-@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n != "sharp_vs_flat"])
+# augmentation and ensembles run their whole pipeline in the default suite through their
+# controls (below); their PASS runs are `-m slow`, which keeps the suite under 15 minutes.
+_PIPELINE_BY_CONTROL = ("augmentation", "ensembles")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in _PIPELINE_BY_CONTROL else n
+        for n in EXPERIMENTS
+        if n != "sharp_vs_flat"
+    ],
+)
 def test_experiment_passes(name, tmp_path):
     flags = ("--quick",) if name in HAS_QUICK else ()
     written = _run_experiment(name, tmp_path, *flags)

@@ -208,12 +208,16 @@ def test_measure_sweep_equals_each_model_alone_and_finishes_for_many_models():
     keys = jax.random.split(jax.random.key(3), 32)
     last = jax.tree.map(lambda a: a[31], trained)
     loss_fn = classification_loss(apply)
-    top = sharpness.top_eigenvalues(
-        loss_fn, last, data, key=jax.random.fold_in(keys[31], 2), num_iters=20, tol=0.0
-    )[0][0]
-    trace = sharpness.hessian_trace(
-        loss_fn, last, data, key=jax.random.fold_in(keys[31], 3), num_samples=24
-    )[0]
+    top = jax.jit(
+        lambda p: sharpness.top_eigenvalues(
+            loss_fn, p, data, key=jax.random.fold_in(keys[31], 2), num_iters=20, tol=0.0
+        )[0][0]
+    )(last)
+    trace = jax.jit(
+        lambda p: sharpness.hessian_trace(
+            loss_fn, p, data, key=jax.random.fold_in(keys[31], 3), num_samples=24
+        )[0]
+    )(last)
     np.testing.assert_allclose(
         [out["lambda_max"][31], out["hessian_trace"][31]], [top, trace], rtol=2e-3
     )

@@ -24,10 +24,9 @@ from jaxreg import compilation, data, fit, sharpness
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, ResNet20, from_nnx, functional, patch_conv
 
-WARMUP_START = 100
-TOL = 1e-4  # the eigenvalue error every method is held to
-TRACE_HVPS = 30
-DENSITY_STEPS = 20
+WARMUP_START, TOL = _protocol.WARMUP_START, _protocol.TOL
+TRACE_HVPS, DENSITY_STEPS = _protocol.TRACE_HVPS, _protocol.DENSITY_STEPS
+relative_error = _protocol.relative_error
 
 
 def _path(entries) -> str:
@@ -161,11 +160,6 @@ def prepare(kind: str, path: Path, examples: int) -> dict:
     }
 
 
-def relative_error(values, reference) -> float:
-    values, reference = np.asarray(values, np.float64), np.asarray(reference, np.float64)
-    return float(np.max(np.abs(values - reference) / np.abs(reference)))
-
-
 def _clock(fn: Callable, *args):
     start = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
@@ -173,25 +167,11 @@ def _clock(fn: Callable, *args):
 
 
 def measure(task_fn: Callable, score: Callable, starts: int) -> dict:
-    """The protocol: one warm-up start (its time includes compilation), then ``starts`` starts.
-
-    ``task_fn(key)`` runs the method from one random start; ``score(out)`` returns
-    ``(hvps, error)``.
-    """
-    first, out = _clock(task_fn, jax.random.key(WARMUP_START))
-    seconds, hvps, errors = [], [], []
-    for start in range(starts):
-        elapsed, out = _clock(task_fn, jax.random.key(start))
-        count, error = score(out)
-        seconds.append(elapsed)
-        hvps.append(count)
-        errors.append(error)
-    return {
-        "first_call_s": first,
-        "seconds": _protocol.spread(seconds),
-        "hvps": _protocol.spread(hvps),
-        "error": _protocol.spread(errors),
-    }
+    """The protocol's starts (:func:`_protocol.measure_starts`); ``task_fn(key)`` runs the
+    method from one random start, ``score(out)`` returns ``(hvps, error)``."""
+    return _protocol.measure_starts(
+        lambda seed: score(jax.block_until_ready(task_fn(jax.random.key(seed)))), starts
+    )
 
 
 def jaxreg_side(path: Path, tasks: list[str], starts: int) -> dict:

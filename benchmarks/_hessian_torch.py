@@ -11,7 +11,6 @@ after one warm-up start, and prints its result as JSON on its last line.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,10 +20,9 @@ from torch import nn
 
 from benchmarks import _protocol
 
-WARMUP_START = 100
-TOL = 1e-4
-TRACE_HVPS = 30
-DENSITY_STEPS = 20
+WARMUP_START, TOL = _protocol.WARMUP_START, _protocol.TOL
+TRACE_HVPS, DENSITY_STEPS = _protocol.TRACE_HVPS, _protocol.DENSITY_STEPS
+relative_error, measure = _protocol.relative_error, _protocol.measure_starts
 
 
 def nested(stored: dict, prefix: str) -> dict:
@@ -132,31 +130,6 @@ def load(path: Path):
     with torch.no_grad():
         port_error = float(np.max(np.abs(model(batches[0][0]).numpy() - stored["logits"])))
     return model, batches, stored, port_error
-
-
-def relative_error(values, reference) -> float:
-    values, reference = np.asarray(values, np.float64), np.asarray(reference, np.float64)
-    return float(np.max(np.abs(values - reference) / np.abs(reference)))
-
-
-def measure(task_fn: Callable, starts: int) -> dict:
-    """One warm-up start, then ``starts`` starts; ``task_fn(seed)`` returns ``(hvps, error)``."""
-    start = time.perf_counter()
-    task_fn(WARMUP_START)
-    first = time.perf_counter() - start
-    seconds, hvps, errors = [], [], []
-    for seed in range(starts):
-        start = time.perf_counter()
-        count, error = task_fn(seed)
-        seconds.append(time.perf_counter() - start)
-        hvps.append(count)
-        errors.append(error)
-    return {
-        "first_call_s": first,
-        "seconds": _protocol.spread(seconds),
-        "hvps": _protocol.spread(hvps),
-        "error": _protocol.spread(errors),
-    }
 
 
 def pyhessian_side(model, batches, stored, tasks: list[str], starts: int) -> dict:

@@ -14,12 +14,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 MIN_STARTS = 5
+WARMUP_START = 100  # the seed of the warm-up start, apart from the measured 0 … starts-1
+
+# The Hessian benchmark's budgets, shared by its JAX and PyTorch sides.
+TOL = 1e-4  # the relative eigenvalue error every method is held to
+TRACE_HVPS = 30
+DENSITY_STEPS = 20
 
 
 # Run at module scope, as ``python -c "..."`` would run it (global names are slower
@@ -68,6 +74,38 @@ def spread(values: Sequence[float]) -> dict:
         "min": min(values),
         "max": max(values),
         "values": values,
+    }
+
+
+def relative_error(values, reference) -> float:
+    """The largest relative difference, in float64."""
+    import numpy as np
+
+    values, reference = np.asarray(values, np.float64), np.asarray(reference, np.float64)
+    return float(np.max(np.abs(values - reference) / np.abs(reference)))
+
+
+def measure_starts(run: Callable[[int], tuple[int, float]], starts: int) -> dict:
+    """One warm-up start (reported as the first call), then ``starts`` timed starts.
+
+    ``run(seed)`` runs the method from one random start to completion (blocking)
+    and returns ``(hvps, error)``.
+    """
+    start = time.perf_counter()
+    run(WARMUP_START)
+    first = time.perf_counter() - start
+    seconds, hvps, errors = [], [], []
+    for seed in range(starts):
+        start = time.perf_counter()
+        count, error = run(seed)
+        seconds.append(time.perf_counter() - start)
+        hvps.append(count)
+        errors.append(error)
+    return {
+        "first_call_s": first,
+        "seconds": spread(seconds),
+        "hvps": spread(hvps),
+        "error": spread(errors),
     }
 
 

@@ -157,3 +157,18 @@ def test_the_workload_file_round_trips_a_parameter_tree_by_path():
     back = _hessian_jax.unflatten({"layers": [{"kernel": 0}, {"bias": 0}]}, flat, "p")
     np.testing.assert_array_equal(back["layers"][0]["kernel"], tree["layers"][0]["kernel"])
     np.testing.assert_array_equal(back["layers"][1]["bias"], tree["layers"][1]["bias"])
+
+
+def test_measure_starts_warms_up_on_its_own_seed_and_measures_the_others():
+    """Both sides' loop: the warm-up start is timed apart and never among the measured."""
+    seeds = []
+
+    def run(seed):
+        seeds.append(seed)
+        return seed + 10, seed / 10
+
+    result = _protocol.measure_starts(run, 3)
+    assert seeds == [_protocol.WARMUP_START, 0, 1, 2]
+    assert result["hvps"]["values"] == [10.0, 11.0, 12.0]
+    assert result["error"]["values"] == [0.0, 0.1, 0.2]
+    assert len(result["seconds"]["values"]) == 3 and result["first_call_s"] >= 0

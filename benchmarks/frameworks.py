@@ -16,6 +16,8 @@ sweeps use). On CPU, ``"scan"`` is slow for convolutional models: XLA:CPU moves
 convolutions to its fast kernel's layout only in a program's entry computation, not
 inside a ``scan`` body. "Per epoch": the time of a 10-epoch call minus a 5-epoch call,
 over 5 (the steady cost; what is left is a fixed cost per call, reported apart).
+Steady times are medians of ``REPEATS`` rounds in which every warm call runs once, the
+order rotated each round (the protocol's "within JAX: one process, interleaved").
 "With compile": one run from scratch on each side.
 Also: one HVP against one gradient on the gallery Transformer (whole data,
 ``jaxreg.sharpness.hvp``). Targets (DESIGN.md):
@@ -40,7 +42,7 @@ import jaxreg
 from benchmarks._machine import describe, record
 from experiments import gallery
 
-EPOCHS, BATCH, REPEATS = 5, 64, 5
+EPOCHS, BATCH, REPEATS = 5, 64, 9
 
 
 def _batches(epoch: int, n: int):
@@ -189,6 +191,56 @@ def _seconds(fn, warm: bool) -> float:
     return statistics.median(times)
 
 
+def _interleaved(calls: dict[str, Callable]) -> dict[str, float]:
+    """Median seconds of each warm call, the calls taken in turn (order rotated per round)."""
+    for fn in calls.values():
+        jax.block_until_ready(fn())  # compile outside the timings
+    names, times = list(calls), {name: [] for name in calls}
+    for round_ in range(REPEATS):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            start = time.perf_counter()
+            jax.block_until_ready(calls[name]())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _measure(name: str, loop: Callable, inputs, y) -> dict[str, float]:
+    """One gallery model: steady times interleaved, then one cold run per side."""
+    fit_calls, hand = _fit_calls(name, inputs, y), loop(inputs, y)
+    steady = _interleaved({
+        "hand": hand, "hand_longer": lambda: hand(2 * EPOCHS), "host": fit_calls.host_steady,
+        "host_longer": fit_calls.host_longer, "scan": fit_calls.scan_steady,
+    })  # fmt: skip
+    # One run from scratch: each side compiles what it runs (the loop's jitted steps).
+    t_hand_cold = _seconds(lambda: loop(inputs, y)(), warm=False)
+    t_scan_cold = _seconds(fit_calls.scan_cold, warm=False)
+    t_host_cold = _seconds(fit_calls.host_cold, warm=False)
+    epoch_hand = (steady["hand_longer"] - steady["hand"]) / EPOCHS
+    epoch_host = (steady["host_longer"] - steady["host"]) / EPOCHS
+    fixed_extra = (steady["host"] - EPOCHS * epoch_host) - (steady["hand"] - EPOCHS * epoch_hand)
+    print(f"  {name:13s} hand-written {steady['hand']:.3f} s steady, {t_hand_cold:.2f} s cold")
+    print(
+        f"    steps='host': a {EPOCHS}-epoch call {steady['host']:.3f} s, ratio "
+        f"{steady['host'] / steady['hand']:.3f} (target <= 1.05); per epoch "
+        f"{1e3 * epoch_host:.1f} ms vs {1e3 * epoch_hand:.1f} ms, ratio "
+        f"{epoch_host / epoch_hand:.3f}; fit's fixed cost per call {1e3 * fixed_extra:+.0f} ms; "
+        f"with compile {t_host_cold:.2f} s, ratio {t_host_cold / t_hand_cold:.2f}"
+    )
+    print(
+        f"    steps='scan': steady {steady['scan']:.3f} s, ratio "
+        f"{steady['scan'] / steady['hand']:.3f}; with compile {t_scan_cold:.2f} s, ratio "
+        f"{t_scan_cold / t_hand_cold:.2f}"
+    )
+    return {
+        "host_call_ratio": steady["host"] / steady["hand"],
+        "host_per_epoch_ratio": epoch_host / epoch_hand,
+        "scan_ratio": steady["scan"] / steady["hand"],
+        "host_with_compile_ratio": t_host_cold / t_hand_cold,
+        "scan_with_compile_ratio": t_scan_cold / t_hand_cold,
+        "hand_written_s": steady["hand"],
+    }
+
+
 def _hvp_over_gradient() -> float:
     x, y = gallery.majority_tokens(jax.random.key(0), 512)
     model = gallery.GALLERY["transformer"].build(jax.random.key(0), False, None)
@@ -208,42 +260,9 @@ def main() -> None:
     loops = {"nnx_cnn": (_nnx_loop, x), "linen_resnet": (_linen_loop, x),
              "equinox_cnn": (_equinox_loop, x_first)}  # fmt: skip
     print(f"machine: {describe()}")
-    print(f"digits 8×8, {len(y)} images, {EPOCHS} epochs of batch {BATCH}, median of {REPEATS}")
-    measured = {}
-    for name, (loop, inputs) in loops.items():
-        fit_calls, hand = _fit_calls(name, inputs, y), loop(inputs, y)
-        t_hand = _seconds(hand, True)
-        t_hand_longer = _seconds(lambda hand=hand: hand(2 * EPOCHS), True)
-        # One run from scratch: each side compiles what it runs (the loop's jitted steps).
-        t_hand_cold = _seconds(lambda loop=loop, inputs=inputs: loop(inputs, y)(), warm=False)
-        t_host = _seconds(fit_calls.host_steady, True)
-        t_host_longer = _seconds(fit_calls.host_longer, True)
-        t_scan = _seconds(fit_calls.scan_steady, True)
-        t_scan_cold = _seconds(fit_calls.scan_cold, warm=False)
-        t_host_cold = _seconds(fit_calls.host_cold, warm=False)
-        epoch_hand = (t_hand_longer - t_hand) / EPOCHS
-        epoch_host = (t_host_longer - t_host) / EPOCHS
-        fixed_extra = (t_host - EPOCHS * epoch_host) - (t_hand - EPOCHS * epoch_hand)
-        print(f"  {name:13s} hand-written {t_hand:.3f} s steady, {t_hand_cold:.2f} s with compile")
-        print(
-            f"    steps='host': per epoch {1e3 * epoch_host:.1f} ms vs {1e3 * epoch_hand:.1f} ms, "
-            f"ratio {epoch_host / epoch_hand:.3f} (target <= 1.05), fit's fixed cost per call "
-            f"{1e3 * fixed_extra:+.0f} ms; a {EPOCHS}-epoch call {t_host:.3f} s, ratio "
-            f"{t_host / t_hand:.3f}; with compile {t_host_cold:.2f} s, ratio "
-            f"{t_host_cold / t_hand_cold:.2f}"
-        )
-        print(
-            f"    steps='scan': steady {t_scan:.3f} s, ratio {t_scan / t_hand:.3f}; with "
-            f"compile {t_scan_cold:.2f} s, ratio {t_scan_cold / t_hand_cold:.2f}"
-        )
-        measured[name] = {
-            "host_per_epoch_ratio": epoch_host / epoch_hand,
-            "host_call_ratio": t_host / t_hand,
-            "scan_ratio": t_scan / t_hand,
-            "host_with_compile_ratio": t_host_cold / t_hand_cold,
-            "scan_with_compile_ratio": t_scan_cold / t_hand_cold,
-            "hand_written_s": t_hand,
-        }
+    print(f"digits 8×8, {len(y)} images, {EPOCHS} epochs of batch {BATCH}, median of {REPEATS} "
+          "interleaved rounds")  # fmt: skip
+    measured = {name: _measure(name, loop, inputs, y) for name, (loop, inputs) in loops.items()}
     hvp_ratio = _hvp_over_gradient()
     print(f"Transformer HVP/gradient: {hvp_ratio:.2f} (target <= 2.5)")
     record(

@@ -90,6 +90,30 @@ def test_fit_refuses_hparams_that_nothing_reads_and_lists_what_it_reads(hparams,
     assert "'dropout_rate'" in str(info.value)  # the names this run does read
 
 
+def test_fit_checks_hparams_with_one_trace_per_setup_and_still_refuses_on_repeat():
+    _, _, x, y = _linear_problem()
+    model = _nnx_mlp()
+    factory_calls = []
+
+    def sgd(h):
+        factory_calls.append(1)
+        return optax.sgd(h["learning_rate"])
+
+    def train(hparams):
+        host = jaxreg.HostOptions(steps="host")
+        return jaxreg.fit(model, model.params, sgd, (x, y), key=jax.random.key(0), num_epochs=1,
+                          batch_size=16, hparams=hparams, host=host)  # fmt: skip
+
+    train({"learning_rate": 0.1, "dropout_rate": 0.2})
+    first = len(factory_calls)
+    train({"learning_rate": 0.1, "dropout_rate": 0.2})
+    # Only init's eager call: neither the check nor the cached step programs trace again.
+    assert len(factory_calls) - first == 1 < first
+    for _ in range(2):  # a cached read set refuses the same way
+        with pytest.raises(ValueError, match=r"^hparams \['dropout_rat'\] are read by nothing"):
+            train({"learning_rate": 0.1, "dropout_rat": 0.2})
+
+
 def test_fit_accepts_hparams_its_optimizer_factory_and_model_read():
     _, _, x, y = _linear_problem()
     model = _nnx_mlp()

@@ -160,16 +160,42 @@ def _check_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
     return hparams
 
 
-def _check_hparams_are_read(loop: TrainLoop, params, state, data, hparams: dict) -> None:
-    """``ValueError`` for concrete ``hparams`` names that one training step never reads.
+# Abstract traces that a repeated fit call (a host-side loop over seeds, a benchmark)
+# would otherwise redo each time: the names one step reads, the model's output shape.
+_PROBES: dict[Any, Any] = {}
+_PROBES_LIMIT = 32
 
-    One abstract trace (``jax.eval_shape``) of ``init`` and a ``step`` records which names
-    the model, optimizer factory, penalty, loss and batch transform look up. Traced
-    ``hparams`` (a sweep's members) are left to :func:`jaxreg.sweeps.run`, which checks the
-    names its ``train_fn`` reads.
-    """
-    if not hparams or isinstance(hparams, ReadTracker) or is_traced(hparams):
-        return
+
+def _abstract(tree: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(a), jnp.result_type(a)) for a in leaves)
+
+
+def _probe_key(*parts: Any, hparams: dict | None) -> Any:
+    """A hashable key for a cached probe, or None when an input cannot be keyed."""
+    try:
+        items = (hparams or {}).items()
+        values = tuple(sorted((name, np.asarray(value).item()) for name, value in items))
+        key = (*parts, values)
+        hash(key)
+    except (TypeError, ValueError):  # an unhashable loop field, or a non-scalar value
+        return None
+    return key
+
+
+def _cached_probe(key: Any, probe: Callable[[], Any]) -> Any:
+    """``probe()``, remembered under ``key`` (the last few keys; never when ``key`` is None)."""
+    if key is None:
+        return probe()
+    if key not in _PROBES:
+        _PROBES[key] = probe()
+        while len(_PROBES) > _PROBES_LIMIT:
+            _PROBES.pop(next(iter(_PROBES)))
+    return _PROBES[key]
+
+
+def _names_one_step_reads(loop: TrainLoop, params, state, data, hparams: dict) -> frozenset[str]:
+    """The ``hparams`` names that ``init`` and one ``step`` look up (one abstract trace)."""
     read: set[str] = set()
     tracker = ReadTracker(hparams, read)
 
@@ -181,6 +207,21 @@ def _check_hparams_are_read(loop: TrainLoop, params, state, data, hparams: dict)
         return loop.step(carry, (first, keys[0]), tracker)
 
     jax.eval_shape(one_step)
+    return frozenset(read)
+
+
+def _check_hparams_are_read(loop: TrainLoop, params, state, data, hparams: dict) -> None:
+    """``ValueError`` for concrete ``hparams`` names that one training step never reads.
+
+    One abstract trace (``jax.eval_shape``) of ``init`` and a ``step`` records which names
+    the model, optimizer factory, penalty, loss and batch transform look up. Traced
+    ``hparams`` (a sweep's members) are left to :func:`jaxreg.sweeps.run`, which checks the
+    names its ``train_fn`` reads.
+    """
+    if not hparams or isinstance(hparams, ReadTracker) or is_traced(hparams):
+        return
+    key = _probe_key("read", loop, _abstract((params, state, data)), hparams=hparams)
+    read = _cached_probe(key, lambda: _names_one_step_reads(loop, params, state, data, hparams))
     unread = sorted(set(hparams) - read)
     if unread:
         raise ValueError(
@@ -195,12 +236,17 @@ def _check_targets(model: Model, params, state, task: Task, x, y, name: str, hpa
     """Host-side: targets against the model's output shape (concrete values only)."""
     if task.check_targets is None or is_traced((y, params, state)):
         return
+    example = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.asarray(x[:1]).dtype)
+    key = _probe_key("output", model.apply, _abstract((params, state, example)), hparams=hparams)
     try:
-        probe = jax.eval_shape(
-            lambda p, s, xb: model.apply(p, s, xb, train=False, hparams=hparams)[0],
-            params,
-            state,
-            jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.asarray(x[:1]).dtype),
+        probe = _cached_probe(
+            key,
+            lambda: jax.eval_shape(
+                lambda p, s, xb: model.apply(p, s, xb, train=False, hparams=hparams)[0],
+                params,
+                state,
+                example,
+            ),
         )
     except (TypeError, ValueError) as error:
         raise ValueError(

@@ -352,6 +352,8 @@ def test_laplace_errors_name_the_argument():
     data = batches(x, jnp.zeros(4, jnp.int32), 2)
     apply = lambda w, x: x @ w  # noqa: E731
     with pytest.raises(ValueError, match="structure must be one of"):
+        laplace.fit_laplace(apply, jnp.zeros((2, 2)), data, structure="kfac")
+    with pytest.raises(ValueError, match="params has no dense layer"):
         laplace.fit_laplace(apply, jnp.zeros((2, 2)), data, structure="kron")
     la = laplace.fit_laplace(apply, jnp.zeros((2, 2)), data)
     with pytest.raises(ValueError, match="one value per group"):

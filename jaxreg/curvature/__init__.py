@@ -4,7 +4,8 @@ Matrix-free products (:func:`ggn_vp`, :func:`empirical_fisher_vp`,
 :func:`mc_fisher_vp`) for any model size; dense matrices and exact diagonals
 from per-example Jacobians (:func:`ggn_matrix`, :func:`ggn_diagonal`,
 :func:`empirical_fisher_matrix`, :func:`empirical_fisher_diagonal`) for a last
-layer or a small model; Hutchinson's diagonal for the rest. All average over a
+layer or a small model; Hutchinson's diagonal for the rest; KFAC and EKFAC
+factors of every dense layer (:func:`kfac_factors`, :func:`ekfac_eigenvalues`). All average over a
 batched dataset like :func:`jaxreg.sharpness.hvp` and run under ``jit``/``vmap``.
 ``apply(params, x) -> outputs`` is the model in eval mode (``Model.bind()``).
 """
@@ -20,6 +21,11 @@ from jaxreg.curvature.dense import ggn_matrix as ggn_matrix
 from jaxreg.curvature.dense import per_example_jacobians as per_example_jacobians
 from jaxreg.curvature.diagonal import DiagonalEstimate as DiagonalEstimate
 from jaxreg.curvature.diagonal import hutchinson_diagonal as hutchinson_diagonal
+from jaxreg.curvature.kfac import DenseFactors as DenseFactors
+from jaxreg.curvature.kfac import DenseLayer as DenseLayer
+from jaxreg.curvature.kfac import dense_layers as dense_layers
+from jaxreg.curvature.kfac import ekfac_eigenvalues as ekfac_eigenvalues
+from jaxreg.curvature.kfac import kfac_factors as kfac_factors
 from jaxreg.curvature.likelihoods import LIKELIHOODS as LIKELIHOODS
 from jaxreg.curvature.likelihoods import Likelihood as Likelihood
 from jaxreg.curvature.likelihoods import as_outputs as as_outputs

@@ -24,15 +24,13 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxreg.curvature._roots import ggn_roots, gradients, jacobians_and_outputs
 from jaxreg.curvature.likelihoods import (
     Likelihood,
-    as_outputs,
     check_likelihood,
-    hessian_root,
-    output_gradient,
 )
 from jaxreg.curvature.subset import Subset, subset
-from jaxreg.data import example_weights, mean_over_batches
+from jaxreg.data import mean_over_batches
 from jaxreg.masks import MaskLike
 
 __all__ = [
@@ -57,32 +55,7 @@ def per_example_jacobians(apply: Apply, chosen: Subset, x: jax.Array) -> jax.Arr
       >>> jac.tolist()
       [[[1.0, 2.0]]]
     """
-    return _jacobians_and_outputs(apply, chosen, x)[0]
-
-
-def _jacobians_and_outputs(apply: Apply, chosen: Subset, x: jax.Array):
-    """Per-example Jacobians ``(n, C, P)`` and the outputs ``(n, C)`` from the same passes."""
-    model = chosen.outputs(apply)
-
-    def one(flat, xi):
-        outputs = as_outputs(model(flat, xi[None]))[0]
-        return outputs, outputs
-
-    return jax.vmap(jax.jacrev(one, has_aux=True), (None, 0))(chosen.flat, x)
-
-
-def _ggn_roots(apply, chosen, batch, likelihood, sigma_noise):
-    """``Rₙ = Jₙᵀ Aₙ`` ``(n, C, P)`` (``Gₙ = Rₙ Rₙᵀ``) and the batch's weights ``wₙ/Σw``."""
-    jac, outputs = _jacobians_and_outputs(apply, chosen, batch["x"])
-    root = hessian_root(outputs, likelihood, sigma_noise)
-    return jnp.einsum("ncp,nck->nkp", jac, root), example_weights(batch, jac.dtype)
-
-
-def _gradients(apply, chosen, batch, likelihood):
-    """Per-example gradients ``gₙ`` ``(n, P)`` and the batch's weights ``wₙ/Σw``."""
-    jac, outputs = _jacobians_and_outputs(apply, chosen, batch["x"])
-    residual = output_gradient(outputs, batch["y"], likelihood)
-    return jnp.einsum("ncp,nc->np", jac, residual), example_weights(batch, jac.dtype)
+    return jacobians_and_outputs(apply, chosen, x)[0]
 
 
 # Each batch function returns its batch's weighted *mean* (weights wₙ/Σw), which
@@ -123,7 +96,7 @@ def ggn_matrix(
     chosen = subset(params, wrt)
 
     def batch_matrix(batch):
-        roots, weights = _ggn_roots(apply, chosen, batch, likelihood, sigma_noise)
+        roots, weights = ggn_roots(apply, chosen, batch, likelihood, sigma_noise)
         return jnp.einsum("nkp,nkq,n->pq", roots, roots, weights)
 
     return mean_over_batches(batch_matrix, data)
@@ -155,7 +128,7 @@ def ggn_diagonal(
     chosen = subset(params, wrt)
 
     def batch_diagonal(batch):
-        roots, weights = _ggn_roots(apply, chosen, batch, likelihood, sigma_noise)
+        roots, weights = ggn_roots(apply, chosen, batch, likelihood, sigma_noise)
         return jnp.einsum("nkp,n->p", jnp.square(roots), weights)
 
     return mean_over_batches(batch_diagonal, data)
@@ -186,7 +159,7 @@ def empirical_fisher_matrix(
     chosen = subset(params, wrt)
 
     def batch_matrix(batch):
-        grads, weights = _gradients(apply, chosen, batch, likelihood)
+        grads, weights = gradients(apply, chosen, batch, likelihood)
         return jnp.einsum("np,nq,n->pq", grads, grads, weights)
 
     return mean_over_batches(batch_matrix, data)
@@ -214,7 +187,7 @@ def empirical_fisher_diagonal(
     chosen = subset(params, wrt)
 
     def batch_diagonal(batch):
-        grads, weights = _gradients(apply, chosen, batch, likelihood)
+        grads, weights = gradients(apply, chosen, batch, likelihood)
         return jnp.einsum("np,n->p", jnp.square(grads), weights)
 
     return mean_over_batches(batch_diagonal, data)

@@ -23,6 +23,12 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from jaxreg.laplace._eigenbasis import (
+    dense_from_eigenbasis,
+    eigenbasis_precision,
+    from_eigenbasis,
+    ggn_scale,
+)
 from jaxreg.laplace.posterior import Laplace
 
 __all__ = [
@@ -60,17 +66,13 @@ def prior_precision_vector(laplace: Laplace, prior_precision: ArrayLike) -> jax.
     return delta[jnp.asarray(laplace.groups)]
 
 
-def _scale(laplace: Laplace, sigma_noise: ArrayLike) -> jax.Array:
-    """``N/σ²`` (regression) or ``N``: the weight of the mean GGN in the posterior precision."""
-    if laplace.likelihood == "classification":
-        return laplace.num_data
-    return laplace.num_data / jnp.square(jnp.asarray(sigma_noise, laplace.mean.dtype))
-
-
 def posterior_precision_matrix(
     laplace: Laplace, prior_precision: ArrayLike, sigma_noise: ArrayLike = 1.0
 ) -> jax.Array:
     """``Σ⁻¹ = N·G/σ² + diag(δ)``: ``(P, P)`` for a full Laplace, its diagonal ``(P,)`` for diag.
+
+    For kron/ekfac the block-diagonal ``(P, P)`` matrix is assembled from its
+    eigenbasis (small models only; the evidence and predictives never form it).
 
     Example:
       >>> import jax.numpy as jnp
@@ -82,15 +84,23 @@ def posterior_precision_matrix(
       [[5.0]]
     """
     delta = prior_precision_vector(laplace, prior_precision)
-    scale = _scale(laplace, sigma_noise)
+    scale = ggn_scale(laplace, sigma_noise)
     if laplace.structure == "diag":
         return scale * laplace.curvature + delta
+    if _is_kron(laplace):  # Q diag(sλ + δ) Qᵀ, assembled: small models only
+        values = scale * laplace.eigenvalues + delta
+        basis = dense_from_eigenbasis(laplace, jnp.ones_like(values))
+        return dense_from_eigenbasis(laplace, values) @ basis.T
     return scale * laplace.curvature + jnp.diag(delta)
 
 
+def _is_kron(laplace: Laplace) -> bool:
+    return laplace.structure in ("kron", "ekfac")
+
+
 def _log_det_precision(laplace: Laplace, delta: jax.Array, scalar: bool, scale) -> jax.Array:
-    if laplace.structure == "diag":
-        return jnp.sum(jnp.log(scale * laplace.curvature + delta))
+    if laplace.structure == "diag" or _is_kron(laplace):  # δ is constant on each group's basis
+        return jnp.sum(jnp.log(scale * laplace.eigenvalues + delta))
     if scalar:  # the eigendecomposition serves every δ
         return jnp.sum(jnp.log(scale * laplace.eigenvalues + delta))
     precision = scale * laplace.curvature + jnp.diag(delta)
@@ -131,7 +141,7 @@ def log_marginal_likelihood(
     """
     delta = prior_precision_vector(laplace, prior_precision)
     scalar = jnp.ndim(prior_precision) == 0
-    log_det_posterior = _log_det_precision(laplace, delta, scalar, _scale(laplace, sigma_noise))
+    log_det_posterior = _log_det_precision(laplace, delta, scalar, ggn_scale(laplace, sigma_noise))
     log_det_prior = jnp.sum(jnp.log(delta))
     scatter = jnp.sum(delta * jnp.square(laplace.mean))
     return _log_likelihood(laplace, sigma_noise) - 0.5 * (
@@ -153,6 +163,10 @@ def posterior_variance(
       >>> round(float(posterior_variance(la, 1.0)[0]), 6)  # 1 / (4 + 1)
       0.2
     """
+    if _is_kron(laplace):  # diag(Q diag(1/(sλ + δ)) Qᵀ) without forming Q
+        delta = prior_precision_vector(laplace, prior_precision)
+        values = eigenbasis_precision(laplace, delta, sigma_noise)
+        return from_eigenbasis(laplace, 1.0 / values, square=True)
     root = posterior_scale(laplace, prior_precision, sigma_noise)  # Σ = L Lᵀ, or diag(s²)
     squares = jnp.square(root)
     return squares if laplace.structure == "diag" else jnp.sum(squares, axis=1)
@@ -161,8 +175,9 @@ def posterior_variance(
 def posterior_scale(
     laplace: Laplace, prior_precision: ArrayLike, sigma_noise: ArrayLike = 1.0
 ) -> jax.Array:
-    """A square root of the posterior covariance: ``L`` ``(P, P)`` with ``Σ = L Lᵀ`` (full),
-    or the standard deviations ``√diag(Σ)`` ``(P,)`` (diag).
+    """A square root of the posterior covariance: ``L`` ``(P, P)`` with ``Σ = L Lᵀ`` (full;
+    kron/ekfac assembled, small models only), or the standard deviations
+    ``√diag(Σ)`` ``(P,)`` (diag).
 
     ``θ* + L z`` (or ``θ* + s ⊙ z``) with ``z ~ N(0, I)`` is a posterior sample.
 
@@ -175,11 +190,18 @@ def posterior_scale(
       >>> posterior_scale(la, 1.0).tolist()  # 1 / √(3 + 1)
       [[0.5]]
     """
+    if _is_kron(laplace):  # Q diag(1/√(sλ + δ)), assembled: small models only
+        delta = prior_precision_vector(laplace, prior_precision)
+        values = eigenbasis_precision(laplace, delta, sigma_noise)
+        return dense_from_eigenbasis(laplace, 1.0 / jnp.sqrt(values))
     precision = posterior_precision_matrix(laplace, prior_precision, sigma_noise)
     if laplace.structure == "diag":
         return 1.0 / jnp.sqrt(precision)
     if jnp.ndim(prior_precision) == 0:  # V diag(1/√(sλ + δ)): no factorization per δ
-        scale, delta = _scale(laplace, sigma_noise), jnp.asarray(prior_precision, precision.dtype)
+        scale, delta = (
+            ggn_scale(laplace, sigma_noise),
+            jnp.asarray(prior_precision, precision.dtype),
+        )
         return laplace.eigenvectors / jnp.sqrt(scale * laplace.eigenvalues + delta)[None, :]
     # precision = C Cᵀ, so Σ = C⁻ᵀ C⁻¹ and C⁻ᵀ is a square root of Σ.
     cholesky = jnp.linalg.cholesky(precision)

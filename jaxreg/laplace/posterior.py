@@ -7,7 +7,10 @@ computed once; the prior precision and the noise are arguments of everything
 downstream (evidence, predictive), so choosing them never refits.
 
 Structures: ``"full"`` (dense ``P × P``, kept as its eigendecomposition; a
-small model or a last layer) and ``"diag"`` (exact GGN diagonal). ``wrt``
+small model or a last layer), ``"diag"`` (exact GGN diagonal), ``"kron"``
+(KFAC: per dense layer ``A ⊗ G`` for the kernel and ``G`` for the bias,
+:func:`jaxreg.curvature.kfac_factors`; every other leaf diagonal) and
+``"ekfac"`` (KFAC's eigenbasis with the exact GGN diagonal in it). ``wrt``
 restricts the approximation to a subset, e.g. the last layer; the other
 parameters stay at their trained values.
 """
@@ -34,26 +37,29 @@ from jaxreg.curvature import (
     subset,
 )
 from jaxreg.data import batch_weight, mean_over_batches
+from jaxreg.laplace._kron import kron_curvature
 from jaxreg.losses import weighted_mean
 from jaxreg.masks import MaskLike, leaf_path, resolve
 
 __all__ = ["STRUCTURES", "Laplace", "Structure", "fit_laplace"]
 
-#: A Laplace approximation's curvature structure (a type alias): ``"full"`` or ``"diag"``.
+#: A Laplace approximation's curvature structure (a type alias).
 #:
 #: Example:
 #:   >>> import typing
 #:   >>> from jaxreg.laplace import Structure
 #:   >>> typing.get_args(Structure)
-#:   ('full', 'diag')
-Structure = Literal["full", "diag"]
+#:   ('full', 'diag', 'kron', 'ekfac')
+Structure = Literal["full", "diag", "kron", "ekfac"]
 #: The structures :func:`fit_laplace` accepts.
 #:
 #: Example:
 #:   >>> from jaxreg.laplace import STRUCTURES
 #:   >>> STRUCTURES
-#:   ('full', 'diag')
-STRUCTURES: tuple[str, ...] = ("full", "diag")
+#:   ('full', 'diag', 'kron', 'ekfac')
+STRUCTURES: tuple[str, ...] = ("full", "diag", "kron", "ekfac")
+#: The largest rank-one error a dense layer may have for ``"kron"``/``"ekfac"``.
+RANK_ONE_TOLERANCE = 0.05
 
 
 @struct.dataclass
@@ -63,9 +69,11 @@ class Laplace:
     Attributes:
       mean: the MAP of the approximated parameters, flat ``(P,)``.
       params: all trained parameters (those outside ``wrt`` stay fixed).
-      curvature: the mean GGN at ``σ = 1``: ``(P, P)`` (full) or ``(P,)`` (diag).
-      eigenvalues: full: the GGN's eigenvalues (clipped at 0); diag: its diagonal.
-      eigenvectors: full: ``(P, P)`` eigenvectors; diag: empty.
+      curvature: the mean GGN at ``σ = 1``: ``(P, P)`` (full) or ``(P,)`` (diag;
+        kron/ekfac: its eigenvalues, as ``eigenvalues``).
+      eigenvalues: full: the GGN's eigenvalues (clipped at 0); diag: its
+        diagonal; kron/ekfac: each group's eigenvalues in its eigenbasis.
+      eigenvectors: full: ``(P, P)`` eigenvectors; otherwise empty.
       num_data: ``N``, the total weight of the training data.
       fit_term: classification: ``Σₙ ℓₙ`` (cross-entropy); regression: ``Σₙ ‖fₙ − yₙ‖²``.
       structure: ``"full"`` or ``"diag"``.
@@ -74,6 +82,10 @@ class Laplace:
       group_names: those leaves' paths, e.g. ``"layers/2/kernel"``.
       num_outputs: ``C``.
       wrt: which leaves of ``params`` are approximated (in ``jax.tree.leaves`` order).
+      bases: kron/ekfac: per group, one orthogonal matrix per axis of the leaf
+        (the group's eigenvectors are their Kronecker product), or ``()`` for a
+        group kept diagonal; empty otherwise.
+      group_shapes: the selected leaves' shapes.
 
     Example:
       >>> import jax.numpy as jnp
@@ -98,6 +110,8 @@ class Laplace:
     group_names: tuple[str, ...] = struct.field(pytree_node=False)
     num_outputs: int = struct.field(pytree_node=False)
     wrt: tuple[bool, ...] = struct.field(pytree_node=False)
+    bases: tuple = ()
+    group_shapes: tuple[tuple[int, ...], ...] = struct.field(pytree_node=False, default=())
 
     @property
     def num_params(self) -> int:
@@ -155,8 +169,13 @@ def fit_laplace(
         count as multiplicities, padding never counts.
       likelihood: ``"classification"`` or ``"regression"`` (Gaussian; its noise
         ``σ`` is an argument of the evidence and the predictive).
-      structure: ``"full"`` (``P × P``: memory ``P²``, an ``eigh`` of ``P³``) or
-        ``"diag"`` (memory ``O(P)`` plus ``batch × C × P`` for the Jacobians).
+      structure: ``"full"`` (``P × P``: memory ``P²``, an ``eigh`` of ``P³``),
+        ``"diag"`` (memory ``O(P)`` plus ``batch × C × P`` for the Jacobians),
+        ``"kron"`` (KFAC; memory ``Σ in² + out²`` plus ``batch × P`` per-example
+        gradients) or ``"ekfac"`` (KFAC's eigenbasis, eigenvalues re-fitted to
+        the exact diagonal: one more pass). For kron/ekfac a dense layer must be
+        applied once per example (``ValueError`` otherwise; see
+        :func:`jaxreg.curvature.kfac_factors`).
       wrt: the parameters to approximate (a mask, e.g.
         ``masks.by_path(r"layers/2/")`` for a last-layer Laplace); all by default.
 
@@ -180,8 +199,14 @@ def fit_laplace(
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     mask = tuple(bool(m) for m in jax.tree.leaves(resolve(wrt, params)))
     chosen = subset(params, wrt)
-    curvature_fn = ggn_matrix if structure == "full" else ggn_diagonal
-    curvature = curvature_fn(apply, params, data, likelihood=likelihood, wrt=wrt)
+    bases = ()
+    if structure in ("kron", "ekfac"):
+        curvature, bases = kron_curvature(apply, params, data, structure=structure,
+                                          likelihood=likelihood, mask=mask,
+                                          tolerance=RANK_ONE_TOLERANCE)  # fmt: skip
+    else:
+        curvature_fn = ggn_matrix if structure == "full" else ggn_diagonal
+        curvature = curvature_fn(apply, params, data, likelihood=likelihood, wrt=wrt)
     if structure == "full":
         eigenvalues, eigenvectors = jnp.linalg.eigh(curvature)
         eigenvalues = jnp.maximum(eigenvalues, 0.0)  # a PSD matrix's rounding below 0
@@ -204,4 +229,8 @@ def fit_laplace(
         group_names=_group_names(params, mask),
         num_outputs=num_outputs,
         wrt=mask,
+        bases=bases,
+        group_shapes=tuple(
+            np.shape(leaf) for leaf, m in zip(jax.tree.leaves(params), mask, strict=True) if m
+        ),
     )

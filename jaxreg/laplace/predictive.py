@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxreg.curvature import as_outputs, per_example_jacobians
-from jaxreg.laplace.evidence import posterior_scale
+from jaxreg.laplace._eigenbasis import eigenbasis_precision, from_eigenbasis, to_eigenbasis
+from jaxreg.laplace.evidence import posterior_scale, prior_precision_vector
 from jaxreg.laplace.posterior import Laplace
 
 __all__ = ["Predictive", "glm_predictive", "sample_predictive"]
@@ -50,6 +51,11 @@ class Predictive(NamedTuple):
 def _output_covariance(laplace, apply, x, prior_precision, sigma_noise) -> jax.Array:
     """``J Σ Jᵀ`` per example ``(n, C, C)``."""
     jac = per_example_jacobians(apply, laplace.subset(), x)
+    if laplace.structure in ("kron", "ekfac"):  # J Q diag(1/√(sλ + δ)), Q never formed
+        delta = prior_precision_vector(laplace, prior_precision)
+        values = eigenbasis_precision(laplace, delta, sigma_noise)
+        projected = to_eigenbasis(laplace, jac) / jnp.sqrt(values)
+        return jnp.einsum("nck,ndk->ncd", projected, projected)
     root = posterior_scale(laplace, prior_precision, sigma_noise)
     diagonal = laplace.structure == "diag"
     projected = jac * root if diagonal else jnp.einsum("ncp,pk->nck", jac, root)
@@ -139,10 +145,15 @@ def sample_predictive(
       (3, 2)
     """
     x = jnp.asarray(x)
-    root = posterior_scale(laplace, prior_precision, sigma_noise)
     chosen = laplace.subset()
     noise = jax.random.normal(key, (num_samples, laplace.mean.shape[0]), laplace.mean.dtype)
-    deviations = noise * root if laplace.structure == "diag" else noise @ root.T
+    if laplace.structure in ("kron", "ekfac"):  # Q z/√(sλ + δ), Q never formed
+        delta = prior_precision_vector(laplace, prior_precision)
+        values = eigenbasis_precision(laplace, delta, sigma_noise)
+        deviations = from_eigenbasis(laplace, noise / jnp.sqrt(values))
+    else:
+        root = posterior_scale(laplace, prior_precision, sigma_noise)
+        deviations = noise * root if laplace.structure == "diag" else noise @ root.T
 
     def outputs(deviation):
         return as_outputs(apply(chosen.combine(laplace.mean + deviation), x))

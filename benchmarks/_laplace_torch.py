@@ -46,6 +46,7 @@ def agreement(inputs, precisions) -> dict:
     for name, subset, structure in (
         ("full", "all", "full"),
         ("diag", "all", "diag"),
+        ("kron", "all", "kron"),
         ("last_layer", "last_layer", "full"),
     ):
         la = Laplace(model, "classification", subset_of_weights=subset, hessian_structure=structure)

@@ -132,6 +132,23 @@ def test_a_kernel_shared_over_positions_is_reported_not_silently_wrong():
         laplace.fit_laplace(_shared_kernel_apply, params, data, structure="kron")
 
 
+def test_examples_whose_layer_output_is_dead_are_counted_and_refused():
+    params = {"hidden": {"kernel": jnp.ones((2, 3)), "bias": -3.0 * jnp.ones(3)},
+              "out": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}  # fmt: skip
+
+    def relu_mlp(p, x):
+        hidden = jax.nn.relu(x @ p["hidden"]["kernel"] + p["hidden"]["bias"])
+        return hidden @ p["out"]["kernel"] + p["out"]["bias"]
+
+    x = jnp.array([[2.0, 2.0], [3.0, 1.0], [2.5, 2.0], [0.0, 0.0]])  # the last: every ReLU off
+    hidden, out = kfac_factors(relu_mlp, params, batches(x, jnp.zeros(4, int), 2))
+    assert float(hidden.unrecovered) == 0.25 and float(out.unrecovered) == 0.0
+    alive = np.asarray(x[:3])
+    np.testing.assert_allclose(hidden.inputs, alive.T @ alive / 4, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"for 25\.0% of the data its outputs have no effect"):
+        laplace.fit_laplace(relu_mlp, params, batches(x, jnp.zeros(4, int), 2), structure="kron")
+
+
 def _dense_reference(la, factors, exact, chosen, structure, decomposed):
     """The block-diagonal curvature assembled densely (kernel, bias, diagonal blocks)."""
     blocks = {}
@@ -232,3 +249,29 @@ def test_kron_laplace_of_an_nnx_model_equals_the_same_network_written_as_a_funct
             laplace.log_marginal_likelihood(reference, delta),
             rtol=1e-12,
         )
+
+
+def test_diag_and_kron_laplace_memory_is_linear_in_the_parameters_full_is_not():
+    """XLA's compile-time temporary memory: per parameter constant for diag and kron."""
+    train = batches(jnp.zeros((256, 8)), jnp.zeros(256, int), 64)
+
+    def mlp(p, x):
+        return (
+            jax.nn.relu(x @ p["h"]["kernel"] + p["h"]["bias"]) @ p["o"]["kernel"] + p["o"]["bias"]
+        )
+
+    def per_parameter(width, structure):
+        params = {"h": {"kernel": jnp.ones((8, width)), "bias": jnp.ones(width)},
+                  "o": {"kernel": jnp.ones((width, 4)), "bias": jnp.ones(4)}}  # fmt: skip
+
+        def evidence(p):
+            la = laplace.fit_laplace(mlp, p, train, structure=structure)
+            return laplace.log_marginal_likelihood(la, 1.0)
+
+        analysis = jax.jit(evidence).lower(params).compile().memory_analysis()
+        return analysis.temp_size_in_bytes / sum(a.size for a in jax.tree.leaves(params))
+
+    for structure in ("diag", "kron"):
+        small, large = per_parameter(32, structure), per_parameter(128, structure)
+        assert 0.7 < large / small < 1.3, (structure, small, large)
+    assert per_parameter(128, "full") / per_parameter(32, "full") > 2.5

@@ -409,3 +409,30 @@ def test_online_marglik_reaches_a_fixed_point_of_training_and_evidence_and_vmaps
     np.testing.assert_allclose(both.precision_history[0], history, rtol=1e-4)
     # From a 30× different start it learns (nearly) the same prior.
     np.testing.assert_allclose(both.prior_precision[1], result.prior_precision, rtol=0.05)
+
+
+@pytest.mark.parametrize("per_group", [False, True])
+def test_noise_and_prior_maximize_the_regression_evidence_like_scipy(x64, per_group):
+    x, y = _regression_problem(n=60)
+    params, _, _ = _map(x, y, 1.0, 1.0, 0.4)
+    la = laplace.fit_laplace(_linear, params, batches(jnp.asarray(x), jnp.asarray(y), 16),
+                             likelihood="regression")  # fmt: skip
+    groups = 2 if per_group else 1
+
+    def negative(logs):
+        delta = np.exp(logs[:groups]) if per_group else np.exp(logs[0])
+        return -float(laplace.log_marginal_likelihood(la, delta, np.exp(logs[-1])))
+
+    tolerances = {"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000}
+    best = optimize.minimize(negative, np.zeros(groups + 1), method="Nelder-Mead",
+                             options=tolerances)  # fmt: skip
+    for method, steps in (("mackay", 500), ("gradient", 3000)):
+        tuned = laplace.optimize_noise_and_prior(la, method=method, per_group=per_group,
+                                                 num_steps=steps)  # fmt: skip
+        got = np.log(np.append(np.atleast_1d(tuned.prior_precision), tuned.sigma_noise))
+        np.testing.assert_allclose(got, best.x, atol=2e-3)
+    with pytest.raises(ValueError, match="likelihood='regression'"):
+        classifier = laplace.fit_laplace(
+            _linear, params, batches(jnp.asarray(x), jnp.zeros(60, int), 16)
+        )
+        laplace.optimize_noise_and_prior(classifier)

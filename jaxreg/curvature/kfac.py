@@ -18,7 +18,9 @@ No layer tagging is needed: a layer is a 2-D leaf named ``kernel`` (Flax,
 model's activations. A kernel used several times per example (over a
 sequence, a convolution, weight sharing) breaks that rank-1 form:
 :attr:`DenseFactors.rank_one_error` measures it, and :func:`kfac_factors`
-reports it instead of returning wrong factors silently.
+reports it instead of returning wrong factors silently. An example whose
+layer output has no effect on the model's output (``gₙ = 0``: every ReLU after
+the layer off) hides its input; :attr:`DenseFactors.unrecovered` counts those.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class DenseFactors:
       layer: the :class:`DenseLayer`.
       inputs: ``A = mean_n xₙxₙᵀ`` ``(in, in)``.
       output_grads: ``G = mean_n Σ_k gₙₖgₙₖᵀ`` ``(out, out)``: also the bias's exact GGN block.
+      unrecovered: the share of the data (by weight) whose input to this layer
+        could not be recovered: the layer's outputs had no effect at all on the
+        model's outputs for them (e.g. every ReLU after it inactive), so they
+        count with ``xₙ = 0`` in ``A`` (``G`` is exact: they add nothing to it).
+        0 for a smooth network; check it for a ReLU network with narrow layers.
       rank_one_error: the root-mean-square relative distance of the per-example
         kernel gradients from ``xₙ ⊗ gₙ`` (about √ε of the dtype for a layer used once
         per example; order one for a kernel shared over positions).
@@ -95,6 +102,7 @@ class DenseFactors:
     inputs: jax.Array
     output_grads: jax.Array
     rank_one_error: jax.Array
+    unrecovered: jax.Array
 
 
 def dense_layers(params: Any) -> tuple[DenseLayer, ...]:
@@ -128,8 +136,8 @@ def _mask(params: Any, indices: set[int]) -> Any:
 
 
 def _layer_inputs(grads: list, layer: DenseLayer) -> tuple[jax.Array, jax.Array]:
-    """``xₙ`` ``(n, in)`` from per-example kernel and bias gradients, and the squared
-    relative rank-1 error per example ``(n,)``."""
+    """``xₙ`` ``(n, in)`` from per-example kernel and bias gradients, the squared relative
+    rank-1 error ``(n,)`` and whether ``xₙ`` was lost (``gₙ = 0``) ``(n,)``."""
     kernel, bias = grads[layer.kernel], grads[layer.bias]
     if layer.layout == "out_in":
         kernel = jnp.swapaxes(kernel, 1, 2)
@@ -139,7 +147,7 @@ def _layer_inputs(grads: list, layer: DenseLayer) -> tuple[jax.Array, jax.Array]
     total = jnp.sum(jnp.square(kernel), axis=(1, 2))
     # ‖∂W − x⊗g‖² = ‖∂W‖² − ‖x‖²‖g‖² for the least-squares x.
     residual = jnp.maximum(total - jnp.sum(jnp.square(inputs), axis=1) * norm, 0.0)
-    return inputs, residual / jnp.where(total > 0, total, 1.0)
+    return inputs, residual / jnp.where(total > 0, total, 1.0), norm == 0
 
 
 def _batch_pieces(apply, params, layers, batch, likelihood, sigma_noise):
@@ -154,7 +162,7 @@ def _batch_pieces(apply, params, layers, batch, likelihood, sigma_noise):
         return jnp.vdot(direction, as_outputs(apply(p, xi[None]))[0])
 
     grads = jax.tree.leaves(jax.vmap(jax.grad(projected), (None, 0))(params, batch["x"]))
-    pieces = [(*_layer_inputs(grads, layer), by_leaf[layer.bias]) for layer in layers]
+    pieces = [(_layer_inputs(grads, layer), by_leaf[layer.bias]) for layer in layers]
     return pieces, weights
 
 
@@ -211,14 +219,15 @@ def kfac_factors(
                 jnp.einsum("ni,nj,n->ij", x, x, weights),
                 jnp.einsum("nko,nkp,n->op", g, g, weights),
                 jnp.dot(weights, error),
+                jnp.dot(weights, lost.astype(weights.dtype)),
             )
-            for x, error, g in pieces
+            for (x, error, lost), g in pieces
         ]
 
     means = mean_over_batches(batch_factors, data)
     return tuple(
-        DenseFactors(layer, a, g, jnp.sqrt(error))
-        for layer, (a, g, error) in zip(layers, means, strict=True)
+        DenseFactors(layer, a, g, jnp.sqrt(error), lost)
+        for layer, (a, g, error, lost) in zip(layers, means, strict=True)
     )
 
 
@@ -260,7 +269,7 @@ def ekfac_eigenvalues(
     def batch_scales(batch):
         pieces, weights = _batch_pieces(apply, params, layers, batch, likelihood, sigma_noise)
         scales = []
-        for (x, _, g), (qa, qg) in zip(pieces, bases, strict=True):
+        for ((x, _, _), g), (qa, qg) in zip(pieces, bases, strict=True):
             xa, gb = jnp.square(x @ qa), jnp.square(jnp.einsum("nko,ob->nkb", g, qg))
             scales.append((jnp.einsum("na,nkb,n->ab", xa, gb, weights),
                            jnp.einsum("nkb,n->b", gb, weights)))  # fmt: skip

@@ -22,6 +22,8 @@ from jaxreg.laplace.evidence import posterior_precision_matrix as posterior_prec
 from jaxreg.laplace.evidence import posterior_scale as posterior_scale
 from jaxreg.laplace.evidence import posterior_variance as posterior_variance
 from jaxreg.laplace.evidence import prior_precision_vector as prior_precision_vector
+from jaxreg.laplace.noise import NoiseAndPrior as NoiseAndPrior
+from jaxreg.laplace.noise import optimize_noise_and_prior as optimize_noise_and_prior
 from jaxreg.laplace.online import OnlineMarglikResult as OnlineMarglikResult
 from jaxreg.laplace.online import online_marglik as online_marglik
 from jaxreg.laplace.posterior import STRUCTURES as STRUCTURES

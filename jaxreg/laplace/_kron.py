@@ -17,12 +17,22 @@ from jaxreg._checks import is_traced
 from jaxreg.curvature import ggn_diagonal
 from jaxreg.curvature.kfac import DenseFactors, ekfac_eigenvalues, kfac_factors
 
+#: The largest share of the data whose layer input may be lost (see ``DenseFactors``).
+UNRECOVERED_TOLERANCE = 1e-3
+
 
 def _check_rank_one(factors: tuple[DenseFactors, ...], tolerance: float) -> None:
-    errors = [f.rank_one_error for f in factors]
+    errors = [(f.rank_one_error, f.unrecovered) for f in factors]
     if is_traced(errors):
         return
     for f in factors:
+        if float(f.unrecovered) > UNRECOVERED_TOLERANCE:
+            raise ValueError(
+                f"layer {f.layer.path!r}: for {float(f.unrecovered):.1%} of the data its "
+                "outputs have no effect on the model's outputs (every unit after it inactive, "
+                "e.g. dead ReLUs), so its inputs cannot be recovered and KFAC's input factor "
+                "would be too small. Use structure='diag', or leave the layer out with wrt="
+            )
         if float(f.rank_one_error) > tolerance:
             raise ValueError(
                 f"layer {f.layer.path!r} is not a dense layer applied once per example (its "

@@ -207,7 +207,7 @@ def test_the_readmes_laplace_numbers_are_the_recorded_benchmark():
     assert f"{theirs / ours:.1f}×" in readme
     worst = max(
         abs(a - b) / abs(b)
-        for name in ("full", "diag", "last_layer")
+        for name in ("full", "diag", "kron", "last_layer")
         for key in ("log_marginal_likelihood", "test_nll_glm_probit")
         for a, b in zip(
             np.atleast_1d(recorded["jaxreg"][name][key]),
@@ -215,7 +215,18 @@ def test_the_readmes_laplace_numbers_are_the_recorded_benchmark():
             strict=True,
         )
     )
-    assert worst < 1e-15 and "agree to within 1e-15 relative" in readme
+    assert worst < 1e-13 and "KFAC and last-layer Laplace agree to within 1e-13 relative" in readme
+    factors = recorded["kfac_jax"]["layers"]
+    assert max(max(layer["inputs"], layer["output_grads"]) for layer in factors.values()) < 1e-15
+    assert "equal kfac-jax's exact-GGN factors to within 1e-15 relative" in readme
+    memory = recorded["memory"]
+    for structure, shown in (
+        ("diag", "{:.0f} kB for the diagonal"),
+        ("kron", "{:.1f} kB for KFAC"),
+    ):
+        per_parameter = [row[f"{structure}_temp_bytes_per_parameter"] for row in memory]
+        assert max(per_parameter) / min(per_parameter) < 1.1  # flat: O(P)
+        assert shown.format(per_parameter[0] / 1e3) in readme
 
 
 def test_the_mutation_testing_script_names_existing_modules_and_tests():

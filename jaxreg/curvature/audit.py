@@ -9,8 +9,10 @@ with the exact GGN's (adaptive Lanczos on :func:`jaxreg.curvature.ggn_vp`):
   missed).
 
 Approximations: ``"diag"`` (the exact GGN diagonal: its eigenvectors are
-coordinate axes) and ``"last_layer"`` (the exact GGN block of the parameters
-``last_layer`` selects, zero elsewhere). Everything is jit/vmap-able, so a
+coordinate axes), ``"last_layer"`` (the exact GGN block of the parameters
+``last_layer`` selects, zero elsewhere), and ``"kron"``/``"ekfac"`` (KFAC and
+EKFAC blocks of every dense layer, :func:`jaxreg.curvature.kfac_factors`, the
+diagonal for the other leaves). Everything is jit/vmap-able, so a
 sweep's members are audited in one program.
 """
 
@@ -26,6 +28,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
+from jaxreg.curvature._eigenbasis import Blocks, from_eigenbasis
+from jaxreg.curvature._kron import kron_curvature
 from jaxreg.curvature.dense import ggn_diagonal, ggn_matrix
 from jaxreg.curvature.likelihoods import Likelihood
 from jaxreg.curvature.operators import ggn_vp
@@ -120,10 +124,12 @@ def audit_curvature(
     k: int = 5,
     likelihood: Likelihood = "classification",
     last_layer: MaskLike | None = None,
+    kfac: bool = False,
     num_iters: int | None = None,
     tol: float = 1e-4,
 ) -> CurvatureAudit:
-    """Audit the diagonal (and, with ``last_layer``, the last-layer) GGN against the exact one.
+    """Audit the diagonal (with ``last_layer`` the last-layer, with ``kfac`` the KFAC and
+    EKFAC) GGN against the exact one.
 
     Args:
       apply: ``apply(params, x) -> outputs`` in eval mode.
@@ -134,6 +140,7 @@ def audit_curvature(
       likelihood: ``"classification"`` or ``"regression"``.
       last_layer: a mask selecting the last layer (e.g. ``masks.by_path(r"layers/2/")``);
         ``None`` audits the diagonal only.
+      kfac: also audit ``"kron"`` and ``"ekfac"`` (the model needs a dense layer).
       num_iters: Lanczos's cap (see :func:`jaxreg.sharpness.top_eigenvalues`).
       tol: Lanczos's relative eigenvalue tolerance; the eigenvectors, and so the
         angles, are accurate to about its square root.
@@ -164,4 +171,20 @@ def audit_curvature(
         results["last_layer"] = compare_subspaces(
             exact[: pairs[0].shape[0]], exact_vectors[: pairs[0].shape[0]], *pairs
         )
+    if kfac:
+        for structure in ("kron", "ekfac"):
+            pairs = _kfac_pairs(apply, params, data, likelihood, structure, k)
+            results[structure] = compare_subspaces(exact, exact_vectors, *pairs)
     return CurvatureAudit(exact, results)
+
+
+def _kfac_pairs(apply, params, data, likelihood, structure: str, k: int):
+    """The top-``k`` eigenpairs of the KFAC/EKFAC curvature, vectors in ravel order."""
+    leaves = jax.tree.leaves(params)
+    values, bases = kron_curvature(apply, params, data, structure=structure,
+                                   likelihood=likelihood, mask=(True,) * len(leaves))  # fmt: skip
+    blocks = Blocks(
+        tuple(leaf.size for leaf in leaves), tuple(leaf.shape for leaf in leaves), bases
+    )
+    top, index = jax.lax.top_k(values, k)
+    return top, from_eigenbasis(blocks, jax.nn.one_hot(index, values.shape[0], dtype=values.dtype))

@@ -23,12 +23,8 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg.laplace._eigenbasis import (
-    dense_from_eigenbasis,
-    eigenbasis_precision,
-    from_eigenbasis,
-    ggn_scale,
-)
+from jaxreg.curvature._eigenbasis import dense_from_eigenbasis, from_eigenbasis
+from jaxreg.laplace._precision import eigenbasis_precision, ggn_scale
 from jaxreg.laplace.posterior import Laplace
 
 __all__ = [

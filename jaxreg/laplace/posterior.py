@@ -36,8 +36,8 @@ from jaxreg.curvature import (
     negative_log_likelihood,
     subset,
 )
+from jaxreg.curvature._kron import kron_curvature
 from jaxreg.data import batch_weight, mean_over_batches
-from jaxreg.laplace._kron import kron_curvature
 from jaxreg.losses import weighted_mean
 from jaxreg.masks import MaskLike, leaf_path, resolve
 
@@ -58,8 +58,6 @@ Structure = Literal["full", "diag", "kron", "ekfac"]
 #:   >>> STRUCTURES
 #:   ('full', 'diag', 'kron', 'ekfac')
 STRUCTURES: tuple[str, ...] = ("full", "diag", "kron", "ekfac")
-#: The largest rank-one error a dense layer may have for ``"kron"``/``"ekfac"``.
-RANK_ONE_TOLERANCE = 0.05
 
 
 @struct.dataclass
@@ -202,8 +200,7 @@ def fit_laplace(
     bases = ()
     if structure in ("kron", "ekfac"):
         curvature, bases = kron_curvature(apply, params, data, structure=structure,
-                                          likelihood=likelihood, mask=mask,
-                                          tolerance=RANK_ONE_TOLERANCE)  # fmt: skip
+                                          likelihood=likelihood, mask=mask)  # fmt: skip
     else:
         curvature_fn = ggn_matrix if structure == "full" else ggn_diagonal
         curvature = curvature_fn(apply, params, data, likelihood=likelihood, wrt=wrt)

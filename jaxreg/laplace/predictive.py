@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxreg.curvature import as_outputs, per_example_jacobians
-from jaxreg.laplace._eigenbasis import eigenbasis_precision, from_eigenbasis, to_eigenbasis
+from jaxreg.curvature._eigenbasis import from_eigenbasis, to_eigenbasis
+from jaxreg.laplace._precision import eigenbasis_precision
 from jaxreg.laplace.evidence import posterior_scale, prior_precision_vector
 from jaxreg.laplace.posterior import Laplace
 

@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxreg._checks import is_traced
-from jaxreg.curvature import ggn_diagonal
+from jaxreg.curvature.dense import ggn_diagonal
 from jaxreg.curvature.kfac import DenseFactors, ekfac_eigenvalues, kfac_factors
 
+#: The largest rank-one error a dense layer may have for ``"kron"``/``"ekfac"``.
+RANK_ONE_TOLERANCE = 0.05
 #: The largest share of the data whose layer input may be lost (see ``DenseFactors``).
 UNRECOVERED_TOLERANCE = 1e-3
 
@@ -68,7 +70,7 @@ def _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tol
 
 def kron_curvature(
     apply, params: Any, data, *, structure: str, likelihood: str, mask: tuple[bool, ...],
-    tolerance: float,
+    tolerance: float = RANK_ONE_TOLERANCE,
 ) -> tuple[jax.Array, tuple]:  # fmt: skip
     """``(eigenvalues (P,), bases)`` over the selected leaves, in leaf order."""
     chosen_leaves = {index for index, chosen in enumerate(mask) if chosen}

@@ -172,7 +172,13 @@ def _abstract(tree: Any) -> Any:
 
 
 def _probe_key(*parts: Any, hparams: dict | None) -> Any:
-    """A hashable key for a cached probe, or None when an input cannot be keyed."""
+    """A hashable key for a cached probe, or None when an input cannot be keyed.
+
+    A sweep's :class:`ReadTracker` or traced values are never keyed: reading every
+    name to build a key would mark them all as read.
+    """
+    if isinstance(hparams, ReadTracker) or is_traced(hparams):
+        return None
     try:
         items = (hparams or {}).items()
         values = tuple(sorted((name, np.asarray(value).item()) for name, value in items))

@@ -68,15 +68,18 @@ def _run_control(monkeypatch, tmp_path, name: str, smaller: dict) -> tuple[int, 
     return code, json.loads((tmp_path / f"{name}.json").read_text())
 
 
-# augmentation and ensembles run their whole pipeline in the default suite through their
-# controls (below); their PASS runs are `-m slow`, which keeps the suite under 15 minutes.
-_PIPELINE_BY_CONTROL = ("augmentation", "ensembles")
+# augmentation, ensembles and bias_variance run their whole pipeline in the default suite
+# through their controls (below); their PASS runs are `-m slow`, which keeps the suite under
+# 15 minutes. So are the PASS runs of the three slowest scripts without a control (20-30 s
+# each); their verdict functions are tested in the default suite.
+_PIPELINE_BY_CONTROL = ("augmentation", "ensembles", "bias_variance")
+_SLOWEST = ("batch_size", "parameter_sharing", "dropout")
 
 
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=pytest.mark.slow) if n in _PIPELINE_BY_CONTROL else n
+        pytest.param(n, marks=pytest.mark.slow) if n in _PIPELINE_BY_CONTROL + _SLOWEST else n
         for n in EXPERIMENTS
         if n != "sharp_vs_flat"
     ],

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 import jaxreg
-from jaxreg import curvature, laplace
+from jaxreg import curvature, laplace, masks
 from jaxreg.curvature import (
     dense_layers,
     ekfac_eigenvalues,
@@ -201,6 +201,20 @@ def test_kron_laplace_equals_its_dense_block_diagonal_reference(x64, structure):
         la, _apply, x[:4], prior_precision=delta, key=key, num_samples=6
     )
     np.testing.assert_allclose(sampled.mean, jax.nn.softmax(samples, -1).mean(0), rtol=1e-10)
+
+
+def test_a_last_layer_kron_laplace_is_its_two_blocks(x64):
+    params = _params()
+    x, data = _data()
+    la = laplace.fit_laplace(_apply, params, data, structure="kron", wrt=masks.by_path(r"^out/"))
+    out = next(f for f in kfac_factors(_apply, params, data) if f.layer.path == "out")
+    curvature = jax.scipy.linalg.block_diag(out.output_grads, _kron_block(out))  # bias, weight
+    precision = len(x) * curvature + 2.0 * jnp.eye(curvature.shape[0])
+    log_det = np.linalg.slogdet(np.asarray(precision))[1]
+    prior_terms = -curvature.shape[0] * np.log(2.0) + 2.0 * jnp.sum(la.mean**2)
+    evidence = -la.fit_term - 0.5 * (log_det + prior_terms)
+    assert la.group_names == ("out/bias", "out/weight")
+    np.testing.assert_allclose(laplace.log_marginal_likelihood(la, 2.0), evidence, rtol=1e-12)
 
 
 def test_kron_evidence_tuning_agrees_between_mackay_and_gradient(x64):

@@ -92,7 +92,7 @@ def online_marglik(
       epochs_per_round: epochs of each round (static).
       batch_size: minibatch size of training.
       init_prior_precision: the first round's ``δ``.
-      structure: the Laplace structure of the evidence (``"diag"`` or ``"full"``).
+      structure: the Laplace structure of the evidence (one of :data:`STRUCTURES`).
       wrt: the parameters the prior and the approximation cover (all by default).
       per_group: learn one ``δ`` per leaf instead of one scalar (a scalar prior is
         used in training: the mean over groups; per-group training penalties need a

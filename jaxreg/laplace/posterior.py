@@ -74,7 +74,7 @@ class Laplace:
       eigenvectors: full: ``(P, P)`` eigenvectors; otherwise empty.
       num_data: ``N``, the total weight of the training data.
       fit_term: classification: ``Σₙ ℓₙ`` (cross-entropy); regression: ``Σₙ ‖fₙ − yₙ‖²``.
-      structure: ``"full"`` or ``"diag"``.
+      structure: ``"full"``, ``"diag"``, ``"kron"`` or ``"ekfac"``.
       likelihood: ``"classification"`` or ``"regression"``.
       group_sizes: parameters per selected leaf ("layer", in pytree order).
       group_names: those leaves' paths, e.g. ``"layers/2/kernel"``.

@@ -168,7 +168,7 @@ _PROBES_LIMIT = 32
 
 def _abstract(tree: Any) -> Any:
     leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple((np.shape(a), jnp.result_type(a)) for a in leaves)
+    return treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves)
 
 
 def _probe_key(*parts: Any, hparams: dict | None) -> Any:

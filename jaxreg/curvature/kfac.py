@@ -135,7 +135,7 @@ def _mask(params: Any, indices: set[int]) -> Any:
     return jax.tree.unflatten(treedef, [i in indices for i in range(treedef.num_leaves)])
 
 
-def _layer_inputs(grads: list, layer: DenseLayer) -> tuple[jax.Array, jax.Array]:
+def _layer_inputs(grads: list, layer: DenseLayer) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``xₙ`` ``(n, in)`` from per-example kernel and bias gradients, the squared relative
     rank-1 error ``(n,)`` and whether ``xₙ`` was lost (``gₙ = 0``) ``(n,)``."""
     kernel, bias = grads[layer.kernel], grads[layer.bias]
@@ -156,7 +156,8 @@ def _batch_pieces(apply, params, layers, batch, likelihood, sigma_noise):
     roots, weights = ggn_roots(apply, biases, batch, likelihood, sigma_noise)  # (n, K, B)
     splits = np.cumsum(biases.sizes)[:-1].tolist()
     by_leaf = dict(zip(biases.paths, jnp.split(roots, splits, axis=2), strict=True))
-    direction = jax.random.normal(jax.random.key(0), roots.shape[1:2], roots.dtype)
+    num_outputs = roots.shape[1]  # the Hessian roots are C × C
+    direction = jax.random.normal(jax.random.key(0), (num_outputs,), roots.dtype)
 
     def projected(p, xi):  # one fixed output direction: a generic, non-zero gₙ
         return jnp.vdot(direction, as_outputs(apply(p, xi[None]))[0])

@@ -70,10 +70,10 @@ def _run_control(monkeypatch, tmp_path, name: str, smaller: dict) -> tuple[int, 
 
 # augmentation, ensembles and bias_variance run their whole pipeline in the default suite
 # through their controls (below); their PASS runs are `-m slow`, which keeps the suite under
-# 15 minutes. So are the PASS runs of the three slowest scripts without a control (20-30 s
+# 15 minutes. So are the PASS runs of the four slowest scripts without a control (15-30 s
 # each); their verdict functions are tested in the default suite.
 _PIPELINE_BY_CONTROL = ("augmentation", "ensembles", "bias_variance")
-_SLOWEST = ("batch_size", "parameter_sharing", "dropout")
+_SLOWEST = ("batch_size", "parameter_sharing", "dropout", "label_smoothing")
 
 
 @pytest.mark.parametrize(
@@ -117,6 +117,7 @@ def test_sharp_vs_flat_runs_and_its_verdict_follows_its_rank_correlation(tmp_pat
     assert result.returncode == (0 if written["verdict"] == "PASS" else EXIT_FAIL)
 
 
+@pytest.mark.slow  # its control runs the pipeline in the default suite (below)
 def test_swa_flatness_runs_and_its_verdict_follows_its_paired_bounds(tmp_path):
     """On MNIST-1D the SWA average is *sharper* than the final iterate (quick run: λmax
     2.56 vs 1.13) with no significant accuracy gain, so the claim honestly FAILs. What

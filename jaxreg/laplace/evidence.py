@@ -209,11 +209,25 @@ def _group_sums(laplace: Laplace, values: jax.Array) -> jax.Array:
     return jax.ops.segment_sum(values, jnp.asarray(laplace.groups), len(laplace.group_sizes))
 
 
-def _mackay_step(laplace: Laplace, delta: jax.Array, per_group: bool, sigma_noise) -> jax.Array:
-    """``δ ← γ / ‖θ*‖²`` with ``γ = P − δ·tr Σ``, the effective number of parameters.
+def mackay_prior_step(
+    laplace: Laplace, delta: ArrayLike, per_group: bool, sigma_noise: ArrayLike = 1.0
+) -> tuple[jax.Array, jax.Array]:
+    """MacKay's update ``δ ← γ / ‖θ*‖²`` and ``γ = P − δ·tr Σ``, the effective number of
+    parameters (per group with ``per_group``); :func:`optimize_prior_precision` and
+    :func:`jaxreg.laplace.optimize_noise_and_prior` iterate it.
 
     At its fixed point ``∂ log p(D)/∂δ = ½(P/δ − tr Σ − ‖θ*‖²) = 0`` exactly, so it
-    and gradient ascent find the same maximum (per group with ``per_group``).
+    and gradient ascent find the same maximum.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxreg.data import batches
+      >>> from jaxreg.laplace import fit_laplace
+      >>> la = fit_laplace(lambda w, x: x @ w, jnp.ones(1), batches(jnp.ones((4, 1)),
+      ...                  jnp.zeros(4), 2), likelihood="regression")
+      >>> delta, gamma = mackay_prior_step(la, 1.0, per_group=False)
+      >>> round(float(gamma), 6), round(float(delta), 6)  # γ = 1 − 1/(4 + 1)
+      (0.8, 0.8)
     """
     variance = posterior_variance(laplace, delta, sigma_noise)
     full_delta = prior_precision_vector(laplace, delta)
@@ -223,7 +237,8 @@ def _mackay_step(laplace: Laplace, delta: jax.Array, per_group: bool, sigma_nois
     else:
         gamma = jnp.sum(1.0 - full_delta * variance)
         norms = jnp.sum(jnp.square(laplace.mean))
-    return jnp.where(norms > 0, jnp.maximum(gamma, 0.0) / jnp.where(norms > 0, norms, 1), delta)
+    safe_norms = jnp.where(norms > 0, norms, 1)
+    return jnp.where(norms > 0, jnp.maximum(gamma, 0.0) / safe_norms, delta), gamma
 
 
 def optimize_prior_precision(
@@ -278,7 +293,7 @@ def optimize_prior_precision(
     if method == "mackay":
 
         def fixed_point(delta, _):
-            return _mackay_step(laplace, delta, per_group, sigma_noise), None
+            return mackay_prior_step(laplace, delta, per_group, sigma_noise)[0], None
 
         return jax.lax.scan(fixed_point, start, None, length=num_steps)[0]
 

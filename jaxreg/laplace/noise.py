@@ -16,11 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from jaxreg.laplace.evidence import (
-    log_marginal_likelihood,
-    posterior_variance,
-    prior_precision_vector,
-)
+from jaxreg.laplace.evidence import log_marginal_likelihood, mackay_prior_step
 from jaxreg.laplace.posterior import Laplace
 
 __all__ = ["NoiseAndPrior", "optimize_noise_and_prior"]
@@ -43,20 +39,7 @@ class NoiseAndPrior(NamedTuple):
 
 
 def _mackay_step(laplace: Laplace, delta, sigma, per_group: bool):
-    groups = jnp.asarray(laplace.groups)
-    shares = 1.0 - prior_precision_vector(laplace, delta) * posterior_variance(
-        laplace, delta, sigma
-    )
-    squares = jnp.square(laplace.mean)
-    if per_group:
-        count = len(laplace.group_sizes)
-        gamma = jax.ops.segment_sum(shares, groups, count)
-        norms = jax.ops.segment_sum(squares, groups, count)
-    else:
-        gamma, norms = jnp.sum(shares), jnp.sum(squares)
-    new_delta = jnp.where(
-        norms > 0, jnp.maximum(gamma, 0.0) / jnp.where(norms > 0, norms, 1), delta
-    )
+    new_delta, gamma = mackay_prior_step(laplace, delta, per_group, sigma)
     residual_dof = laplace.num_data * laplace.num_outputs - jnp.sum(gamma)
     new_sigma = jnp.sqrt(laplace.fit_term / jnp.maximum(residual_dof, 1.0))
     return new_delta, new_sigma

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.common import DEFAULT_OUT, EXIT_FAIL
+from experiments.common import DEFAULT_OUT, EXIT_FAIL, provenance
 
 EXPERIMENTS = [
     "l1_vs_l2",
@@ -86,36 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, help="run only these")
     return parser
-
-
-def provenance(elapsed: float) -> dict:
-    """Commit (and whether the tree had changes), UTC date, host and library versions."""
-    import datetime
-    import os
-    import platform
-    from importlib import metadata
-
-    def git(*command: str) -> str:
-        done = subprocess.run(["git", *command], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else "unknown"
-
-    versions = {}
-    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        # Results written by this very recording do not count as changes to the code.
-        "uncommitted_changes": bool(
-            git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*results/*.json")
-        ),
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "host": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
-        "versions": versions,
-        "elapsed_seconds": round(elapsed, 1),
-    }
 
 
 def _record(name: str, out: Path, folder: Path, confirm: bool, elapsed: float) -> None:

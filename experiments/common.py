@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -227,3 +228,33 @@ def vmapped_curvature(loss_fn, batches, *, keys: tuple[int, int] = (1, 2), itera
 def rounded(values, digits: int = 4) -> list:
     """A JSON-friendly list of Python floats rounded to ``digits``."""
     return [round(float(v), digits) for v in np.ravel(values)]
+
+
+def provenance(elapsed: float) -> dict:
+    """Commit (and whether the tree had changes), UTC date, host and library versions."""
+    import datetime
+    import os
+    import platform
+    from importlib import metadata
+
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", *command], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+    versions = {}
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        # Results written by this very recording do not count as changes to the code.
+        "uncommitted_changes": bool(
+            git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*results/*.json")
+        ),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+        "versions": versions,
+        "elapsed_seconds": round(elapsed, 1),
+    }

@@ -47,7 +47,17 @@ def _study() -> dict[str, Any]:
     from experiments.study import StudyConfig, default_rows, extended_rows
 
     rows = {
-        row.key: {"name": row.name, "search": _plain(row.search), "epoch_factor": row.epoch_factor}
+        row.key: {
+            "name": row.name,
+            "search": _plain(row.search),
+            "epoch_factor": row.epoch_factor,
+            "reference": row.reference,
+            "chosen_by": "validation" if row.evidence is None else _plain(row.evidence),
+            "predictive": _plain(row.predictive) if row.predictive else None,
+            "derived_from": row.derived_from,
+            "ensemble_members": row.ensemble_members,
+            "bootstrap": row.bootstrap,
+        }
         for row in default_rows() + extended_rows()
     }
     return {

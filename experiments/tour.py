@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.common import CONFIRMATORY_SEED, provenance
 from experiments.study import report as report_lib
 from experiments.study.runner import (
     StudyConfig,
@@ -37,6 +38,7 @@ from experiments.study.runner import (
     prepare_data,
     run_row,
     search,
+    training_data,
     transfer,
 )
 from experiments.study.spec import Row, default_rows, extended_rows
@@ -46,10 +48,12 @@ from jaxreg.io import write_json
 from jaxreg.losses import classification_loss
 from jaxreg.nn import count_params
 from jaxreg.progress import progress_bar
-from jaxreg.stats import finite
+from jaxreg.stats import finite, holm
 
 __all__ = [
+    "BAYESIAN_COMPARISONS",
     "FEATURED",
+    "bayesian_comparisons",
     "build_parser",
     "epoch_budgets",
     "findings",
@@ -160,6 +164,24 @@ def _probabilities(programs: _Programs, apply, params, x, seeds: int) -> np.ndar
     return np.asarray(probs, np.float64).reshape(seeds, -1, *probs.shape[1:]).mean(1)
 
 
+def _predictive_probabilities(row: Row, final, data: StudyData, x_test, hparams) -> np.ndarray:
+    """``row.predictive``'s class probabilities per seed (ensemble members averaged), one
+    member at a time (a Laplace fit per member), ``(seeds, n, classes)``."""
+    x, y = (jnp.asarray(a) for a in training_data(row, data))
+    members = jax.tree.leaves(final.params)[0].shape[0]
+    keys = jax.random.split(jax.random.key(PREDICTIVE_SEED), members)
+
+    @jax.jit
+    def predict(params, key):
+        return row.predictive(final.apply, params, x, y, x_test, key=key, hparams=hparams)
+
+    probs = jax.lax.map(lambda args: predict(*args), (final.params, keys))
+    probs = np.asarray(probs, np.float64)
+    return probs.reshape(-1, final.members_per_seed, *probs.shape[1:]).mean(1)
+
+
+#: Seed of the predictives' own randomness (MC dropout's masks), the same in every run.
+PREDICTIVE_SEED = 17
 CURVATURE_EXAMPLES = 1000
 
 
@@ -194,7 +216,11 @@ def _measure(outcome: dict, data: StudyData, config: StudyConfig, programs: _Pro
     final = outcome["final"]
     seeds = config.seeds
     x_test, y_test = data.test.read()
-    probs = _probabilities(programs, final.apply, final.params, jnp.asarray(x_test), seeds)
+    if row.predictive is None:
+        probs = _probabilities(programs, final.apply, final.params, jnp.asarray(x_test), seeds)
+    else:
+        hparams = {**row.fixed, **outcome["chosen"]}
+        probs = _predictive_probabilities(row, final, data, jnp.asarray(x_test), hparams)
     test_acc = [float(metrics.accuracy(p, y_test)) for p in probs]
     nll = [float(metrics.nll(p, y_test)) for p in probs]
     ece = [float(metrics.ece(p, y_test)) for p in probs]
@@ -202,7 +228,7 @@ def _measure(outcome: dict, data: StudyData, config: StudyConfig, programs: _Pro
     val_acc = np.asarray(final.val_accuracy)
     firsts = jax.tree.map(lambda a: a[:: final.members_per_seed], final.params)
     lam = trace = {"mean": float("nan"), "sd": float("nan")}
-    if final.members_per_seed == 1:
+    if final.members_per_seed == 1 and not row.derived_from:  # a derived row: same weights
         batches = _curvature_batches(data)
         tops, traces = programs.curvature(final.apply, firsts, batches, config.sharpness_iters)
         lam = report_lib.confidence_interval(np.asarray(tops))
@@ -218,6 +244,9 @@ def _measure(outcome: dict, data: StudyData, config: StudyConfig, programs: _Pro
     gap = train_acc - np.asarray(test_acc)
     return {
         "name": row.name,
+        "key": row.key,
+        "reference": row.reference,
+        "chosen_by": "validation" if row.evidence is None else "evidence",
         "description": row.description,
         "note": row.note,
         "chosen": outcome["chosen"],
@@ -231,7 +260,13 @@ def _measure(outcome: dict, data: StudyData, config: StudyConfig, programs: _Pro
         "lambda_max": lam,
         "trace": trace,
         "zero_fraction": zeros,
-        "per_seed": {"train": train_acc.tolist(), "val": val_acc.tolist(), "test": test_acc},
+        "per_seed": {
+            "train": train_acc.tolist(),
+            "val": val_acc.tolist(),
+            "test": test_acc,
+            "test_nll": nll,
+            "ece": ece,
+        },
         "_probs": probs[0],
         "_first": first,
         "_apply": final.apply,
@@ -335,6 +370,8 @@ def run_tour(
             "elapsed_seconds": elapsed,
             "phase_seconds": phases,
             "device": jax.devices()[0].device_kind,
+            "seed": seed,
+            "provenance": provenance(elapsed),
             "rows": [
                 {k: v for k, v in r.items() if not k.startswith("_")} for r in measured.values()
             ],
@@ -393,6 +430,7 @@ def _combination_rows() -> tuple[Row, Row]:
         "random search over the combinable strengths, learning rate and cosine decay (plus "
         "the single rows' choices)",
         key="combination",
+        reference="tuned_baseline",
     )
     wide = combination_row(
         WIDE,
@@ -400,6 +438,7 @@ def _combination_rows() -> tuple[Row, Row]:
         "re-tuned on validation (full cosine decay)",
         model="wide_mlp",
         key="wide",
+        reference="tuned_baseline",
     )
     return combo, wide
 
@@ -411,12 +450,17 @@ def _choose_and_train(rows: list[Row], data: StudyData, config: StudyConfig, key
     outcomes: dict[str, dict] = {}
     seconds: dict[str, float] = {}  # wall time of each row's sweeps (tuning and final)
     bar = progress_bar(len(rows) + 2, desc="tour", unit="row")
+    by_key = {row.key: row for row in rows}
     for index, row in enumerate(rows):
         bar.set_postfix_str(row.name)
         with _timed(seconds, row.name):
-            outcomes[row.name] = run_row(
-                row, data, config, key=jax.random.fold_in(key, index), final_key=final_key
-            )
+            if row.derived_from:  # the source's members, predicting through row.predictive
+                source = outcomes[by_key[row.derived_from].name]
+                outcomes[row.name] = {**source, "row": row, "tuning": None}
+            else:
+                outcomes[row.name] = run_row(
+                    row, data, config, key=jax.random.fold_in(key, index), final_key=final_key
+                )
         bar.update()
     bar.set_postfix_str(COMBINATION)
     combo, wide = _combination_rows()
@@ -531,8 +575,12 @@ def _curvature_figures(measured, data: StudyData, config: StudyConfig, shown: tu
 
 
 def with_differences(results: dict[str, Any]) -> dict[str, Any]:
-    """``results`` with every row's difference to the baseline recomputed from its per-seed
-    test accuracies (:func:`~experiments.study.report.compare_to_baseline`, Holm-marked).
+    """``results`` with every row's difference to its reference recomputed from its per-seed
+    test accuracies (:func:`~experiments.study.report.compare_to_references`, Holm-marked),
+    and the Bayesian comparisons (:func:`bayesian_comparisons`) when their rows are there.
+
+    A row's reference is the row named by its ``reference`` key (the baseline for a run
+    recorded before rows had one).
 
     Example:
       >>> results = {"rows": [{"name": "baseline", "per_seed": {"test": [0.60, 0.61, 0.59]}},
@@ -543,12 +591,76 @@ def with_differences(results: dict[str, Any]) -> dict[str, Any]:
     """
     rows = [dict(row) for row in results["rows"]]
     baseline = row_names(default_rows() + extended_rows())["baseline"]
+    names = {row.get("key", row["name"]): row["name"] for row in rows}
+    references = {
+        row["name"]: names.get(row.get("reference", "baseline"), baseline)
+        for row in rows
+        if row["name"] != baseline
+    }
     per_seed_test = {row["name"]: row["per_seed"]["test"] for row in rows}
-    differences = report_lib.compare_to_baseline(per_seed_test, baseline)
+    differences = report_lib.compare_to_references(per_seed_test, references)
     for row in rows:
         if row["name"] in differences:
             row["difference"] = differences[row["name"]]
-    return {**results, "rows": rows}
+    out = {**results, "rows": rows}
+    out.pop("bayesian", None)
+    comparisons = bayesian_comparisons(rows)
+    return {**out, "bayesian": comparisons} if comparisons else out
+
+
+#: The Bayesian comparisons by row key: (row, compared with), each on test accuracy, NLL
+#: and ECE, Holm-corrected over all of them together.
+BAYESIAN_COMPARISONS = (
+    ("evidence_l2", "l2"),
+    ("laplace", "baseline"),
+    ("mc_dropout", "dropout"),
+    ("deep_ensemble", "baseline"),
+    ("laplace", "mc_dropout"),
+    ("laplace", "deep_ensemble"),
+)
+BAYESIAN_METRICS = ("test", "test_nll", "ece")
+
+
+def bayesian_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired differences (row − compared row, over the shared seeds) in test accuracy, NLL
+    and ECE for :data:`BAYESIAN_COMPARISONS`, Holm-marked as one family; empty when the
+    run has none of their rows (a run recorded before them).
+
+    Example:
+      >>> def row(key, test, nll, ece):
+      ...     return {"key": key, "name": key, "per_seed": {"test": test, "test_nll": nll,
+      ...                                                   "ece": ece}}
+      >>> rows = [row("baseline", [.60, .61, .59], [1.7, 1.8, 1.6], [.25, .24, .26]),
+      ...         row("laplace", [.60, .61, .59], [1.2, 1.25, 1.1], [.05, .06, .04])]
+      >>> [(c["row"], c["compared_with"]) for c in bayesian_comparisons(rows)]
+      [('laplace', 'baseline')]
+      >>> round(bayesian_comparisons(rows)[0]["test_nll"]["mean"], 3)
+      -0.517
+    """
+    by_key = {row.get("key"): row for row in rows}
+    pairs = [
+        (by_key[a], by_key[b])
+        for a, b in BAYESIAN_COMPARISONS
+        if a in by_key and b in by_key and "test_nll" in by_key[a]["per_seed"]
+    ]
+    comparisons = [
+        {
+            "row": row["name"],
+            "compared_with": other["name"],
+            **{
+                metric: report_lib.paired_difference(
+                    row["per_seed"][metric], other["per_seed"][metric]
+                )
+                for metric in BAYESIAN_METRICS
+            },
+        }
+        for row, other in pairs
+    ]
+    tests = [c[metric] for c in comparisons for metric in BAYESIAN_METRICS]
+    for test, p_holm in zip(tests, holm([t["p_value"] for t in tests]), strict=True):
+        test["p_holm"] = float(p_holm)
+        test["significant"] = bool(np.isfinite(p_holm) and p_holm < report_lib.ALPHA)
+    return comparisons
 
 
 def render_report(results: dict[str, Any]) -> tuple[str, str]:
@@ -580,6 +692,7 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
             "",
             *findings(measured, names, judge_targets=not is_reduced(config)),
             "",
+            *_bayesian_section(results),
             *report_lib.sentences(measured),
             *_featured(measured, config, names),
             "",
@@ -587,6 +700,23 @@ def render_report(results: dict[str, Any]) -> tuple[str, str]:
         ]
     )
     return table, report
+
+
+def _bayesian_section(results: dict[str, Any]) -> list[str]:
+    if not results.get("bayesian"):
+        return []
+    return [
+        "## The Bayesian reading",
+        "",
+        "Paired differences over the shared seeds (row − compared row), 95% intervals; `*` "
+        "where Holm's adjusted p-value over these "
+        f"{3 * len(results['bayesian'])} tests is below {report_lib.ALPHA}:",
+        "",
+        report_lib.format_comparisons(results["bayesian"]),
+        "",
+        *bayesian_findings(results),
+        "",
+    ]
 
 
 def _protocol(results, config: StudyConfig) -> str:
@@ -613,8 +743,14 @@ def _protocol(results, config: StudyConfig) -> str:
 def _single_rows(rows: dict[str, dict], names: dict[str, str]) -> dict[str, dict]:
     """The rows that add one regularizer to the baseline MLP (not the baseline itself, the
     CNN, the combination or the wide MLP)."""
-    grouped = (names["baseline"], names["combination"], names["wide"], names["cnn"])
+    keys = ("baseline", "combination", "wide", "cnn", *NOT_SINGLE)
+    grouped = {names[key] for key in keys if key in names}
     return {n: r for n, r in rows.items() if n not in grouped}
+
+
+#: Rows that are not one regularizer added to the baseline's training: the tuned-rate
+#: baseline, the predictives on other rows' networks, and the row trained on more data.
+NOT_SINGLE = ("tuned_baseline", "laplace", "mc_dropout", "evidence_l2")
 
 
 def findings(
@@ -633,13 +769,20 @@ def findings(
       >>> lines[0]
       '- The baseline MLP overfits: 100.0% train, 59.7% test.'
       >>> lines[3]
-      '- Worse than the baseline: none.'
+      '- Worse than their reference: none.'
     """
     base = measured[names["baseline"]]
     others = {n: r for n, r in measured.items() if n != names["baseline"]}
 
     def listed(rows: dict[str, dict]) -> str:
-        return ", ".join(f"{n} ({100 * r['difference']['mean']:+.1f})" for n, r in rows.items())
+        def against(difference: dict) -> str:
+            reference = difference.get("reference", names["baseline"])
+            return "" if reference == names["baseline"] else f" vs {reference}"
+
+        return ", ".join(
+            f"{n} ({100 * r['difference']['mean']:+.1f}{against(r['difference'])})"
+            for n, r in rows.items()
+        )
 
     better = {n: r for n, r in others.items() if r["difference"]["significant"]}
     worse = {n: r for n, r in better.items() if r["difference"]["mean"] < 0}
@@ -654,10 +797,10 @@ def findings(
     return [
         f"- The baseline MLP overfits: {100 * base['train_accuracy']['mean']:.1f}% train, "
         f"{100 * base['test_accuracy']['mean']:.1f}% test.",
-        f"- Better than the baseline (Holm-corrected over {len(others)} comparisons; Δ in "
-        f"points): {listed(better) or 'none'}.",
-        f"- Not distinguishable from the baseline: {listed(unclear) or 'none'}.",
-        f"- Worse than the baseline: {listed(worse) or 'none'}.",
+        f"- Better than their reference (the baseline unless named; Holm-corrected over "
+        f"{len(others)} comparisons; Δ in points): {listed(better) or 'none'}.",
+        f"- Not distinguishable from their reference: {listed(unclear) or 'none'}.",
+        f"- Worse than their reference: {listed(worse) or 'none'}.",
         f"- The best single regularizer on test is {best} "
         f"({100 * single[best]['test_accuracy']['mean']:.1f}%); the searched combination "
         f"reaches {100 * combo['test_accuracy']['mean']:.1f}% "
@@ -674,6 +817,58 @@ def findings(
         f"{100 * cnn['test_accuracy']['half_width']:.1f}% "
         f"({_target(cnn['test_accuracy'], 0.97, judge_targets)}).",
     ]
+
+
+def bayesian_findings(results: dict[str, Any]) -> list[str]:
+    """ "Marginal likelihood or validation?" and "which predictive?", answered from the
+    Bayesian comparisons (Markdown bullets; empty for a run without those rows).
+
+    Example:
+      >>> def row(key, name, test, nll, ece, chosen=None):
+      ...     return {"key": key, "name": name, "chosen": chosen or {}, "per_seed": {
+      ...         "test": test, "test_nll": nll, "ece": ece}}
+      >>> rows = [row("l2", "L2", [.62, .63, .61], [1.0, 1.1, .9], [.06, .07, .05],
+      ...             {"l2_strength": 0.0046}),
+      ...         row("evidence_l2", "L2 by ML", [.52, .54, .53], [1.3, 1.4, 1.2],
+      ...             [.02, .03, .02], {"l2_strength": 0.1})]
+      >>> results = {"bayesian": bayesian_comparisons(rows), "rows": rows}
+      >>> print(bayesian_findings(results)[0])  # doctest: +NORMALIZE_WHITESPACE
+      - Marginal likelihood or validation? The evidence chose l2_strength 0.1 from the
+      training data alone, validation l2_strength 0.0046: test accuracy -9.0 points
+      [-11.5, -6.5] against the validation choice, so validation wins on MNIST-1D.
+    """
+    comparisons = {(c["row"], c["compared_with"]): c for c in results.get("bayesian", [])}
+    by_key = {row.get("key"): row for row in results["rows"]}
+    lines = []
+    if "evidence_l2" in by_key and "l2" in by_key:
+        evidence, validation = by_key["evidence_l2"], by_key["l2"]
+        test = comparisons[(evidence["name"], validation["name"])]["test"]
+        if not test["significant"]:
+            answer = "neither route is distinguishable from the other over these seeds"
+        else:
+            answer = f"so {'the evidence' if test['mean'] > 0 else 'validation'} wins on MNIST-1D"
+        chosen = report_lib.format_chosen
+        lines.append(
+            "- Marginal likelihood or validation? The evidence chose "
+            f"{chosen(evidence['chosen'])} from the training data alone, validation "
+            f"{chosen(validation['chosen'])}: test accuracy {100 * test['mean']:+.1f} points "
+            f"[{100 * test['low']:+.1f}, {100 * test['high']:+.1f}] against the validation "
+            f"choice, {answer}."
+        )
+    predictives = [by_key[k] for k in ("baseline", "laplace", "mc_dropout", "deep_ensemble")
+                   if k in by_key and "test_nll" in by_key[k]["per_seed"]]  # fmt: skip
+    if len(predictives) > 1:
+
+        def best(metric: str) -> str:
+            row = min(predictives, key=lambda r: float(np.mean(r["per_seed"][metric])))
+            return f"{row['name']} ({float(np.mean(row['per_seed'][metric])):.3f})"
+
+        lines.append(
+            f"- Lowest test NLL among the baseline's MAP and the three predictives: "
+            f"{best('test_nll')}; lowest ECE: {best('ece')} (means over seeds; the table "
+            "above says which differences survive Holm's correction)."
+        )
+    return lines
 
 
 def epoch_budgets(config: StudyConfig, rows: list[Row]) -> str:
@@ -825,6 +1020,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="final seeds per row (default: 5, or 2 with --quick)",
     )
     parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help=f"confirmatory run: the pre-registered study on fresh seeds (every key from "
+        f"seed {CONFIRMATORY_SEED} instead of 0)",
+    )
+    parser.add_argument(
         "--from-results",
         default=None,
         metavar="RESULTS_JSON",
@@ -875,7 +1076,8 @@ def main(argv: list[str] | None = None) -> int:
         config = StudyConfig.quick() if args.seeds is None else StudyConfig.quick(args.seeds)
     else:
         config = StudyConfig() if args.seeds is None else StudyConfig(seeds=args.seeds)
-    run_tour(out, config, extended=args.extended)
+    seed = CONFIRMATORY_SEED if args.confirm else 0
+    run_tour(out, config, seed=seed, extended=args.extended)
     return 0
 
 

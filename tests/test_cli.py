@@ -129,10 +129,15 @@ def test_main_runs_the_tour(tmp_path, monkeypatch):
     monkeypatch.setattr(
         experiments.tour,
         "run_tour",
-        lambda out, config, extended: seen.update(out=out, config=config, extended=extended),
+        lambda out, config, seed, extended: seen.update(
+            out=out, config=config, seed=seed, extended=extended
+        ),
     )
     assert main(["--quick", "--out", str(tmp_path), "--seeds", "2"]) == 0
     assert seen["config"] == StudyConfig.quick(2) and seen["extended"] is False
+    assert seen["seed"] == 0
+    assert main(["--quick", "--out", str(tmp_path), "--confirm"]) == 0
+    assert seen["seed"] == 1000  # fresh seeds: no recorded run used them
     monkeypatch.chdir(tmp_path)
     assert main(["--quick"]) == 0
     assert seen["out"] == "jaxreg-tour-quick" and seen["config"] == StudyConfig.quick()

@@ -6,7 +6,9 @@ Protocol (every choice on validation, test read once at the end):
    seeded by ``split_seed``) is carved from the training set; every row trains
    on the rest.
 2. **Tuning**: the row's grid × ``tune_seeds`` is one :func:`jaxreg.sweeps.run`
-   compile; the value with the best mean validation accuracy wins.
+   compile; the value with the best mean validation accuracy wins (a row that
+   chooses by the marginal likelihood trains on training + validation data and
+   takes the best mean evidence instead).
 3. **Final**: the chosen value × ``seeds`` fresh seeds (the same seeds for every
    row, so differences to the baseline are paired) is a second sweep.
 4. Only after every row is chosen does :meth:`HeldOut.unlock` open the test
@@ -43,7 +45,15 @@ from jaxreg.training import EarlyStopping, fit
 #: The learning rate and schedule of every single-regularizer row, as combination values.
 SINGLE_ROW_SCHEDULE = {"learning_rate": LEARNING_RATE, "lr_decay": 0.0}
 
-__all__ = ["StudyConfig", "StudyData", "Trained", "prepare_data", "run_row", "search"]
+__all__ = [
+    "StudyConfig",
+    "StudyData",
+    "Trained",
+    "prepare_data",
+    "run_row",
+    "search",
+    "training_data",
+]
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,37 @@ class Trained:
     train_curve: np.ndarray
     failed: np.ndarray
     members_per_seed: int
+    score: np.ndarray | None = None
+
+    def selection_score(self) -> np.ndarray:
+        """What :func:`choose` maximizes: the row's evidence, else validation accuracy."""
+        return self.val_accuracy if self.score is None else self.score
+
+
+def training_data(row: Row, data: StudyData) -> tuple[np.ndarray, np.ndarray]:
+    """The examples ``row`` trains on: the training split, or training + validation for a
+    row that chooses by the evidence (it needs no held-out data).
+
+    Example:
+      >>> data = StudyData(np.zeros((3, 2)), np.zeros(3), np.ones((1, 2)), np.ones(1), None)
+      >>> len(training_data(Row("L2", "penalty"), data)[1])
+      3
+      >>> len(training_data(Row("L2", "by evidence", evidence=lambda *a: 0.0), data)[1])
+      4
+    """
+    if row.evidence is None:
+        return np.asarray(data.x_train), np.asarray(data.y_train)
+    return (
+        np.concatenate([data.x_train, data.x_val]),
+        np.concatenate([data.y_train, data.y_val]),
+    )
+
+
+def _member_weights(row: Row, key: jax.Array, n: int, dtype) -> jax.Array:
+    """Per-member example weights: bootstrap counts for bagging, ones otherwise."""
+    if row.ensemble_members > 1 and row.bootstrap:
+        return ensembles.bootstrap_weights(key, row.ensemble_members, n)
+    return jnp.ones((row.ensemble_members, n), dtype)
 
 
 def _train_fn(row: Row, data: StudyData, config: StudyConfig):
@@ -193,23 +234,20 @@ def _train_fn(row: Row, data: StudyData, config: StudyConfig):
     apply = model_apply(row.model)
     epochs = epochs_for(row, config)
     batch_size = row.batch_size or config.batch_size
-    n = len(data.y_train)
+    x_np, y_np = training_data(row, data)
+    n = len(y_np)
     steps = epochs * math.ceil(n / batch_size)
     make_optimizer = row.optimizer or adam
     stopping = (
         EarlyStopping(10, mode="max", monitor="eval_accuracy") if row.early_stopping else None
     )
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
     x_val, y_val = jnp.asarray(data.x_val), jnp.asarray(data.y_val)
     members = row.ensemble_members
 
     def train_fn(hparams: Mapping[str, Any], key: jax.Array) -> dict[str, Any]:
         init_key, train_key, boot_key = jax.random.split(key, 3)
-        weights = (
-            ensembles.bootstrap_weights(boot_key, members, n)
-            if members > 1
-            else jnp.ones((1, n), x.dtype)
-        )
+        weights = _member_weights(row, boot_key, n, x.dtype)
 
         def one(init, train, weight):
             params = functional(make(nnx.Rngs(params=init)))[1]
@@ -247,7 +285,30 @@ def _train_fn(row: Row, data: StudyData, config: StudyConfig):
     return apply, train_fn
 
 
-def _sweep(row: Row, trainer, config: StudyConfig, configs, *, key, seeds) -> Trained:
+def _evidence(row: Row, trainer, data: StudyData, params, hparams) -> np.ndarray:
+    """``row.evidence`` of every member (first ensemble member), one member at a time.
+
+    Computed after the training sweep rather than inside it: XLA:CPU deadlocked (2 cores,
+    jax 0.10) running a sweep chunk that held both the training loop and KFAC's batched
+    eigendecompositions a second time.
+    """
+    apply = trainer[0]
+    x, y = (jnp.asarray(a) for a in training_data(row, data))
+    count = jax.tree.leaves(params)[0].shape[0] // row.ensemble_members
+    firsts = jax.tree.map(lambda a: a[:: row.ensemble_members], params)
+    values = {k: np.broadcast_to(np.asarray(v, np.float32), (count,)) for k, v in hparams.items()}
+
+    @jax.jit
+    def evidences(params, values):
+        return jax.lax.map(lambda args: row.evidence(apply, args[0], x, y, args[1]),
+                           (params, values))  # fmt: skip
+
+    return np.asarray(evidences(firsts, values), np.float64)
+
+
+def _sweep(
+    row: Row, trainer, data: StudyData, config: StudyConfig, configs, *, key, seeds
+) -> Trained:
     # Tuning and final sweeps get the same trainer (apply, train_fn) and chunks of
     # config.seeds members, so sweeps.run compiles each row once.
     apply, train_fn = trainer
@@ -265,25 +326,38 @@ def _sweep(row: Row, trainer, config: StudyConfig, configs, *, key, seeds) -> Tr
     params = jax.tree.map(
         lambda a: a.reshape((-1, *a.shape[2:])), metrics["params"]
     )  # (configs·seeds·members, ...)
-    val = np.asarray(metrics["val_accuracy"], np.float64)
-    failed = np.asarray(result.failed) | ~np.isfinite(val)
+    configs = {k: np.asarray(v) for k, v in result.configs.items()}
+    if row.evidence is None:
+        score = np.asarray(metrics["val_accuracy"], np.float64)
+    else:
+        score = _evidence(row, trainer, data, params, {**row.fixed, **configs})
+    failed = np.asarray(result.failed) | ~np.isfinite(score)
     return Trained(
         apply=apply,
         params=params,
-        configs={k: np.asarray(v) for k, v in result.configs.items()},
+        configs=configs,
         config_index=np.asarray(result.config_index),
-        val_accuracy=val,
+        val_accuracy=_held_out_accuracy(row, metrics["val_accuracy"]),
         train_accuracy=np.asarray(metrics["train_accuracy"], np.float64),
         val_curve=np.asarray(metrics["val_curve"], np.float64),
         train_curve=np.asarray(metrics["train_curve"], np.float64),
         failed=failed,
         members_per_seed=row.ensemble_members,
+        score=score,
     )
 
 
+def _held_out_accuracy(row: Row, accuracy) -> np.ndarray:
+    """Validation accuracy, or NaN for a row that trained on the validation split (its
+    accuracy there is a training accuracy; NaN inside the sweep would flag divergence)."""
+    accuracy = np.asarray(accuracy, np.float64)
+    return accuracy if row.evidence is None else np.full_like(accuracy, np.nan)
+
+
 def choose(trained: Trained) -> tuple[int, dict[str, float]]:
-    """Index and values of the config with the best mean validation accuracy over seeds;
-    a config with a diverged member is never chosen.
+    """Index and values of the config with the best mean validation accuracy over seeds (or
+    the best mean evidence, for a row that chooses by it); a config with a diverged member
+    is never chosen.
 
     Example:
       >>> trained = Trained(
@@ -298,11 +372,12 @@ def choose(trained: Trained) -> tuple[int, dict[str, float]]:
       (0, {'dropout_rate': 0.1})
     """
     configs = np.unique(trained.config_index)
+    selection = trained.selection_score()
     scores = []
     for c in configs:
         members = trained.config_index == c
         bad = trained.failed[members].any()
-        scores.append(-np.inf if bad else float(np.mean(trained.val_accuracy[members])))
+        scores.append(-np.inf if bad else float(np.mean(selection[members])))
     if not np.isfinite(max(scores)):
         raise FloatingPointError("every configuration of the sweep diverged")
     best = int(configs[int(np.argmax(scores))])
@@ -314,7 +389,8 @@ def run_row(
     row: Row, data: StudyData, config: StudyConfig, *, key: jax.Array, final_key: jax.Array
 ) -> dict[str, Any]:
     """Tune ``row`` on validation (one sweep over its grid) and train the choice on the
-    shared final seeds (a second sweep). Reads no test data.
+    shared final seeds (a second sweep). Reads no test data. A row with ``evidence``
+    trains both sweeps on training + validation data and chooses by its evidence.
 
     Example:
       >>> from jaxreg.data import Dataset
@@ -337,14 +413,20 @@ def run_row(
     trainer = _train_fn(row, data, config)
     if row.search:
         grid = sweeps.grid(**{k: list(v) for k, v in row.search.items()})
-        tuning = _sweep(row, trainer, config, grid, key=key, seeds=config.tune_seeds)
+        tuning = _sweep(row, trainer, data, config, grid, key=key, seeds=config.tune_seeds)
         _, chosen = choose(tuning)
-    final = _train_choice(row, trainer, config, chosen, final_key=final_key)
+    final = _train_choice(row, trainer, data, config, chosen, final_key=final_key)
     return {"row": row, "chosen": chosen, "tuning": tuning, "final": final}
 
 
 def _train_choice(
-    row: Row, trainer, config: StudyConfig, chosen: Mapping[str, float], *, final_key
+    row: Row,
+    trainer,
+    data: StudyData,
+    config: StudyConfig,
+    chosen: Mapping[str, float],
+    *,
+    final_key,
 ) -> Trained:
     """``chosen`` on the shared final seeds; with nothing chosen, the row as specified (one
     config: its own fixed learning rate, else Adam's default)."""
@@ -353,7 +435,7 @@ def _train_choice(
         chosen = {"learning_rate": fixed.pop("learning_rate", LEARNING_RATE)}
         row = replace(row, fixed=fixed)
     configs = {k: [v] for k, v in chosen.items()}
-    return _sweep(row, trainer, config, configs, key=final_key, seeds=config.seeds)
+    return _sweep(row, trainer, data, config, configs, key=final_key, seeds=config.seeds)
 
 
 def search(
@@ -407,9 +489,9 @@ def search(
             for name, values in configs.items()
         }
     trainer = _train_fn(row, data, config)
-    tuning = _sweep(row, trainer, config, configs, key=key, seeds=config.search_seeds)
+    tuning = _sweep(row, trainer, data, config, configs, key=key, seeds=config.search_seeds)
     _, chosen = choose(tuning)
-    final = _train_choice(row, trainer, config, chosen, final_key=final_key)
+    final = _train_choice(row, trainer, data, config, chosen, final_key=final_key)
     return {"row": row, "chosen": chosen, "tuning": tuning, "final": final}
 
 
@@ -446,7 +528,7 @@ def transfer(
     if not retune:
         fixed = replace(row, fixed={**row.fixed, **chosen})
         final = _train_choice(
-            fixed, _train_fn(fixed, data, config), config, {}, final_key=final_key
+            fixed, _train_fn(fixed, data, config), data, config, {}, final_key=final_key
         )
         return {"row": row, "chosen": dict(chosen), "tuning": None, "final": final}
     if key is None:
@@ -468,13 +550,16 @@ def transfer(
     }
 
 
-def combination_row(name: str, description: str, model: str = "mlp", key: str = "") -> Row:
+def combination_row(
+    name: str, description: str, model: str = "mlp", key: str = "", reference: str = "baseline"
+) -> Row:
     """A row stacking weight decay, dropout, augmentation, input noise and label smoothing
     under :func:`~experiments.study.spec.combined_optimizer`'s learning rate and cosine decay."""
     return Row(
         name,
         description,
         key=key,
+        reference=reference,
         model=model,
         optimizer=combined_optimizer,
         batch_transform=combined_transform(),

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from experiments.study import bayes
 from experiments.study.models import model_apply
 from jaxreg import averaging, jacobian, losses, masks, penalties, sweeps
 from jaxreg import transforms as tx
@@ -25,7 +26,9 @@ from jaxreg.training import batch_transforms as bt
 
 __all__ = [
     "LEARNING_RATE",
+    "TUNED_BASELINE_RATES",
     "Row",
+    "bayesian_rows",
     "combination_space",
     "default_rows",
     "extended_rows",
@@ -81,6 +84,18 @@ class Row:
       note: caveat shown in the report (e.g. fewer descent steps).
       final_params: ``FitResult -> params`` the members are evaluated with (default the
         last iterate; weight averaging reads its average from the optimizer state).
+      reference: key of the row its test accuracy is compared with (paired over seeds):
+        the baseline, or the row that holds every knob but the one this row changes (the
+        rows that tune the learning rate against the baseline that tunes it too).
+      bootstrap: ensemble members train on bootstrap resamples (bagging); ``False``:
+        on the same data, only their seeds differ (a deep ensemble).
+      evidence: ``(apply, params, x, y, hparams) -> log marginal likelihood``: the row
+        trains on training + validation data and chooses its strength by the mean
+        evidence over tuning seeds instead of validation accuracy (no held-out data).
+      predictive: ``(apply, params, x_train, y_train, x, *, key, hparams) -> probs``:
+        how a member predicts on test (default its softmax), e.g. a Laplace predictive.
+      derived_from: key of an earlier row whose trained members (and choice) this row
+        reuses without training, to predict with its own ``predictive``.
 
     Example:
       >>> row = Row("input noise", "Gaussian input noise",
@@ -106,6 +121,20 @@ class Row:
     combinable: bool = False
     note: str = ""
     final_params: Callable[[Any], Any] | None = None
+    reference: str = "baseline"
+    bootstrap: bool = True
+    evidence: Callable[..., Any] | None = None
+    predictive: Callable[..., Any] | None = None
+    derived_from: str = ""
+
+
+#: The tuned baseline's learning rates: the span of every row that tunes the rate.
+#:
+#: Example:
+#:   >>> from experiments.study.spec import TUNED_BASELINE_RATES
+#:   >>> TUNED_BASELINE_RATES[0], TUNED_BASELINE_RATES[-1], len(TUNED_BASELINE_RATES)
+#:   (0.0001, 0.03, 6)
+TUNED_BASELINE_RATES = log_grid(1e-4, 3e-2, 6)
 
 
 def adam(hparams: Hparams, steps: int) -> optax.GradientTransformation:
@@ -274,16 +303,17 @@ def combination_space() -> dict[str, sweeps.Uniform | sweeps.LogUniform]:
 
 
 def default_rows() -> list[Row]:
-    """The study: the overfitting baseline, each regularizer tuned alone, parameter sharing.
+    """The study: the overfitting baseline (and its tuned-rate twin), each regularizer tuned
+    alone, parameter sharing, then the Bayesian rows (:func:`bayesian_rows`).
 
     Example:
       >>> rows = default_rows()
-      >>> rows[0].name, rows[-1].name
-      ('baseline', 'CNN1D (parameter sharing)')
+      >>> rows[0].name, rows[1].key, rows[-1].name
+      ('baseline', 'tuned_baseline', 'deep ensemble')
       >>> all(len(values) >= 6 for row in rows for values in row.search.values())  # log grids
       True
     """
-    return _penalty_rows() + _data_rows() + _training_rows()
+    return _penalty_rows() + _data_rows() + _training_rows() + bayesian_rows()
 
 
 def _penalty_rows() -> list[Row]:
@@ -293,6 +323,14 @@ def _penalty_rows() -> list[Row]:
             "baseline",
             "MLP 40-100-100-10, Adam 1e-3, batch 100, no regularization",
             key="baseline",
+        ),
+        Row(
+            "baseline (learning rate tuned)",
+            "the baseline with Adam's learning rate tuned on validation: the reference of "
+            "every row that tunes the learning rate",
+            key="tuned_baseline",
+            search={"learning_rate": TUNED_BASELINE_RATES},
+            optimizer=adam,
         ),
         Row(
             "weight decay",
@@ -390,6 +428,7 @@ def _training_rows() -> list[Row]:
             "small batch (16)",
             "batch size 16, learning rate tuned",
             key="small_batch",
+            reference="tuned_baseline",
             search={"learning_rate": log_grid(1e-4, 3e-3, 6)},
             optimizer=adam,
             batch_size=16,
@@ -398,6 +437,7 @@ def _training_rows() -> list[Row]:
             "large batch (1000)",
             "batch size 1000, learning rate tuned",
             key="large_batch",
+            reference="tuned_baseline",
             search={"learning_rate": log_grid(3e-4, 3e-2, 6)},
             optimizer=adam,
             batch_size=1000,
@@ -419,6 +459,54 @@ def _training_rows() -> list[Row]:
             search={"augment_strength": log_grid(0.25, 2.0, 6)},
             optimizer=lambda h, steps: optax.adam(optax.cosine_decay_schedule(1e-2, steps)),
             batch_transform=_augment(),
+        ),
+    ]
+
+
+def bayesian_rows() -> list[Row]:
+    """The Bayesian reading: L2's strength chosen by marginal likelihood on all training data,
+    and three predictives compared on NLL and ECE (the Laplace one on the baseline's own
+    networks, against MC dropout and a deep ensemble).
+
+    Example:
+      >>> [(row.key, row.reference) for row in bayesian_rows()]  # doctest: +NORMALIZE_WHITESPACE
+      [('evidence_l2', 'l2'), ('laplace', 'baseline'), ('mc_dropout', 'dropout'),
+       ('deep_ensemble', 'baseline')]
+    """
+    return [
+        Row(
+            "L2 by marginal likelihood",
+            "the L2 row's penalty and grid, trained on training + validation data; the "
+            "strength with the highest KFAC Laplace evidence is chosen (no held-out data)",
+            key="evidence_l2",
+            reference="l2",
+            search={"l2_strength": log_grid(1e-5, 1e-1, 7)},
+            penalty=scaled_by("l2_strength", _l2),
+            evidence=bayes.l2_evidence,
+        ),
+        Row(
+            "last-layer Laplace (baseline)",
+            "the baseline's networks predicting through a last-layer Laplace (GLM, probit; "
+            "prior precision by MacKay's update on the training data)",
+            key="laplace",
+            predictive=bayes.last_layer_laplace,
+            derived_from="baseline",
+        ),
+        Row(
+            "MC dropout",
+            f"the dropout row's networks, mean of {bayes.MC_SAMPLES} passes with dropout on",
+            key="mc_dropout",
+            reference="dropout",
+            predictive=bayes.mc_dropout,
+            derived_from="dropout",
+        ),
+        Row(
+            "deep ensemble",
+            "mean of 5 baseline MLPs trained on the same data from different seeds",
+            key="deep_ensemble",
+            ensemble_members=5,
+            bootstrap=False,
+            note="5× the training compute",
         ),
     ]
 
@@ -461,6 +549,7 @@ def extended_rows() -> list[Row]:
             "SWA",
             "average of the iterates over the last quarter of training, learning rate tuned",
             key="swa",
+            reference="tuned_baseline",
             search={"learning_rate": log_grid(1e-3, 3e-2, 6)},
             optimizer=_swa,
             final_params=_averaged,

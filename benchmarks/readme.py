@@ -145,12 +145,17 @@ def conv_phrase(result: dict) -> str:
 def tour_sentence(result: dict) -> str:
     """The tour's run times (each mode measured by ``python -m benchmarks.tour``)."""
     minutes = {mode: entry["wall_s"] / 60 for mode, entry in result.items()}
-    loops = sorted({f"{entry['host']['loop_1e7_additions_s']:.2f}" for entry in result.values()})
+    loops = {mode: entry["host"]["loop_1e7_additions_s"] for mode, entry in result.items()}
+    if len({f"{loop:.2f}" for loop in loops.values()}) == 1:
+        host, each = f"{loops['default']:.2f} s", dict.fromkeys(loops, "")
+    else:  # the host's speed moved between the runs: each time with its own loop time
+        host = "timed beside each run"
+        each = {mode: f" (loop {loop:.2f} s)" for mode, loop in loops.items()}
     return (
-        f"Measured on a quiet 2-core CPU host (a pure-Python loop of 10⁷ additions: "
-        f"{' to '.join(loops)} s): the tour {minutes['default']:.1f} minutes, `--extended` "
-        f"{minutes['extended']:.1f}, `--quick` (short training, 2 seeds, a smoke test of every "
-        f"default row and section) {minutes['quick']:.1f}."
+        f"Measured on a quiet 2-core CPU host (a pure-Python loop of 10⁷ additions: {host}): "
+        f"the tour {minutes['default']:.1f} minutes{each['default']}, `--extended` "
+        f"{minutes['extended']:.1f}{each['extended']}, `--quick` (short training, 2 seeds, a "
+        f"smoke test of every default row and section) {minutes['quick']:.1f}{each['quick']}."
     )
 
 

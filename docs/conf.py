@@ -84,6 +84,7 @@ API_MODULES = [
     "experiments.study.runner",
     "experiments.study.spec",
     "experiments.study.models",
+    "experiments.study.bayes",
     "experiments.tour",
     "jaxreg.plots",
     "jaxreg.solvers",

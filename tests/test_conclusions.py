@@ -36,13 +36,13 @@ def holm_rejections(p_values, alpha):
     return rejected
 
 
-def reference_differences(rows, baseline):
-    base = np.asarray(rows[baseline], float)
+def reference_differences(rows, baseline, references=None):
+    """scipy's paired differences of each row to its reference (default: ``baseline``)."""
+    references = references or {name: baseline for name in rows if name != baseline}
     out = {}
-    for name, values in rows.items():
-        if name == baseline:
-            continue
-        values = np.asarray(values, float)
+    for name, reference in references.items():
+        base = np.asarray(rows[reference], float)
+        values = np.asarray(rows[name], float)
         diff = values - base
         low, high = stats.t.interval(0.95, diff.size - 1, loc=diff.mean(), scale=stats.sem(diff))
         out[name] = (diff.mean(), low, high, stats.ttest_rel(values, base).pvalue)
@@ -53,7 +53,12 @@ def reference_differences(rows, baseline):
 def check_against_reference(results):
     """Every row's Δ, interval, p-value and mark in ``results`` equal the scipy/Holm ones."""
     per_seed = {row["name"]: row["per_seed"]["test"] for row in results["rows"]}
-    reference = reference_differences(per_seed, NAMES["baseline"])
+    references = {
+        row["name"]: NAMES[row["reference"]]
+        for row in results["rows"]
+        if row["name"] != NAMES["baseline"]
+    }
+    reference = reference_differences(per_seed, NAMES["baseline"], references)
     rows = {row["name"]: row for row in results["rows"]}
     for name, (mean, low, high, p_value, significant) in reference.items():
         got = rows[name]["difference"]
@@ -71,14 +76,17 @@ def test_the_recorded_tour_marks_equal_scipy_and_holms_rule():
     marked = {name for name, v in reference.items() if v[4]}
     # Holm matters here: these rows' own 95% intervals exclude 0, yet they are not marked.
     unadjusted = {name for name, v in reference.items() if v[3] < 0.05}
-    assert {"L2 penalty", "label smoothing", "orthogonality penalty"} <= unadjusted - marked
+    assert {"weight decay", "L2 penalty", "label smoothing"} <= unadjusted - marked
     assert "dropout" in marked and "1-D augmentation" in marked
+    # Against its own reference: large batch is worse than the tuned-rate baseline.
+    assert reference["large batch (1000)"][0] < 0 and "large batch (1000)" in marked
     # The recomputation is what the table shows, star for star and sign for sign.
     table = format_table(recomputed["rows"]).splitlines()[2:]
     for line in table:
         name, delta = line.split(" | ")[0][2:], line.split(" | ")[5]
         if name == NAMES["baseline"]:
             continue
+        delta = delta.split(" vs ")[0]  # the reference's name follows, when not the baseline
         assert delta.endswith(" *") == (name in marked), name
         assert delta.startswith("+" if reference[name][0] > 0 else "-"), name
     assert format_table(RECORDED["rows"]) in (ROOT / "README.md").read_text()
@@ -108,11 +116,16 @@ def test_the_readmes_findings_are_generated_from_the_recorded_results():
     measured = {row["name"]: row for row in tour.with_differences(RECORDED)["rows"]}
     lines = tour.findings(measured, NAMES)
     assert "\n".join(lines) in (ROOT / "README.md").read_text()
-    assert lines[3] == "- Worse than the baseline: none."
+    marked = {n: r["difference"] for n, r in measured.items() if "difference" in r}
+    worse = [n for n, d in marked.items() if d["significant"] and d["mean"] < 0]
+    assert sorted(worse) == ["L2 by marginal likelihood", "large batch (1000)"]
+    assert lines[3].startswith("- Worse than their reference: large batch (1000) (-6.7 vs ")
     nll = max(measured, key=lambda n: measured[n]["test_nll"]["mean"])
     assert f"the highest test NLL is {nll}'s" in lines[5]
     wide = measured[NAMES["wide"]]["test_accuracy"]
-    assert wide["mean"] > 0.90 > wide["mean"] - wide["half_width"]  # the mean is not the claim
+    assert wide["mean"] < 0.90 and "misses the 90% target" in lines[6]
+    cnn = measured[NAMES["cnn"]]["test_accuracy"]
+    assert cnn["mean"] > 0.97 > cnn["mean"] - cnn["half_width"]  # the mean is not the claim
     assert "not shown" in lines[6]
 
 
@@ -136,14 +149,17 @@ def test_paired_p_value_is_scipys_paired_t_test():
     assert np.isnan(paired_difference([0.6], [0.5])["p_value"])
 
 
-def test_the_readmes_tuned_baseline_sentence_is_the_recorded_runs():
-    tuned = json.loads((ROOT / "experiments" / "results" / "tour_tuned_baseline.json").read_text())
-    note = tour.tuned_baseline_note(tuned, NAMES)
+def test_the_readmes_reference_sentence_is_the_recorded_run():
+    measured = {row["name"]: row for row in tour.with_differences(RECORDED)["rows"]}
+    note = tour.reference_note(measured, NAMES)
     assert note in (ROOT / "README.md").read_text()
-    rows = {row["name"]: row for row in tuned["rows"]}
-    base = rows["baseline"]["test_accuracy"]["mean"]
-    assert f"{100 * base:.1f}%" in note and "1-D augmentation" in note
-    assert rows["weight decay"]["test_accuracy"]["mean"] < base  # a row at 1e-3 below it
+    tuning_the_rate = [
+        r.name for r in default_rows() + extended_rows() if r.reference == "tuned_baseline"
+    ]
+    assert all(name in note for name in [*tuning_the_rate, tour.COMBINATION, tour.WIDE])
+    assert "weight decay" not in note.split(")")[0]  # a row at 1e-3 is not listed
+    tuned = measured[NAMES["tuned_baseline"]]
+    assert f"{100 * tuned['test_accuracy']['mean']:.1f}%" in note
 
 
 def test_the_readme_says_which_rows_train_for_other_epoch_budgets():
@@ -245,3 +261,14 @@ def test_table_cells_show_missing_values_and_means_without_intervals():
     line = next(x for x in format_table(rows).splitlines() if x.startswith("| one |"))
     cells = [cell.strip() for cell in line.split("|")]
     assert "64.0" in cells and "50.0%" in cells
+
+
+def test_the_readmes_legend_and_bayesian_section_are_generated_from_the_recorded_run():
+    results = tour.with_differences(RECORDED)
+    readme = (ROOT / "README.md").read_text()
+    assert tour.table_legend(results) in readme
+    assert f"{len(results['rows']) - 1} comparisons" in tour.table_legend(results)
+    assert report_lib.format_comparisons(results["bayesian"]) in readme
+    assert "\n".join(tour.bayesian_findings(results)) in readme
+    assert results["bayesian"] == tour.with_differences(RECORDED)["bayesian"]
+    assert RECORDED["seed"] == 1000 and not RECORDED["provenance"]["uncommitted_changes"]

@@ -95,15 +95,19 @@ def test_an_evidence_row_trains_on_validation_too_and_chooses_by_its_evidence():
         penalty=scaled_by("l2_strength", penalties.l2),
         evidence=evidence,
     )
-    data = prepare_data(data_lib.mnist1d(), TINY)
-    outcome = run_row(row, data, TINY, key=jax.random.key(0), final_key=jax.random.key(1))
+    rng = np.random.default_rng(0)  # a learnable stand-in for MNIST-1D: 40 features, 10 classes
+    x = rng.normal(size=(450, 40)).astype(np.float32)
+    y = np.argmax(x @ rng.normal(size=(40, 10)), axis=1)
+    config = dataclasses.replace(TINY, epochs=10, val_size=100)
+    data = prepare_data(data_lib.Dataset(x[:400], y[:400], x[400:], y[400:]), config)
+    outcome = run_row(row, data, config, key=jax.random.key(0), final_key=jax.random.key(1))
     assert outcome["chosen"] == {"l2_strength": 30.0}
     assert set(seen) == {len(data.y_train) + len(data.y_val)}
     np.testing.assert_allclose(outcome["tuning"].score, np.log([1e-4, 30.0]), rtol=1e-6)
     assert np.isnan(outcome["final"].val_accuracy).all()  # validation was training data
     assert data.test.reads == 0
     plain = dataclasses.replace(row, evidence=None)  # the same row chosen on validation
-    assert run_row(plain, data, TINY, key=jax.random.key(0), final_key=jax.random.key(1))[
+    assert run_row(plain, data, config, key=jax.random.key(0), final_key=jax.random.key(1))[
         "chosen"
     ] == {"l2_strength": 1e-4}
 
@@ -218,8 +222,11 @@ def test_bayesian_comparisons_equal_scipy_and_one_holm_family():
 def test_the_bayesian_findings_answer_from_the_comparisons():
     rows = _bayesian_rows()
     results = {"rows": rows, "bayesian": tour.bayesian_comparisons(rows)}
-    first, second = tour.bayesian_findings(results)
+    first, laplace, second = tour.bayesian_findings(results)
     assert "so validation wins on MNIST-1D" in first  # -8 points, significant
+    nll = {row["key"]: np.mean(row["per_seed"]["test_nll"]) for row in rows}
+    assert f"moves test NLL from {nll['baseline']:.3f} to {nll['laplace']:.3f}" in laplace
+    assert "not its errors" in laplace  # the same accuracy as its MAP
     assert "Lowest test NLL among" in second and second.index("mc_dropout") < second.index(
         "lowest ECE"
     )

@@ -46,10 +46,26 @@ __all__ = [
 #:   1.0
 BIAS_PRIOR_PRECISION = 1.0
 #: Examples per curvature batch (the Laplace fits sum over all training examples).
+#:
+#: Example:
+#:   >>> from experiments.study.bayes import CURVATURE_BATCH
+#:   >>> 4000 // CURVATURE_BATCH  # batches over training + validation
+#:   8
 CURVATURE_BATCH = 500
 #: The MLP's last layer (``masks.by_path`` pattern).
+#:
+#: Example:
+#:   >>> import re
+#:   >>> from experiments.study.bayes import LAST_LAYER
+#:   >>> [bool(re.search(LAST_LAYER, path)) for path in ("layers/2/kernel", "layers/1/bias")]
+#:   [True, False]
 LAST_LAYER = r"layers/2/"
 #: Stochastic passes of MC dropout.
+#:
+#: Example:
+#:   >>> from experiments.study.bayes import MC_SAMPLES
+#:   >>> MC_SAMPLES
+#:   32
 MC_SAMPLES = 32
 
 

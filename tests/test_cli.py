@@ -48,12 +48,25 @@ def _check_report(out, results):
     assert written == json.loads(json.dumps(results))
     rows = {row["name"]: row for row in written["rows"]}
     assert set(rows) == set(names)
+    specs = {row.name: row for row in default_rows()}
     for row in rows.values():
-        for metric in ("train_accuracy", "val_accuracy", "test_accuracy", "gap", "ece"):
+        spec = specs.get(row["name"])
+        for metric in ("train_accuracy", "test_accuracy", "gap", "ece", "test_nll"):
             assert math.isfinite(row[metric]["mean"]), (row["name"], metric)
-        if row["name"] != "bagged ensemble":
+        if spec is not None and spec.evidence is not None:  # validation was training data
+            assert row["val_accuracy"]["mean"] is None and row["chosen_by"] == "evidence"
+        else:
+            assert math.isfinite(row["val_accuracy"]["mean"]), row["name"]
+        if spec is None or (spec.ensemble_members == 1 and not spec.derived_from):
             assert math.isfinite(row["lambda_max"]["mean"]), row["name"]
         assert len(row["per_seed"]["test"]) == written["config"]["seeds"]
+    # The Bayesian rows: predictives on other rows' networks, and their paired comparisons.
+    assert rows["MC dropout"]["chosen"] == rows["dropout"]["chosen"]
+    assert (
+        rows["last-layer Laplace (baseline)"]["per_seed"]["train"]
+        == rows["baseline"]["per_seed"]["train"]
+    )  # the baseline's own networks
+    assert len(written["bayesian"]) == 6 and "## The Bayesian reading" in report
     assert rows["baseline"]["num_params"] == 15210
     # The run's conclusions, recomputed with scipy and Holm's rule from its per-seed values,
     # are the ones it wrote, and its table shows them.
@@ -62,7 +75,7 @@ def _check_report(out, results):
     reference = check_against_reference(written)
     for name, (mean, *_, significant) in reference.items():
         delta = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
-        delta = delta.split(" | ")[5]
+        delta = delta.split(" | ")[5].split(" vs ")[0]
         assert delta.endswith(" *") == bool(significant) and (mean > 0) == delta.startswith("+")
     # Every tuned row reports its choice, and the choice is a grid value.
     for row in default_rows():

@@ -563,6 +563,8 @@ def test_the_readmes_verdicts_are_the_recorded_runs():
             assert confirmatory["evidence"]["seed"] == 1000 and full["evidence"]["seed"] == 0
 
 
+@pytest.mark.slow  # the study's quick tour runs the same route by default (L2 by evidence,
+# the last-layer Laplace predictive); the verdict function is tested below by default
 def test_evidence_weight_decay_runs_and_its_verdict_follows_its_bound(tmp_path, monkeypatch):
     from experiments import evidence_weight_decay
 
@@ -615,6 +617,8 @@ def test_the_readme_states_the_recorded_evidence_result():
     )
 
 
+@pytest.mark.slow  # the study's quick tour runs the same route by default (L2 by evidence,
+# the last-layer Laplace predictive); the verdict function is tested below by default
 def test_laplace_predictive_runs_and_its_verdict_follows_its_paired_bound(tmp_path, monkeypatch):
     from experiments import laplace_predictive
     from jaxreg.stats import one_sided_lower_bound

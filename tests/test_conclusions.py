@@ -44,6 +44,10 @@ def reference_differences(rows, baseline, references=None):
         base = np.asarray(rows[reference], float)
         values = np.asarray(rows[name], float)
         diff = values - base
+        if np.ptp(diff) == 0:  # every seed moved alike: scipy's interval is NaN, the point is it
+            p_value = 1.0 if diff[0] == 0 else 0.0
+            out[name] = (diff.mean(), diff.mean(), diff.mean(), p_value)
+            continue
         low, high = stats.t.interval(0.95, diff.size - 1, loc=diff.mean(), scale=stats.sem(diff))
         out[name] = (diff.mean(), low, high, stats.ttest_rel(values, base).pvalue)
     rejected = holm_rejections([v[3] for v in out.values()], ALPHA)

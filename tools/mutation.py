@@ -62,6 +62,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/test_conclusions.py",
             "tests/test_study.py",
+            "tests/test_study_bayes.py",
             "jaxreg/stats.py",
             "experiments/study/report.py",
         ],

@@ -594,6 +594,9 @@ def with_differences(results: dict[str, Any]) -> dict[str, Any]:
     rows = [dict(row) for row in results["rows"]]
     baseline = row_names(default_rows() + extended_rows())["baseline"]
     names = {row.get("key", row["name"]): row["name"] for row in rows}
+    unknown = sorted({r.get("reference", "baseline") for r in rows} - set(names) - {"baseline"})
+    if unknown:
+        raise ValueError(f"rows name references {unknown} that are not rows of this run")
     references = {
         row["name"]: names.get(row.get("reference", "baseline"), baseline)
         for row in rows

@@ -171,6 +171,10 @@ def test_each_row_is_compared_with_its_own_reference_like_scipy_and_holm():
     assert not rows["small_batch"]["difference"]["significant"]
     with pytest.raises(ValueError, match="references"):
         compare_to_references(per_seed, {"dropout": "missing"})
+    typo = _results()
+    typo["rows"][2]["reference"] = "tuned_basline"
+    with pytest.raises(ValueError, match="tuned_basline"):
+        tour.with_differences(typo)
 
 
 def _bayesian_rows(seed=1):

@@ -36,20 +36,20 @@ def holm_rejections(p_values, alpha):
     return rejected
 
 
+def scipy_paired(values, base):
+    """(mean, low, high, p) of ``values − base`` by scipy's t-interval and paired t-test."""
+    values, base = np.asarray(values, float), np.asarray(base, float)
+    diff = values - base
+    if np.ptp(diff) == 0:  # every seed moved alike: scipy's interval is NaN, the point is it
+        return diff.mean(), diff.mean(), diff.mean(), 1.0 if diff[0] == 0 else 0.0
+    low, high = stats.t.interval(0.95, diff.size - 1, loc=diff.mean(), scale=stats.sem(diff))
+    return diff.mean(), low, high, stats.ttest_rel(values, base).pvalue
+
+
 def reference_differences(rows, baseline, references=None):
     """scipy's paired differences of each row to its reference (default: ``baseline``)."""
     references = references or {name: baseline for name in rows if name != baseline}
-    out = {}
-    for name, reference in references.items():
-        base = np.asarray(rows[reference], float)
-        values = np.asarray(rows[name], float)
-        diff = values - base
-        if np.ptp(diff) == 0:  # every seed moved alike: scipy's interval is NaN, the point is it
-            p_value = 1.0 if diff[0] == 0 else 0.0
-            out[name] = (diff.mean(), diff.mean(), diff.mean(), p_value)
-            continue
-        low, high = stats.t.interval(0.95, diff.size - 1, loc=diff.mean(), scale=stats.sem(diff))
-        out[name] = (diff.mean(), low, high, stats.ttest_rel(values, base).pvalue)
+    out = {name: scipy_paired(rows[name], rows[ref]) for name, ref in references.items()}
     rejected = holm_rejections([v[3] for v in out.values()], ALPHA)
     return {name: (*v, r) for (name, v), r in zip(out.items(), rejected, strict=True)}
 

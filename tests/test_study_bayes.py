@@ -1,8 +1,8 @@
 """The study's Bayesian rows: the evidence route, per-row references, the Bayesian comparisons.
 
 References: a dense float64 Laplace evidence (``G = JᵀHJ`` by autodiff, KFAC is exact for
-one dense layer and one example), scipy's paired t-test and t-interval, and Holm's
-procedure written as its sequential rejection rule.
+one dense layer and one example), and test_conclusions' scipy paired t-test and t-interval
+and Holm's procedure written as its sequential rejection rule.
 """
 
 import dataclasses
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from scipy import stats
+from test_conclusions import holm_rejections, reference_differences, scipy_paired
 
 from experiments import tour
 from experiments.study import Row, StudyConfig, bayes, prepare_data, run_row
@@ -23,23 +23,6 @@ from jaxreg import penalties
 from jaxreg.nn import MLP, functional
 
 TINY = StudyConfig(seeds=2, tune_seeds=1, epochs=2, search_configs=2, search_seeds=1)
-
-
-def holm_rejections(p_values, alpha):
-    """Holm (1979): reject the k smallest while p_(k) <= alpha / (m - k + 1), 1-based."""
-    p = np.asarray(p_values, float)
-    rejected = np.zeros(p.size, bool)
-    for k, index in enumerate(np.argsort(p, kind="stable")):
-        if p[index] > alpha / (p.size - k):
-            break
-        rejected[index] = True
-    return rejected
-
-
-def scipy_difference(values, reference):
-    diff = np.asarray(values, float) - np.asarray(reference, float)
-    low, high = stats.t.interval(0.95, diff.size - 1, loc=diff.mean(), scale=stats.sem(diff))
-    return diff.mean(), low, high, stats.ttest_rel(values, reference).pvalue
 
 
 def dense_evidence(apply, params, x, y, strength):
@@ -157,9 +140,8 @@ def test_each_row_is_compared_with_its_own_reference_like_scipy_and_holm():
     rows = {row["key"]: row for row in results["rows"]}
     per_seed = {key: row["per_seed"]["test"] for key, row in rows.items()}
     pairs = {"tuned_baseline": "baseline", "small_batch": "tuned_baseline", "dropout": "baseline"}
-    reference = {k: scipy_difference(per_seed[k], per_seed[r]) for k, r in pairs.items()}
-    rejected = holm_rejections([v[3] for v in reference.values()], ALPHA)
-    for (key, (mean, low, high, p)), reject in zip(reference.items(), rejected, strict=True):
+    reference = reference_differences(per_seed, "baseline", pairs)
+    for key, (mean, low, high, p, reject) in reference.items():
         got = rows[key]["difference"]
         np.testing.assert_allclose([got["mean"], got["low"], got["high"]], [mean, low, high],
                                    rtol=1e-9, atol=1e-12, err_msg=key)  # fmt: skip
@@ -211,9 +193,7 @@ def test_bayesian_comparisons_equal_scipy_and_one_holm_family():
     expected, got = [], []
     for c in comparisons:
         for metric in tour.BAYESIAN_METRICS:
-            expected.append(
-                scipy_difference(rows[c["row"]][metric], rows[c["compared_with"]][metric])
-            )
+            expected.append(scipy_paired(rows[c["row"]][metric], rows[c["compared_with"]][metric]))
             got.append(c[metric])
     for (mean, low, high, p), test in zip(expected, got, strict=True):
         np.testing.assert_allclose([test["mean"], test["low"], test["high"], test["p_value"]],

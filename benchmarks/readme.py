@@ -73,6 +73,40 @@ def _host(result: dict) -> str:
     )
 
 
+def resnet_host_note(result: dict) -> str:
+    """Where the ResNet rows were re-measured (``--update``) on a host of another speed."""
+    updates = [u for u in result.get("updates", []) if "resnet" in u["workloads"]]
+    if not updates:
+        return ""
+    loop, main = updates[-1]["host"]["loop_1e7_additions_s"], result["host"]["loop_1e7_additions_s"]
+    if abs(loop - main) <= 0.05 * main:
+        return ""
+    return (
+        f" The ResNet rows, every side, were re-measured together on a slower host (loop "
+        f"{loop:.2f} s): compare their ratios, not their seconds, with the MLP's."
+    )
+
+
+def first_call_sentence(result: dict) -> str:
+    """The first call in a new process (jaxreg compiling) as a multiple of PyHessian's."""
+    mlp, resnet = result["mlp"]["ratios"]["pyhessian"], result["resnet"]["ratios"]["pyhessian"]
+    sentence = (
+        f"A first call in a new process, jaxreg's compile included, against PyHessian's first "
+        f"call: MLP top-5 {mlp['top5']['first_call']:.1f}×, ResNet top-1 "
+        f"{resnet['top1']['first_call']:.2f}×, top-5 {resnet['top5']['first_call']:.2f}×"
+    )
+    cache = result["resnet"].get("compilation_cache")
+    if cache is None:
+        return sentence + "."
+    pyhessian = result["resnet"]["sides"]["pyhessian"]["top1"]["first_call_s"]
+    return sentence + (
+        f"; with jaxreg's compilation cache (`enable_compilation_cache()`) warm, ResNet "
+        f"top-1's first call takes {cache['warm_first_call_s']:.1f} s "
+        f"({pyhessian / cache['warm_first_call_s']:.2f}× PyHessian's "
+        f"{pyhessian:.1f} s; {cache['cold_first_call_s']:.1f} s with the cache cold)."
+    )
+
+
 def hessian_paragraph(result: dict) -> str:
     """A table: jaxreg's time per task, each anchor as a multiple of it, from the JSON."""
     mlp, resnet = result["mlp"], result["resnet"]
@@ -101,8 +135,8 @@ def hessian_paragraph(result: dict) -> str:
         f"(Hutch++, 300 HVPs) has a standard error of "
         f"{100 * workload['reference_trace_se'] / workload['reference_trace']:.0f}%, so trace "
         f"errors under that are noise; PyHessian's trace is its Hutchinson loop at its "
-        f"defaults. Compiling the ResNet's programs is most of jaxreg's first call. "
-        f"Fastest median per row: "
+        f"defaults. " + first_call_sentence(result) + resnet_host_note(result) + " "
+        "Fastest median per row: "
         + "; ".join(
             [f"MLP top-5 {_fastest(mlp, 'top5')}"]
             + [

@@ -33,14 +33,34 @@ def _dense_hessian(loss_fn, params, x, y):
     return np.asarray(hessian, np.float64)
 
 
-def test_hvp_matches_the_dense_hessian_with_padded_batches(x64):
-    _apply, params, data, loss_fn, x, y = _problem(jnp.float64)
+@pytest.mark.parametrize("batch_size", [32, 90])  # 3 ragged batches; one batch
+@pytest.mark.parametrize("linearize", [None, True, False])
+def test_hvp_matches_the_dense_hessian_with_padded_batches(batch_size, linearize, x64):
+    _apply, params, _, loss_fn, x, y = _problem(jnp.float64)
+    data = batches(x, y, batch_size)
     dense = _dense_hessian(loss_fn, params, x, y)
     assert dense.shape[0] <= 2000
     flat, unravel = ravel_pytree(params)
     v = jax.random.normal(jax.random.key(3), flat.shape, flat.dtype)
-    ours = ravel_pytree(sharpness.hvp(loss_fn, params, data)(unravel(v)))[0]
+    product = sharpness.hvp(loss_fn, params, data, linearize=linearize)
+    ours = ravel_pytree(jax.jit(product)(unravel(v)))[0]
     np.testing.assert_allclose(ours, dense @ np.asarray(v), rtol=1e-9, atol=1e-12)
+
+
+def test_a_linearized_hvp_skips_the_forward_and_backward_passes():
+    _apply, params, _, loss_fn, x, y = _problem()
+    data = batches(x, y, 90)
+
+    def flops(linearize):
+        product = sharpness.hvp(loss_fn, params, data, linearize=linearize)
+        cost = jax.jit(product).lower(params).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    assert flops(None) == flops(True) < 0.8 * flops(False)  # one batch: linearized
+    empty = batches(x, y, 90)
+    empty["weight"] = jnp.zeros_like(empty["weight"])
+    zero = sharpness.hvp(loss_fn, params, empty)(params)
+    assert all(bool(jnp.all(leaf == 0)) for leaf in jax.tree.leaves(zero))
 
 
 def test_gauss_newton_product_matches_dense_jacobian_form(x64):

@@ -1,3 +1,5 @@
+from typing import NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -458,3 +460,224 @@ def test_adam_prox_runs_inside_fit():
     assert float(result.history["train_accuracy"][-1]) > 0.9
     w = np.asarray(result.params["w"])
     assert np.all(w[1:] == 0) and np.all(w[0] != 0)  # only the informative input survives
+
+
+# Tests below pin behaviour that the mutation run (tools/mutation.py transforms) showed
+# no other test checking: exact argument names in errors, boundary values, dtypes, masks.
+
+
+def _needs_params(tx, params):
+    return lambda: tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: transforms.decoupled_weight_decay(-1.0), "rate must be non-negative"),
+        (lambda: transforms.proximal_l1(0.1, -0.1, optimizer=optax.sgd(0.1)), "learning_rate must"),
+        (lambda: transforms.proximal_l1(-0.1, 0.1, optimizer=optax.sgd(0.1)), "strength must"),
+        (
+            lambda: transforms.proximal_elastic_net(0.1, 1.5, 0.1),
+            r"l1_ratio must lie in \[0.0, 1.0\]",
+        ),
+        (lambda: transforms.max_norm(-1.0), "radius must be non-negative"),
+        (lambda: transforms.masked_gradient_noise(-0.1, 0.55, key=0), "eta must be non-negative"),
+        (lambda: transforms.spectral_norm_penalty(-1.0, key=jax.random.key(0)), "strength must"),
+        (lambda: transforms.proximal_l1(-0.1, 0.1), "strength must be non-negative"),
+        (lambda: transforms.proximal_l1(0.1, -0.1), "learning_rate must be non-negative"),
+        (lambda: transforms.sam(optax.sgd(0.1), -0.1), "rho must be non-negative"),
+    ],
+)
+def test_bad_arguments_are_named_exactly(make, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("proximal_l1", lambda: transforms.proximal_l1(0.1, 0.1)),
+        ("proximal_elastic_net", lambda: transforms.proximal_elastic_net(0.1, 0.5, 0.1)),
+        ("proximal_group_lasso", lambda: transforms.proximal_group_lasso(0.1, 0.1)),
+        ("proximal step", lambda: transforms.proximal_l1(0.1, 0.1, optimizer=optax.sgd(0.1))),
+        ("max_norm", lambda: transforms.max_norm(1.0)),
+        (
+            "spectral_norm_penalty",
+            lambda: transforms.spectral_norm_penalty(1.0, key=jax.random.key(0)),
+        ),
+    ],
+)
+def test_a_missing_params_names_the_transform(name, make):
+    with pytest.raises(ValueError, match=f"^{name} needs params"):
+        _needs_params(make(), {"w": jnp.ones((2, 2))})()
+
+
+@pytest.mark.parametrize("optimizer", [None, optax.sgd(0.1)])
+def test_elastic_net_at_l1_ratio_one_is_the_l1_step(optimizer):
+    params = {"w": jnp.array([0.05, -1.0, 2.0, -0.01])}
+    grads = {"w": jnp.array([0.3, -0.2, 0.1, 0.0])}
+    chained = lambda tx: tx if optimizer else optax.chain(optax.sgd(0.1), tx)  # noqa: E731
+    net = chained(transforms.proximal_elastic_net(0.5, 1.0, 0.1, optimizer=optimizer))
+    lasso = chained(transforms.proximal_l1(0.5, 0.1, optimizer=optimizer))
+    got = net.update(grads, net.init(params), params)[0]["w"]
+    np.testing.assert_allclose(got, lasso.update(grads, lasso.init(params), params)[0]["w"])
+    assert float(optax.apply_updates(params, {"w": got})["w"][0]) == 0.0
+
+
+def test_the_adam_prox_finds_adams_count_in_a_nested_chain():
+    inner = optax.chain(
+        optax.clip_by_global_norm(10.0), optax.chain(optax.identity(), optax.adam(0.1))
+    )
+    nested = transforms.proximal_l1(0.5, 0.1, optimizer=inner)
+    flat = transforms.proximal_l1(0.5, 0.1, optimizer=optax.adam(0.1))
+    params, grads = {"w": jnp.array([1.0, -2.0, 0.01])}, {"w": jnp.array([0.5, 0.1, -0.3])}
+    nested_state, flat_state = nested.init(params), flat.init(params)
+    for _ in range(3):
+        nested_updates, nested_state = nested.update(grads, nested_state, params)
+        flat_updates, flat_state = flat.update(grads, flat_state, params)
+        chex.assert_trees_all_close(nested_updates, flat_updates, rtol=1e-6)
+    assert nested_state.count.dtype == jnp.int32 and int(nested_state.count) == 3
+
+
+def test_an_adam_state_without_a_count_is_refused_by_name():
+    class Moments(NamedTuple):
+        nu: jax.Array
+
+    no_count = optax.GradientTransformation(
+        lambda p: Moments(jax.tree.map(jnp.zeros_like, p)), lambda u, s, p=None: (u, s)
+    )
+    tx = transforms.proximal_l1(0.5, 0.1, optimizer=no_count)
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(
+        ValueError, match=r"^the optimizer's Adam-family state has no step count beside nu$"
+    ):
+        tx.update(params, tx.init(params), params)
+
+
+def test_gradient_noise_follows_its_key():
+    params = {"w": jnp.zeros(8)}
+
+    def noise(key):
+        tx = transforms.masked_gradient_noise(1.0, 0.55, key=key)
+        return tx.update(params, tx.init(params), params)[0]["w"]
+
+    assert not np.allclose(noise(1), noise(2))
+    np.testing.assert_array_equal(noise(1), noise(1))
+
+
+def _spectral_step_by_hand(kernel, u, strength, iterations):
+    w = kernel.reshape(-1, kernel.shape[-1]).T
+    for _ in range(iterations):
+        v = w.T @ u
+        v = v / np.linalg.norm(v)
+        u = w @ v
+        u = u / np.linalg.norm(u)
+    return (strength * (u @ w @ v) * np.outer(u, v)).T.reshape(kernel.shape)
+
+
+@pytest.mark.parametrize(
+    "shapes", [{"w": (4, 3)}, {"a": (3,), "b": (4, 3), "c": (2, 2, 3), "d": (3, 5)}]
+)
+def test_spectral_norm_penalty_takes_one_power_step_per_leaf_from_its_own_key(shapes, x64):
+    rng = np.random.default_rng(0)
+    params = {name: jnp.asarray(rng.normal(size=shape)) for name, shape in shapes.items()}
+    grads = {name: jnp.asarray(rng.normal(size=shape)) for name, shape in shapes.items()}
+    key = jax.random.key(7)
+    tx = transforms.spectral_norm_penalty(0.5, key=key)  # the default: one iteration per step
+    new, _ = tx.update(grads, tx.init(params), params)
+    keys = jax.random.split(key, len(shapes))
+    for index, (name, shape) in enumerate(sorted(shapes.items())):
+        if len(shape) < 2:
+            np.testing.assert_array_equal(new[name], grads[name])
+            continue
+        start = np.asarray(jax.random.normal(keys[index], (shape[-1],), jnp.float64))
+        expected = np.asarray(grads[name]) + _spectral_step_by_hand(
+            np.asarray(params[name]), start, 0.5, 1
+        )
+        np.testing.assert_allclose(new[name], expected, rtol=1e-10)
+
+
+def test_spectral_norm_penalty_masks_and_takes_empty_params():
+    params = {"b": jnp.eye(3), "w": 2 * jnp.eye(3)}
+    grads = jax.tree.map(jnp.zeros_like, params)
+    tx = transforms.spectral_norm_penalty(1.0, key=jax.random.key(0), mask={"b": False, "w": True})
+    new, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_array_equal(new["b"], grads["b"])
+    assert float(jnp.abs(new["w"]).sum()) > 0
+    empty = transforms.spectral_norm_penalty(1.0, key=jax.random.key(0))
+    assert empty.update({}, empty.init({}), {})[0] == {}
+
+
+def test_max_norm_keeps_the_dtype_and_leaves_masked_leaves_alone():
+    params = {"w": jnp.full((4, 3), 2.0, jnp.bfloat16), "b": jnp.full(3, 5.0)}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    tx = transforms.max_norm(1.0, mask=masks.weights_only)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    assert updates["w"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(
+        np.asarray(optax.apply_updates(params, updates)["w"], np.float32), 0.5, rtol=1e-2
+    )
+    np.testing.assert_array_equal(updates["b"], zeros["b"])  # |5| > 1, but masked out
+
+
+def test_asam_needs_params_by_name_and_uses_eta_001_by_default():
+    loss = lambda w: jnp.sum(w**4) + w[0] * w[1]  # noqa: E731
+    grad_fn = lambda p, _: jax.grad(loss)(p)  # noqa: E731
+    w = jnp.array([1.0, -0.5, 0.0])
+    tx = transforms.sam(optax.sgd(1.0), 0.3, adaptive=True)
+    with pytest.raises(ValueError, match=r"^sam\(adaptive=True\) needs params"):
+        tx.update(jax.grad(loss)(w), tx.init(w), None, grad_fn=grad_fn)
+    updates, _ = tx.update(jax.grad(loss)(w), tx.init(w), w, grad_fn=grad_fn)
+    g, scale = np.asarray(jax.grad(loss)(w), np.float64), np.abs(np.asarray(w)) + 0.01
+    ascent = np.asarray(w) + 0.3 * scale**2 * g / np.linalg.norm(scale * g)
+    expected = -np.asarray(jax.grad(loss)(jnp.asarray(ascent, jnp.float32)))
+    np.testing.assert_allclose(updates, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", [None, optax.adam(0.1)])
+def test_proximal_steps_keep_the_dtype_and_count_in_int32(optimizer):
+    params = {"w": jnp.array([0.01, -1.0, 2.0], jnp.bfloat16)}
+    grads = {"w": jnp.array([0.5, 0.1, -0.3], jnp.bfloat16)}
+    tx = transforms.proximal_l1(0.5, 0.1, optimizer=optimizer)
+    if optimizer is None:
+        tx = optax.chain(optax.sgd(0.1), tx)
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params)
+    assert updates["w"].dtype == jnp.bfloat16
+    count = state.count if optimizer is not None else state[1].count
+    assert count.dtype == jnp.int32 and int(count) == 1
+    assert float(optax.apply_updates(params, updates)["w"][0]) == 0.0
+
+
+def test_adam_prox_threshold_uses_adams_eps_and_the_schedule_at_each_step(x64):
+    # One Adam step from a zero state: nu_hat = g², so D = |g| + eps and u = -lr·g/D.
+    eps, strength = 0.5, 0.4
+    schedule = optax.piecewise_constant_schedule(0.2, {1: 0.25})  # 0.2, then 0.05
+    params = {"w": jnp.array([0.3, -1.0, 2.0, 0.05])}
+    grads = {"w": jnp.array([0.5, 0.1, -0.3, 2.0])}
+    tx = transforms.proximal_l1(
+        strength, schedule, optimizer=optax.adam(schedule, eps=eps), eps=eps
+    )
+    state = tx.init(params)
+    for lr in (0.2, 0.05):
+        updates, state = tx.update(grads, state, params)
+        inner, _ = optax.adam(lr, eps=eps).update(grads, optax.adam(lr, eps=eps).init(params))
+        if lr == 0.05:  # the second step: Adam's moments after two identical gradients
+            adam = optax.adam(schedule, eps=eps)
+            adam_state = adam.init(params)
+            _, adam_state = adam.update(grads, adam_state)
+            inner, _ = adam.update(grads, adam_state)
+        g = np.asarray(grads["w"])
+        moved = np.asarray(params["w"]) + np.asarray(inner["w"])
+        threshold = lr * strength / (np.abs(g) + eps)
+        expected = np.sign(moved) * np.maximum(np.abs(moved) - threshold, 0) - params["w"]
+        np.testing.assert_allclose(updates["w"], expected, rtol=1e-4)  # b2 in float32
+
+
+def test_adam_prox_hands_params_to_an_optimizer_that_needs_them():
+    params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.1, 0.2])}
+    adamw = optax.adamw(0.1, weight_decay=0.1)
+    tx = transforms.proximal_l1(0.0, 0.1, optimizer=adamw)  # strength 0: the prox is the identity
+    updates, _ = tx.update(grads, tx.init(params), params)
+    expected, _ = adamw.update(grads, adamw.init(params), params)
+    np.testing.assert_allclose(updates["w"], expected["w"], atol=1e-6)  # (p + u) - p in float32

@@ -62,7 +62,7 @@ def hvp(
 
     With ``linearize=True`` the gradient is linearized once, here (``jax.linearize``):
     the forward and backward passes at ``params`` are not recomputed by every
-    product, which then costs about half as much, but their intermediate values are
+    product, which then costs a quarter to a third less, but their intermediate values are
     kept for every batch at once. ``None`` (the default) linearizes when ``data``
     holds a single batch, whose intermediates one product needs anyway; ``False``
     recomputes them batch by batch, holding one batch's at a time.

@@ -44,6 +44,21 @@ def test_the_compilation_cache_row_quotes_the_recorded_first_calls():
     assert cache["warm_first_call_s"] < cache["cold_first_call_s"]
 
 
+def test_the_compilation_cache_docstring_quotes_the_recorded_first_calls():
+    from jaxreg import compilation
+
+    text = " ".join(compilation.enable_compilation_cache.__doc__.split())
+    for workload in ("mlp", "resnet"):
+        cache = HESSIAN[workload]["compilation_cache"]
+        quoted = f"{cache['warm_first_call_s']:.1f} s with a warm cache against "
+        quoted += f"{cache['cold_first_call_s']:.1f} s cold"
+        if workload == "resnet":
+            quoted = (
+                f"{cache['warm_first_call_s']:.1f} s against {cache['cold_first_call_s']:.1f} s"
+            )
+        assert quoted in text
+
+
 def test_the_conv_in_a_loop_slowdown_is_the_recorded_one():
     phrase = readme.conv_phrase(HESSIAN)
     assert phrase in " ".join(README.split())

@@ -73,20 +73,6 @@ def _host(result: dict) -> str:
     )
 
 
-def resnet_host_note(result: dict) -> str:
-    """Where the ResNet rows were re-measured (``--update``) on a host of another speed."""
-    updates = [u for u in result.get("updates", []) if "resnet" in u["workloads"]]
-    if not updates:
-        return ""
-    loop, main = updates[-1]["host"]["loop_1e7_additions_s"], result["host"]["loop_1e7_additions_s"]
-    if abs(loop - main) <= 0.05 * main:
-        return ""
-    return (
-        f" The ResNet rows, every side, were re-measured together on a slower host (loop "
-        f"{loop:.2f} s): compare their ratios, not their seconds, with the MLP's."
-    )
-
-
 def first_call_sentence(result: dict) -> str:
     """The first call in a new process (jaxreg compiling) as a multiple of PyHessian's."""
     mlp, resnet = result["mlp"]["ratios"]["pyhessian"], result["resnet"]["ratios"]["pyhessian"]
@@ -135,7 +121,7 @@ def hessian_paragraph(result: dict) -> str:
         f"(Hutch++, 300 HVPs) has a standard error of "
         f"{100 * workload['reference_trace_se'] / workload['reference_trace']:.0f}%, so trace "
         f"errors under that are noise; PyHessian's trace is its Hutchinson loop at its "
-        f"defaults. " + first_call_sentence(result) + resnet_host_note(result) + " "
+        f"defaults. " + first_call_sentence(result) + " "
         "Fastest median per row: "
         + "; ".join(
             [f"MLP top-5 {_fastest(mlp, 'top5')}"]

@@ -394,23 +394,32 @@ def mean_over_batches(fn: Callable[[Any], chex.ArrayTree], data: chex.ArrayTree)
     # at run time (sharpness.hvp's linearize).
     data = jax.lax.optimization_barrier(data)
     first = jax.tree.map(lambda a: a[0], data)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first))
+    no_weight = jnp.zeros((), jnp.result_type(float))
+    if jax.tree.leaves(data)[0].shape[0] == 1:
+        # One batch needs no scan: fn is traced once, not twice (eval_shape, then the
+        # body), and a linearization has no loop to carry (seconds on a ResNet).
+        total, weight = _weighted(fn, first)
+        weight_sum = no_weight + weight
+    else:
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first))
 
-    def body(carry, batch):
-        total, weight_sum = carry
-        w = batch_weight(batch)
-        value = fn(batch)
-        total = jax.tree.map(
-            lambda t, v: t + jnp.where(w > 0, w * v, 0).astype(t.dtype), total, value
-        )
-        return (total, weight_sum + w), None
+        def body(carry, batch):
+            total, weight_sum = carry
+            value, w = _weighted(fn, batch)
+            total = jax.tree.map(lambda t, v: t + v.astype(t.dtype), total, value)
+            return (total, weight_sum + w), None
 
-    (total, weight_sum), _ = jax.lax.scan(
-        body, (zeros, jnp.zeros((), jnp.result_type(float))), data
-    )
+        (total, weight_sum), _ = jax.lax.scan(body, (zeros, no_weight), data)
     # All-zero weight (every batch padding, or bootstrap left every example out): 0, not NaN.
     safe = jnp.where(weight_sum > 0, weight_sum, 1)
     return jax.tree.map(lambda t: t / safe.astype(t.dtype), total)
+
+
+def _weighted(fn: Callable[[Any], chex.ArrayTree], batch: Any):
+    """``(w · fn(batch), w)`` with ``w`` the batch's weight; 0, not NaN, when ``w`` is 0."""
+    w = batch_weight(batch)
+    value = jax.tree.map(lambda v: jnp.where(w > 0, w * v, 0).astype(v.dtype), fn(batch))
+    return value, w
 
 
 class HeldOut:

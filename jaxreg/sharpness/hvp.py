@@ -9,7 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxreg.data import batch_weight, dataset_loss, example_weights, mean_over_batches
+from jaxreg.data import dataset_loss, example_weights, mean_over_batches
 
 __all__ = ["LossFn", "dataset_loss", "gauss_newton_vp", "hvp"]
 
@@ -75,9 +75,8 @@ def hvp(
       [2.0, 0.0]
     """
     check_batched(data)
-    single = jax.tree.leaves(data)[0].shape[0] == 1
-    if linearize or (linearize is None and single):
-        return _linearized_hvp(loss_fn, params, data, single)
+    if linearize or (linearize is None and jax.tree.leaves(data)[0].shape[0] == 1):
+        return _linearized_hvp(loss_fn, params, data)
 
     def product(v: chex.ArrayTree) -> chex.ArrayTree:
         def batch_hvp(batch):
@@ -89,17 +88,10 @@ def hvp(
     return product
 
 
-def _linearized_hvp(loss_fn: LossFn, params: chex.ArrayTree, data: Any, single: bool):
+def _linearized_hvp(loss_fn: LossFn, params: chex.ArrayTree, data: Any):
     """``hvp`` with the gradient linearized once at ``params``."""
-    if not single:
-        gradient = lambda p: mean_over_batches(lambda b: jax.grad(loss_fn)(p, b), data)  # noqa: E731
-        return jax.linearize(gradient, params)[1]
-    # One batch needs no scan (tracing and linearizing one costs seconds on a ResNet).
-    # The barrier does for the batch what mean_over_batches does for the data.
-    batch = jax.lax.optimization_barrier(jax.tree.map(lambda a: a[0], data))
-    counts = batch_weight(batch) > 0  # an all-padding batch contributes 0, as in the scan
-    linear = jax.linearize(lambda p: jax.grad(loss_fn)(p, batch), params)[1]
-    return lambda v: jax.tree.map(lambda h: jnp.where(counts, h, 0), linear(v))
+    gradient = lambda p: mean_over_batches(lambda b: jax.grad(loss_fn)(p, b), data)  # noqa: E731
+    return jax.linearize(gradient, params)[1]
 
 
 def gauss_newton_vp(

@@ -10,7 +10,14 @@ calls counts as survived, not as skipped.
 mutmut forks one process per mutant from a server that has only imported the tests
 (``process_isolation = forkserver``): forking after JAX has started its thread pools can
 deadlock, and a forked child must not inherit compiled programs traced from unmutated
-code.
+code. So a selected test module must not run JAX at import (module-level test data is
+NumPy); the script refuses a run where the server started JAX, whose timeouts would all
+be deadlocks.
+
+A group too slow to run in full (augment, sharpness: thousands of mutants, each
+compiling its tests' programs) is measured on a random sample of its mutants
+(``--sample``), with the score's 95% Wilson interval. After adding tests,
+``--workdir DIR --resume`` reruns only that run's survivors.
 
 Run::
 
@@ -18,6 +25,8 @@ Run::
     python tools/mutation.py                    # every group, scores to tools/mutation_scores.json
     python tools/mutation.py penalties labels   # some groups
     python tools/mutation.py prox --survivors   # and print each surviving mutant's diff
+    python tools/mutation.py augment --sample 0.2 --workdir /tmp/augment   # a fifth
+    python tools/mutation.py augment --sample 0.2 --workdir /tmp/augment --resume
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORES = ROOT / "tools" / "mutation_scores.json"
@@ -70,6 +81,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+_FORK_WARNING = "os.fork() is incompatible with multithreaded code"
+#: Mutant numbers a sample draws from; a function with more mutants is refused.
+SAMPLED_UP_TO = 1000
 
 
 def _scratch_copy(destination: Path) -> None:
@@ -94,7 +108,10 @@ def _configure(workdir: Path, mutate: list[str], tests: list[str]) -> None:
         "source_paths =\n    jaxreg\n    experiments",
         "only_mutate =\n" + "\n".join(f"    {path}" for path in mutate),
         "pytest_add_cli_args_test_selection =\n" + "\n".join(f"    {t}" for t in tests),
-        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q",
+        # mutmut copies each function's docstring into every mutant of it; without the
+        # -k filter, doctest would collect one example per mutant and select them all
+        # for every mutant of the function.
+        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q\n    -k\n    not __mutmut_",
         "also_copy =\n"
         + "\n".join(
             f"    {p}"
@@ -107,12 +124,10 @@ def _configure(workdir: Path, mutate: list[str], tests: list[str]) -> None:
 
 
 def _statuses(workdir: Path) -> Counter:
-    from mutmut.stats import status_by_exit_code
-
     counts: Counter = Counter()
     for meta in (workdir / "mutants").rglob("*.meta"):
         for code in json.loads(meta.read_text())["exit_code_by_key"].values():
-            counts[status_by_exit_code[code]] += 1
+            counts[status_by_exit_code()[code]] += 1
     return counts
 
 
@@ -137,38 +152,162 @@ def _survivors(workdir: Path, mutmut: Path) -> str:
     return "\n".join(shown)
 
 
-def run_group(name: str, max_children: int, show_survivors: bool) -> dict:
-    """Runs mutmut over one group in a scratch copy; returns its counts and score."""
+def sample_patterns(fraction: float, seed: int, largest: int = SAMPLED_UP_TO) -> list[str]:
+    """mutmut name patterns that select each mutant with probability ``fraction``.
+
+    mutmut numbers the mutants of every function 1, 2, ...; a mutant is in the sample
+    when its number is in a random set that holds each integer with probability
+    ``fraction`` (so every mutant has the same chance; one function's sampled mutants
+    are spread over its body).
+    """
+    draws = np.random.default_rng(seed).random(largest)
+    return [f"*__mutmut_{n + 1}" for n in np.flatnonzero(draws < fraction)]
+
+
+def wilson_interval(killed: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% by default)."""
+    if total == 0:
+        return (0.0, 1.0)
+    share = killed / total
+    centre = (share + z**2 / (2 * total)) / (1 + z**2 / total)
+    half = z * np.sqrt(share * (1 - share) / total + z**2 / (4 * total**2)) / (1 + z**2 / total)
+    return (round(float(centre - half), 4), round(float(centre + half), 4))
+
+
+def _survivor_names(workdir: Path) -> list[str]:
+    return [
+        key
+        for meta in (workdir / "mutants").rglob("*.meta")
+        for key, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+        if code is not None and status_by_exit_code()[code] == "survived"
+    ]
+
+
+def status_by_exit_code() -> dict:
+    from mutmut.stats import status_by_exit_code
+
+    return status_by_exit_code
+
+
+_FORKS_AFTER_COLLECTION = """
+import os, sys, warnings
+import pytest
+pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *sys.argv[1:]])
+with warnings.catch_warnings(record=True) as caught:  # JAX warns at a fork once started
+    warnings.simplefilter("always")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+if any("JAX is multithreaded" in str(w.message) for w in caught):
+    sys.exit("JAX started during collection")
+"""
+
+
+def check_collection_leaves_jax_idle(workdir: Path, tests: list[str]) -> None:
+    """mutmut's server forks after collecting the tests; JAX must not have started."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKS_AFTER_COLLECTION, "-k", "not __mutmut_", *tests],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(
+            "collecting the tests ran JAX (e.g. a module-level jnp array or PRNG key in a "
+            "test file): mutmut's forked processes would deadlock and every mutant would "
+            "time out. Make module-level test data NumPy.\n" + done.stderr[-2000:]
+        )
+
+
+def _run_mutmut(workdir: Path, name: str, max_children: int, patterns: list[str]) -> Counter:
     mutate, tests = GROUPS[name]
     mutmut = Path(sys.executable).parent / "mutmut"
-    with tempfile.TemporaryDirectory(prefix="jaxreg-mutation-") as scratch:
-        workdir = Path(scratch)
-        _scratch_copy(workdir)
-        _configure(workdir, mutate, [t for t in tests if (workdir / t).exists()])
-        start = time.perf_counter()
-        done = subprocess.run(
-            [mutmut, "run", "--max-children", str(max_children)],
-            cwd=workdir,
-            capture_output=True,
-            text=True,
-            check=False,
+    _scratch_copy(workdir)
+    selected = [t for t in tests if (workdir / t).exists()]
+    check_collection_leaves_jax_idle(workdir, selected)
+    _configure(workdir, mutate, selected)
+    done = subprocess.run(
+        [mutmut, "run", "--max-children", str(max_children), *patterns],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    counts = _statuses(workdir)
+    if _FORK_WARNING in done.stdout + done.stderr:
+        # Each mutant's process then deadlocks and dies at its CPU limit: a "timeout",
+        # counted as killed, whatever the tests would have said.
+        raise RuntimeError(
+            f"{name}: the test server started JAX before forking (a JAX computation at "
+            "import or collection time, e.g. a module-level jnp array in a test file); "
+            "mutants' processes deadlock, so their timeouts say nothing. Make the "
+            "module-level values NumPy."
         )
+    if not counts or counts["not checked"] == sum(counts.values()):
+        raise RuntimeError(f"mutmut produced no results for {name}:\n{done.stdout[-3000:]}")
+    if patterns and _largest_mutant_number(workdir) > SAMPLED_UP_TO:
+        raise RuntimeError(f"{name}: a function has over {SAMPLED_UP_TO} mutants; raise it")
+    return counts
+
+
+def _largest_mutant_number(workdir: Path) -> int:
+    return max(
+        int(key.rsplit("_", 1)[1])
+        for meta in (workdir / "mutants").rglob("*.meta")
+        for key in json.loads(meta.read_text())["exit_code_by_key"]
+    )
+
+
+def run_group(
+    name: str,
+    max_children: int,
+    show_survivors: bool,
+    *,
+    sample: float = 1.0,
+    seed: int = 0,
+    workdir: Path | None = None,
+    resume: bool = False,
+) -> dict:
+    """Runs mutmut over one group in a scratch copy; returns its counts and score.
+
+    With ``sample < 1``, only a random share of the mutants is run, and the result
+    adds the score's 95% Wilson interval. ``workdir`` keeps the scratch copy there
+    (to read survivors with ``mutmut show``); by default it is a temporary directory.
+    ``resume`` refreshes the tests in ``workdir`` and reruns only its survivors (give
+    the first run's ``sample`` and ``seed`` again).
+    """
+    patterns = sample_patterns(sample, seed) if sample < 1 else []
+    with tempfile.TemporaryDirectory(prefix="jaxreg-mutation-") as scratch:
+        where = Path(workdir or scratch)
+        where.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        # Resuming: the earlier results stand (tests were only added), the survivors rerun.
+        rerun = _survivor_names(where) if resume else patterns
+        if resume and not rerun:
+            raise RuntimeError(f"{name}: nothing to resume in {where} (no survivors)")
+        counts = _run_mutmut(where, name, max_children, rerun)
         seconds = time.perf_counter() - start
-        counts = _statuses(workdir)
-        if not counts or counts["not checked"] == sum(counts.values()):
-            raise RuntimeError(f"mutmut produced no results for {name}:\n{done.stdout[-3000:]}")
         if show_survivors:
-            print(_survivors(workdir, mutmut))
-    total = sum(counts.values()) - counts["skipped"]
+            print(_survivors(where, Path(sys.executable).parent / "mutmut"))
+    # Sampled runs leave the other mutants "not checked"; a full run has none.
+    total = sum(counts.values()) - counts["skipped"] - (counts["not checked"] if patterns else 0)
     killed = sum(counts[status] for status in KILLED)
-    return {
+    result = {
         "mutants": total,
         "killed": killed,
         "survived": counts["survived"],
+        "timeouts": counts["timeout"],
         "no_tests": counts["no tests"],
         "score": round(killed / max(total, 1), 4),
         "seconds": round(seconds, 1),
     }
+    if patterns:
+        result |= {"sample": sample, "seed": seed, "interval": wilson_interval(killed, total)}
+    if resume:
+        result["resumed"] = True  # "seconds" is then the rerun's time only
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,17 +318,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--survivors", action="store_true", help="print surviving mutants")
     parser.add_argument("--no-save", action="store_true", help="do not update the scores file")
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="run this share of each group's mutants, at random (default 1: all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    parser.add_argument("--workdir", type=Path, help="keep the scratch copy here (one group)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --workdir: refresh the tests there and rerun only the survivors",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
         parser.error(f"unknown groups {unknown}; choose from {sorted(GROUPS)}")
+    if not 0 < args.sample <= 1:
+        parser.error(f"--sample must lie in (0, 1], got {args.sample}")
+    if args.workdir and len(args.groups) != 1:
+        parser.error("--workdir keeps one group's copy: name exactly one group")
+    if args.resume and not (args.workdir and (args.workdir / "mutants").is_dir()):
+        parser.error("--resume needs the --workdir of an earlier run")
     scores = json.loads(SCORES.read_text()) if SCORES.exists() else {}
     for name in args.groups or list(GROUPS):
-        result = run_group(name, args.max_children, args.survivors)
+        result = run_group(
+            name,
+            args.max_children,
+            args.survivors,
+            sample=args.sample,
+            seed=args.seed,
+            workdir=args.workdir,
+            resume=args.resume,
+        )
         print(
             f"{name:18s} {result['killed']:4d}/{result['mutants']:4d} killed "
             f"({100 * result['score']:.1f}%), {result['survived']} survived "
-            f"({result['no_tests']} with no test), {result['seconds']:.0f} s",
+            f"({result['no_tests']} with no test), {result['seconds']:.0f} s"
+            + (f", 95% interval {result['interval']}" if "interval" in result else ""),
             flush=True,
         )
         scores[name] = result

@@ -1,5 +1,7 @@
 """Hessian analysis against dense references: jax.hessian + numpy.linalg.eigh on a small MLP."""
 
+import re
+
 import chex
 import jax
 import jax.extend
@@ -10,7 +12,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from jaxreg import landscape, sharpness
-from jaxreg.data import batches
+from jaxreg.data import batches, example_weights
 from jaxreg.losses import classification_loss
 from jaxreg.nn import MLP, functional
 
@@ -173,7 +175,7 @@ def test_spectral_density_integrates_to_one_and_matches_moments(x64):
         assert abs(per_run.mean() - exact) < 3 * per_run.std(ddof=1) / np.sqrt(12)
 
 
-A = jnp.diag(jnp.array([5.0, 2.0, 1.0, 0.5]))
+A = np.diag(np.array([5.0, 2.0, 1.0, 0.5], np.float32))  # NumPy at import: see test_augment
 
 
 def _quadratic():
@@ -624,3 +626,394 @@ def test_pac_bayes_flatness_solves_its_monte_carlo_curve_to_bisection_precision(
     linear, quadratic = np.mean(z @ a @ w64), 0.5 * np.mean(np.einsum("si,ij,sj->s", z, a, z))
     root = (-linear + np.sqrt(linear**2 + 4 * quadratic * target)) / (2 * quadratic)
     assert abs(float(ours) - root) <= 2.0**-16 + 1e-6
+
+
+def _quadratic_call(fn, *args, **kwargs):
+    loss_fn, data = _quadratic()
+    return fn(loss_fn, jnp.zeros(4), data, *args, **kwargs)
+
+
+def _key():
+    return jax.random.key(0)
+
+
+_EXACT_ERRORS = {
+    "tuple data": (
+        TypeError,
+        lambda: sharpness.hvp(lambda w, b: 0.0, jnp.zeros(2), (np.ones((4, 2)), np.zeros(4))),
+        "data must be batches from jaxreg.data.batches(x, y, batch_size) (a dict with a "
+        "leading batch-index axis), got a tuple",
+    ),
+    "flat weight": (
+        ValueError,
+        lambda: sharpness.hvp(lambda w, b: 0.0, jnp.zeros(2), {"weight": np.ones(4)}),
+        "data has no batch-index axis: its 'weight' has shape (4,), expected "
+        "(num_batches, batch_size); build it with jaxreg.data.batches(x, y, batch_size)",
+    ),
+    "lanczos iters": (
+        ValueError,
+        lambda: sharpness.lanczos(lambda v: v, jnp.ones(3), 4),
+        "num_iters must lie in [1, 3] (the dimension), got 4",
+    ),
+    "lanczos no iters": (
+        ValueError,
+        lambda: sharpness.lanczos(lambda v: v, jnp.ones(3), 0),
+        "num_iters must lie in [1, 3] (the dimension), got 0",
+    ),
+    "k too large": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), k=5),
+        "k must be an int in [1, 4] (the number of parameters), got 5",
+    ),
+    "k zero": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), k=0),
+        "k must be an int in [1, 4] (the number of parameters), got 0",
+    ),
+    "k bool": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), k=True),
+        "k must be an int in [1, 4] (the number of parameters), got True",
+    ),
+    "k float": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), k=2.0),
+        "k must be an int in [1, 4] (the number of parameters), got 2.0",
+    ),
+    "iters below k": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), k=3, num_iters=2),
+        "num_iters=2 gives at most 2 eigenvalues; k=3",
+    ),
+    "tol": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), tol=-1.0),
+        "tol must be >= 0 (0 runs every step up to num_iters), got -1.0",
+    ),
+    "tol nan": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.min_eigenvalue, key=_key(), tol=float("nan")),
+        "tol must be >= 0 (0 runs every step up to num_iters), got nan",
+    ),
+    "check_every": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), check_every=0),
+        "check_every must be a positive int, got 0",
+    ),
+    "check_every bool": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), check_every=True),
+        "check_every must be a positive int, got True",
+    ),
+    "max_basis": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.top_eigenvalues, key=_key(), k=2, max_basis=3),
+        "max_basis must be an int >= k + 2 = 4, got 3",
+    ),
+    "empty block": (
+        ValueError,
+        lambda: _quadratic_call(
+            sharpness.block_top_eigenvalues, key=_key(), blocks={"none": lambda p: False}
+        ),
+        "block 'none' selects no parameters",
+    ),
+    "m": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.sam_sharpness, 0.1, m=3),
+        "m=3 must divide the batch size 2",
+    ),
+    "rho": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.sam_sharpness, -0.1),
+        "rho must be non-negative, got -0.1",
+    ),
+    "num_steps": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.sam_sharpness, 0.1, num_steps=0),
+        "num_steps must be >= 1, got 0",
+    ),
+    "epsilon": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.epsilon_sharpness, -1e-3),
+        "epsilon must be non-negative, got -0.001",
+    ),
+    "sigma": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.average_sharpness, key=_key(), sigma=-0.5),
+        "sigma must be non-negative, got -0.5",
+    ),
+    "target": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.pac_bayes_flatness, key=_key(), target=-0.2),
+        "target must be non-negative, got -0.2",
+    ),
+    "num_samples": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.hessian_trace, key=_key(), num_samples=2),
+        "num_samples must be >= 3, got 2",
+    ),
+    "method": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.hessian_trace, key=_key(), method="exact"),
+        "method must be 'hutch++' or 'hutchinson', got 'exact'",
+    ),
+    "target_se": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.hessian_trace, key=_key(), target_se=0.0),
+        "target_se must be positive, got 0.0",
+    ),
+    "num_runs": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.spectral_density, key=_key(), num_runs=0),
+        "num_runs must be at least 1, got 0",
+    ),
+    "density tol": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.spectral_density, key=_key(), tol=-0.1),
+        "tol must be non-negative, got -0.1",
+    ),
+    "min_runs": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.spectral_density, key=_key(), tol=0.1, min_runs=1),
+        "min_runs must lie in [2, num_runs=4], got 1",
+    ),
+    "min_runs above": (
+        ValueError,
+        lambda: _quadratic_call(sharpness.spectral_density, key=_key(), tol=0.1, min_runs=5),
+        "min_runs must lie in [2, num_runs=4], got 5",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_EXACT_ERRORS))
+def test_bad_input_raises_the_exact_message(case):
+    """The whole message, not a substring: a wrong name, bound or value in it fails."""
+    error, call, message = _EXACT_ERRORS[case]
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        call()
+
+
+def _numpy_power_iteration(matrix, starts, num_iters, tol):
+    """PyHessian's deflated power iteration, in float64 NumPy, from given start vectors."""
+    found, values, total = np.zeros((0, matrix.shape[0])), [], 0
+    for start in starts:
+        v = start - found.T @ (found @ start)
+        v, eig, prev, it = v / np.linalg.norm(v), 0.0, np.inf, 0
+        while it < num_iters and not (it > 1 and abs(eig - prev) / (abs(prev) + 1e-6) < tol):
+            hv = matrix @ v
+            hv = hv - found.T @ (found @ hv)
+            prev, eig, v, it = eig, hv @ v, hv / np.linalg.norm(hv), it + 1
+        found, total = np.vstack([found, v]), total + it
+        values.append(eig)
+    return np.array(values), found, total
+
+
+@pytest.mark.parametrize(("num_iters", "tol"), [(100, 1e-3), (7, 1e-12)])
+def test_power_iteration_matches_a_numpy_reference_step_for_step(x64, num_iters, tol):
+    """Close top eigenvalues (5, 4.5) make the iteration slow: the counts and values must
+    agree exactly with the reference, also when the iteration cap stops it."""
+    rotation = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))[0]
+    matrix = rotation @ np.diag([5.0, 4.5, 1.0, -0.5]) @ rotation.T
+    data = batches(jnp.zeros((4, 1)), jnp.zeros(4), 2)
+    key = jax.random.key(2)
+    out = sharpness.power_iteration(
+        lambda w, b: 0.5 * w @ matrix @ w, jnp.zeros(4), data, key=key, k=2,
+        num_iters=num_iters, tol=tol,
+    )  # fmt: skip
+    starts = [np.asarray(jax.random.normal(jax.random.fold_in(key, i), (4,))) for i in range(2)]
+    values, vectors, total = _numpy_power_iteration(matrix, starts, num_iters, tol)
+    assert int(out.num_hvps) == total
+    np.testing.assert_allclose(out.eigenvalues, values, rtol=1e-10)
+    np.testing.assert_allclose(out.eigenvectors, vectors, atol=1e-8)
+
+
+def test_epsilon_sharpness_from_a_random_start_draws_it_uniformly_in_the_box():
+    """With no ascent steps the value is the loss at the start δ ~ U(box): on ½ Σ aᵢwᵢ² at
+    w = 0 it averages 100·½ Σ aᵢ ε²/3 and never passes the corner's 100·½ Σ aᵢ ε²."""
+    loss_fn, data = _quadratic()
+    eps, trace = 0.1, float(np.trace(A))
+
+    def at_start(key):
+        return sharpness.epsilon_sharpness(loss_fn, jnp.zeros(4), data, eps, 0, key=key)
+
+    values = np.asarray(jax.vmap(at_start)(jax.random.split(jax.random.key(0), 2000)))
+    corner = 100 * 0.5 * trace * eps**2
+    assert values.max() <= corner * (1 + 1e-6) and values.min() >= 0
+    assert abs(values.mean() - corner / 3) < 0.05 * corner / 3
+    ascended = sharpness.epsilon_sharpness(loss_fn, jnp.zeros(4), data, eps, key=_key())
+    np.testing.assert_allclose(ascended, corner, rtol=1e-5)  # the ascent reaches the corner
+
+
+def test_adaptive_average_sharpness_default_eta_is_one_hundredth(x64):
+    """At w = 0 the adaptive noise is σ·η·z: the same draws give a value ∝ η²."""
+    loss_fn, data = _quadratic()
+    kwargs = {"key": jax.random.key(1), "sigma": 0.5, "adaptive": True}
+    default = sharpness.average_sharpness(loss_fn, jnp.zeros(4), data, **kwargs)
+    doubled = sharpness.average_sharpness(loss_fn, jnp.zeros(4), data, eta=0.02, **kwargs)
+    np.testing.assert_allclose(default / doubled, 0.25, rtol=1e-9)
+
+
+def test_pac_bayes_flatness_defaults_bisect_sixteen_times_on_zero_to_one(x64):
+    """A target no σ reaches keeps every bisection's lower half: σ = 1 − 2⁻¹⁷; a metric
+    that never rises meets a zero target only with equality, which is not too sharp."""
+    loss_fn, data = _quadratic()
+    unreachable = sharpness.pac_bayes_flatness(loss_fn, jnp.zeros(4), data, key=_key(), target=1e6)
+    assert float(unreachable) == 1 - 2.0**-17
+    flat = sharpness.pac_bayes_flatness(
+        loss_fn, jnp.zeros(4), data, key=_key(), target=0.0, metric_fn=lambda p, b: jnp.ones(())
+    )
+    assert float(flat) == 1 - 2.0**-17
+
+
+def _regression_chunks(n=10, batch_size=4, dim=3):
+    x = np.asarray(jax.random.normal(jax.random.key(7), (n, dim)), np.float64)
+    y = np.asarray(jax.random.normal(jax.random.key(8), (n,)), np.float64)
+
+    def loss_fn(w, batch):  # the batch's weighted mean: padding rows weigh 0
+        return jnp.sum(example_weights(batch) * 0.5 * jnp.square(batch["x"] @ w - batch["y"]))
+
+    return x, y, loss_fn, batches(jnp.asarray(x), jnp.asarray(y), batch_size)
+
+
+def test_m_sharpness_averages_each_sub_batch_sam_step_and_skips_padding(x64):
+    """m = 2 on 10 examples in batches of 4 (two padding rows): five real sub-batches, each
+    with SAM's one step ε = ρ g_S/‖g_S‖ on its own loss, averaged (NumPy reference)."""
+    x, y, loss_fn, data = _regression_chunks()
+    w, rho = np.array([0.3, -0.2, 0.1]), 0.05
+
+    def chunk_loss(v, xs, ys):
+        return 0.5 * np.mean((xs @ v - ys) ** 2)
+
+    expected = []
+    for start in range(0, 10, 2):
+        xs, ys = x[start : start + 2], y[start : start + 2]
+        g = xs.T @ (xs @ w - ys) / 2
+        expected.append(chunk_loss(w + rho * g / np.linalg.norm(g), xs, ys) - chunk_loss(w, xs, ys))
+    ours = sharpness.sam_sharpness(loss_fn, jnp.asarray(w), data, rho, m=2)
+    np.testing.assert_allclose(ours, np.mean(expected), rtol=1e-10)
+
+
+def test_m_sharpness_from_random_starts_finds_each_sub_batch_top_eigenvalue(x64):
+    """At a minimum of every sub-batch (y = 0, w = 0) the gradient is zero: only each
+    sub-batch's own random start lets the ascent reach ρ²·λmax(H_S)/2."""
+    x, _, loss_fn, _ = _regression_chunks()
+    data = batches(jnp.asarray(x), jnp.zeros(10), 4)
+    rho = 0.1
+    tops = [np.linalg.eigvalsh(x[s : s + 2].T @ x[s : s + 2] / 2)[-1] for s in range(0, 10, 2)]
+    ours = sharpness.sam_sharpness(
+        loss_fn, jnp.zeros(3), data, rho, num_steps=200, m=2, key=jax.random.key(1)
+    )
+    np.testing.assert_allclose(ours, rho**2 * np.mean(tops) / 2, rtol=1e-6)
+    assert float(sharpness.sam_sharpness(loss_fn, jnp.zeros(3), data, rho, m=2)) == 0.0
+
+
+def test_adaptive_sam_default_eta_is_one_hundredth(x64):
+    """At w = 0 ASAM's ball is η·ρ wide: from the same start the value scales as η²."""
+    loss_fn, data = _quadratic()
+    kwargs = {"adaptive": True, "num_steps": 5, "key": jax.random.key(2)}
+    default = sharpness.sam_sharpness(loss_fn, jnp.zeros(4), data, 0.3, **kwargs)
+    doubled = sharpness.sam_sharpness(loss_fn, jnp.zeros(4), data, 0.3, eta=0.02, **kwargs)
+    np.testing.assert_allclose(default / doubled, 0.25, rtol=1e-9)
+
+
+def test_adaptive_hutchinson_follows_its_stopping_rule_probe_block_by_block(x64):
+    """Blocks of Rademacher probes (key fold_in(key, block)) until, after two blocks, the
+    standard error sd(ddof=1)/√count falls to target_se: NumPy reference, same draws."""
+    rotation = np.linalg.qr(np.random.default_rng(1).standard_normal((6, 6)))[0]
+    matrix = rotation @ np.diag([6.0, 3.0, 2.0, 1.0, -1.0, 0.5]) @ rotation.T
+    data = batches(jnp.zeros((2, 1)), jnp.zeros(2), 2)
+    key, probe_batch, cap = jax.random.key(4), 3, 60
+    for target in (0.9, 0.45, 1e-9):  # stops early, later, at the cap
+        quads = []
+        for block in range(cap // probe_batch):
+            probes = np.asarray(
+                jax.random.rademacher(jax.random.fold_in(key, block), (probe_batch, 6), float)
+            )
+            quads.extend(np.einsum("pi,ij,pj->p", probes, matrix, probes))
+            se = np.std(quads, ddof=1) / np.sqrt(len(quads))
+            if block >= 1 and se <= target:
+                break
+        estimate, ours_se = sharpness.hessian_trace(
+            lambda w, b: 0.5 * w @ matrix @ w, jnp.zeros(6), data, key=key,
+            method="hutchinson", num_samples=cap, probe_batch=probe_batch, target_se=target,
+        )  # fmt: skip
+        np.testing.assert_allclose([estimate, ours_se], [np.mean(quads), se], rtol=1e-10)
+
+
+@pytest.mark.parametrize("min_runs", [2, 3])
+def test_adaptive_slq_stops_at_min_runs_once_the_rule_holds(min_runs):
+    """A loose tol holds from the first check: the runs stop at min_runs, not one later."""
+    loss_fn, params, data, _ = _diagonal_quadratic()
+    out = sharpness.spectral_density(
+        loss_fn, params, data, key=_key(), num_iters=4, num_runs=6, tol=1e3, min_runs=min_runs
+    )
+    assert int(out.runs) == min_runs
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_thick_restart_without_a_restart_stops_where_plain_lanczos_stops(x64, largest):
+    """A basis big enough never to restart: the same steps, and the same stopping rule on
+    the wanted end of the spectrum, as plain Lanczos."""
+    loss_fn, params, data, _ = _diagonal_quadratic()
+    kwargs = {"key": _key(), "tol": 1e-6 if largest else 1e-2, "num_iters": 30}
+    if largest:
+        plain = sharpness.top_eigenvalues(loss_fn, params, data, k=2, **kwargs)
+        thick = sharpness.top_eigenvalues(loss_fn, params, data, k=2, max_basis=30, **kwargs)
+    else:
+        plain = sharpness.min_eigenvalue(loss_fn, params, data, **kwargs)
+        thick = sharpness.min_eigenvalue(loss_fn, params, data, max_basis=30, **kwargs)
+    assert 2 < int(plain[2]["num_hvps"]) < 30  # the tolerance decided
+    assert int(thick[2]["num_hvps"]) == int(plain[2]["num_hvps"])
+    np.testing.assert_allclose(thick[0], plain[0], rtol=1e-9)
+
+
+def test_spectral_density_grid_width_and_defaults(x64):
+    """The grid spans the nodes ± (5% of their span + 3σ), on 512 points by default; an
+    explicit σ is the Gaussians' width; tol alone stops after the default 3 runs."""
+    eigenvalues = np.linspace(1.0, 1.5, 6)  # a narrow spectrum: span 0.5
+
+    def loss_fn(w, batch):
+        return 0.5 * jnp.sum(batch * w**2)
+
+    data = jnp.asarray(eigenvalues)[None]
+    out = sharpness.spectral_density(loss_fn, jnp.ones(6), data, key=_key(), num_iters=6)
+    nodes, weights = np.asarray(out.nodes), np.asarray(out.weights)
+    span = nodes.max() - nodes.min()
+    assert out.grid.shape == (512,) and 0.45 < span <= 0.5 + 1e-9
+    np.testing.assert_allclose(
+        [out.grid[0], out.grid[-1]],
+        [nodes.min() - 0.05 * span - 0.03 * span, nodes.max() + 0.05 * span + 0.03 * span],
+        rtol=1e-9,
+    )
+    sigma = 0.02
+    wide = sharpness.spectral_density(
+        loss_fn, jnp.ones(6), data, key=_key(), num_iters=6, num_points=64, sigma=sigma
+    )
+    grid = np.asarray(wide.grid)
+    gauss = np.exp(-0.5 * ((grid[:, None, None] - nodes[None]) / sigma) ** 2)
+    by_hand = np.sum(gauss * weights[None], axis=(1, 2)) / (sigma * np.sqrt(2 * np.pi) * 4)
+    np.testing.assert_allclose(wide.density, by_hand, rtol=1e-8)
+    loose = sharpness.spectral_density(
+        loss_fn, jnp.ones(6), data, key=_key(), num_iters=6, num_runs=6, tol=1e3
+    )
+    assert int(loose.runs) == 3 and out.runs.dtype == jnp.int32
+
+
+def test_lanczos_of_one_step_and_float32_under_x64(x64):
+    a = np.diag(np.array([3.0, 1.0, 0.5], np.float32))
+    start = np.array([1.0, 2.0, 2.0], np.float32)
+    out = sharpness.lanczos(lambda v: a @ v, start, 1)
+    np.testing.assert_allclose(out.alphas, [start @ a @ start / (start @ start)], rtol=1e-6)
+    assert out.alphas.dtype == out.betas.dtype == out.basis.dtype == jnp.float32
+
+
+def test_trace_probes_one_at_a_time_give_the_same_estimate(x64):
+    loss_fn, params, data, _ = _diagonal_quadratic(12)
+    for method in ("hutch++", "hutchinson"):
+        batched, one = (
+            sharpness.hessian_trace(
+                loss_fn, params, data, key=_key(), method=method, num_samples=9, probe_batch=b
+            )
+            for b in (4, 1)
+        )
+        np.testing.assert_allclose(one, batched, rtol=1e-10)

@@ -1,6 +1,7 @@
 """tools/mutation.py's sampling and interval (the mutation runs themselves are not in the suite)."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,13 @@ def test_a_test_module_that_runs_jax_at_import_is_refused(tmp_path):
     mutation.check_collection_leaves_jax_idle(tmp_path, ["test_numpy_data.py"])
     with pytest.raises(RuntimeError, match="collecting the tests ran JAX"):
         mutation.check_collection_leaves_jax_idle(tmp_path, ["test_jax_data.py"])
+
+
+def test_recorded_sampled_scores_carry_their_wilson_interval():
+    root = Path(__file__).resolve().parent.parent / "tools"
+    for name in ("mutation_scores.json", "mutation_scores_before.json"):
+        for group, result in json.loads((root / name).read_text()).items():
+            if isinstance(result, dict) and "sample" in result:
+                interval = mutation.wilson_interval(result["killed"], result["mutants"])
+                assert tuple(result["interval"]) == interval, (name, group)
+                assert interval[0] <= result["score"] <= interval[1]

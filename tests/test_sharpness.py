@@ -1017,3 +1017,19 @@ def test_trace_probes_one_at_a_time_give_the_same_estimate(x64):
             for b in (4, 1)
         )
         np.testing.assert_allclose(one, batched, rtol=1e-10)
+
+
+def test_top_eigenvalues_defaults_check_every_step_and_skip_explicit_residuals(x64):
+    loss_fn, params, data, _ = _diagonal_quadratic()
+    counts = {
+        every: int(
+            sharpness.top_eigenvalues(
+                loss_fn, params, data, key=_key(), tol=1e-6, check_every=every
+            )[2]["num_hvps"]
+        )
+        for every in (1, 2)
+    }
+    _, _, info = sharpness.top_eigenvalues(loss_fn, params, data, key=_key(), tol=1e-6)
+    assert int(info["num_hvps"]) == counts[1] != counts[2] and "residual_norm" not in info
+    _, _, fixed = sharpness.top_eigenvalues(loss_fn, params, data, key=_key(), num_iters=5, tol=0)
+    assert int(fixed["num_hvps"]) == 5

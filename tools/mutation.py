@@ -123,12 +123,20 @@ def _configure(workdir: Path, mutate: list[str], tests: list[str]) -> None:
     (workdir / "setup.cfg").write_text("\n".join(lines) + "\n")
 
 
+def _results(workdir: Path) -> dict[str, str]:
+    """Every mutant's status (``"killed"``, ``"survived"``, ``"not checked"``, ...) by name,
+    from the ``.meta`` files mutmut writes."""
+    from mutmut.stats import status_by_exit_code
+
+    return {
+        key: status_by_exit_code[code]
+        for meta in (workdir / "mutants").rglob("*.meta")
+        for key, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+    }
+
+
 def _statuses(workdir: Path) -> Counter:
-    counts: Counter = Counter()
-    for meta in (workdir / "mutants").rglob("*.meta"):
-        for code in json.loads(meta.read_text())["exit_code_by_key"].values():
-            counts[status_by_exit_code()[code]] += 1
-    return counts
+    return Counter(_results(workdir).values())
 
 
 def _survivors(workdir: Path, mutmut: Path) -> str:
@@ -175,18 +183,7 @@ def wilson_interval(killed: int, total: int, z: float = 1.96) -> tuple[float, fl
 
 
 def _survivor_names(workdir: Path) -> list[str]:
-    return [
-        key
-        for meta in (workdir / "mutants").rglob("*.meta")
-        for key, code in json.loads(meta.read_text())["exit_code_by_key"].items()
-        if code is not None and status_by_exit_code()[code] == "survived"
-    ]
-
-
-def status_by_exit_code() -> dict:
-    from mutmut.stats import status_by_exit_code
-
-    return status_by_exit_code
+    return [key for key, status in _results(workdir).items() if status == "survived"]
 
 
 _FORKS_AFTER_COLLECTION = """
@@ -253,11 +250,7 @@ def _run_mutmut(workdir: Path, name: str, max_children: int, patterns: list[str]
 
 
 def _largest_mutant_number(workdir: Path) -> int:
-    return max(
-        int(key.rsplit("_", 1)[1])
-        for meta in (workdir / "mutants").rglob("*.meta")
-        for key in json.loads(meta.read_text())["exit_code_by_key"]
-    )
+    return max(int(key.rsplit("_", 1)[1]) for key in _results(workdir))
 
 
 def run_group(

@@ -5,8 +5,10 @@ Matrix-free products (:func:`ggn_vp`, :func:`empirical_fisher_vp`,
 from per-example Jacobians (:func:`ggn_matrix`, :func:`ggn_diagonal`,
 :func:`empirical_fisher_matrix`, :func:`empirical_fisher_diagonal`) for a last
 layer or a small model; Hutchinson's diagonal for the rest; KFAC and EKFAC
-factors of every dense layer (:func:`kfac_factors`, :func:`ekfac_eigenvalues`). All average over a
-batched dataset like :func:`jaxreg.sharpness.hvp` and run under ``jit``/``vmap``.
+factors of every dense layer (:func:`kfac_factors`, :func:`ekfac_eigenvalues`) and
+KFAC factors of every convolution, found in the model's jaxpr
+(:func:`conv_kfac_factors`). All average over a batched dataset like
+:func:`jaxreg.sharpness.hvp` and run under ``jit``/``vmap``.
 ``apply(params, x) -> outputs`` is the model in eval mode (``Model.bind()``).
 """
 
@@ -26,6 +28,11 @@ from jaxreg.curvature.kfac import DenseLayer as DenseLayer
 from jaxreg.curvature.kfac import dense_layers as dense_layers
 from jaxreg.curvature.kfac import ekfac_eigenvalues as ekfac_eigenvalues
 from jaxreg.curvature.kfac import kfac_factors as kfac_factors
+from jaxreg.curvature.kfac_conv import APPROXIMATIONS as APPROXIMATIONS
+from jaxreg.curvature.kfac_conv import ConvFactors as ConvFactors
+from jaxreg.curvature.kfac_conv import ConvLayer as ConvLayer
+from jaxreg.curvature.kfac_conv import conv_kfac_factors as conv_kfac_factors
+from jaxreg.curvature.kfac_conv import conv_layers as conv_layers
 from jaxreg.curvature.likelihoods import LIKELIHOODS as LIKELIHOODS
 from jaxreg.curvature.likelihoods import Likelihood as Likelihood
 from jaxreg.curvature.likelihoods import as_outputs as as_outputs

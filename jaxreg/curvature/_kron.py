@@ -2,8 +2,10 @@
 
 Each selected leaf becomes one group: a dense layer's kernel gets the
 Kronecker eigenbasis of its factors, its bias the eigenbasis of ``G`` (its
-exact GGN block), and every other leaf (a convolution, a normalization's
-scale, a kernel without a bias) its exact GGN diagonal.
+exact GGN block); a convolution's kernel, read as a matrix ``(taps·in, out)``
+(or ``(out, in·taps)``), the Kronecker eigenbasis of its KFAC-expand factors,
+its bias the eigenbasis of its exact GGN block; and every other leaf (a
+normalization's scale, a kernel without a bias) its exact GGN diagonal.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxreg._checks import is_traced
-from jaxreg.curvature.dense import ggn_diagonal
-from jaxreg.curvature.kfac import DenseFactors, ekfac_eigenvalues, kfac_factors
+from jaxreg.curvature._roots import ggn_roots
+from jaxreg.curvature.dense import ggn_diagonal, ggn_matrix
+from jaxreg.curvature.kfac import DenseFactors, dense_layers, ekfac_eigenvalues, kfac_factors
+from jaxreg.curvature.kfac_conv import ConvFactors, conv_kfac_factors, conv_layers
+from jaxreg.curvature.subset import subset
+from jaxreg.data import mean_over_batches
 
 #: The largest rank-one error a dense layer may have for ``"kron"``/``"ekfac"``.
 RANK_ONE_TOLERANCE = 0.05
@@ -45,7 +52,10 @@ def _check_rank_one(factors: tuple[DenseFactors, ...], tolerance: float) -> None
 
 
 def _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tolerance):
-    """``{leaf index: (eigenvalues (size,), per-axis bases)}`` of the selected dense leaves."""
+    """``{leaf index: (eigenvalues (size,), per-axis bases, shape)}`` of the selected dense
+    leaves."""
+    if not dense_layers(params):
+        return {}
     factors = kfac_factors(apply, params, data, likelihood=likelihood)
     factors = tuple(f for f in factors if {f.layer.kernel, f.layer.bias} & chosen_leaves)
     _check_rank_one(factors, tolerance)
@@ -60,21 +70,94 @@ def _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tol
     groups = {}
     for f, (qa, qg, kernel_values, bias_values) in zip(factors, decomposed, strict=True):
         flip = f.layer.layout == "out_in"
+        kernel_values = kernel_values.T if flip else kernel_values
         groups[f.layer.kernel] = (
-            (kernel_values.T if flip else kernel_values).ravel(),
+            kernel_values.ravel(),
             (qg, qa) if flip else (qa, qg),
+            kernel_values.shape,
         )
-        groups[f.layer.bias] = (bias_values, (qg,))
+        groups[f.layer.bias] = (bias_values, (qg,), bias_values.shape)
+    return groups
+
+
+def _conv_kernel_groups(factors: tuple[ConvFactors, ...]) -> dict:
+    """KFAC's eigenbasis of each convolution's kernel, read as a matrix."""
+    groups = {}
+    for f in factors:
+        (la, qa), (lg, qg) = jnp.linalg.eigh(f.inputs), jnp.linalg.eigh(f.output_grads)
+        values = jnp.outer(jnp.maximum(la, 0.0), jnp.maximum(lg, 0.0))
+        flip = f.layer.out_axis == 0
+        values = values.T if flip else values
+        groups[f.layer.kernel] = (values, (qg, qa) if flip else (qa, qg))
+    return groups
+
+
+def _refit_to_diagonal(apply, params, data, likelihood, groups: dict) -> dict:
+    """EKFAC: each kernel's eigenvalues re-fitted to the exact GGN diagonal in its basis."""
+    kernels = sorted(groups)
+    chosen = subset(params, _leaf_mask(params, kernels))
+    splits = np.cumsum(chosen.sizes)[:-1].tolist()
+
+    def batch_scales(batch):
+        roots, weights = ggn_roots(apply, chosen, batch, likelihood, 1.0)  # (n, K, P)
+        scales = []
+        for part, index in zip(jnp.split(roots, splits, axis=2), kernels, strict=True):
+            values, (b0, b1) = groups[index]
+            block = part.reshape(*part.shape[:2], *values.shape)
+            rotated = jnp.einsum("nkde,da,eb->nkab", block, b0, b1)
+            scales.append(jnp.einsum("nkab,n->ab", jnp.square(rotated), weights))
+        return scales
+
+    scales = mean_over_batches(batch_scales, data)
+    return {i: (s, groups[i][1]) for i, s in zip(kernels, scales, strict=True)}
+
+
+def _leaf_mask(params, indices) -> Any:
+    treedef = jax.tree.structure(params)
+    return jax.tree.unflatten(treedef, [i in indices for i in range(treedef.num_leaves)])
+
+
+def _conv_groups(apply, params, data, structure, likelihood, chosen_leaves, taken):
+    """``{leaf index: (eigenvalues, bases, shape)}`` of the selected convolutions' leaves."""
+    found = conv_layers(apply, params, data["x"][0, :1])
+    if not found and not dense_layers(params):
+        raise ValueError(
+            f"structure={structure!r}: params has no dense layer (a 2-D 'kernel' or 'weight' "
+            "leaf with a 1-D 'bias' sibling of its output size) and apply no convolution "
+            "with a parameter kernel; use structure='diag'"
+        )
+    layers = [layer for layer in found if layer.kernel in chosen_leaves - taken]
+    if not layers:
+        return {}
+    kept = {layer.kernel for layer in layers}
+    factors = conv_kfac_factors(apply, params, data, likelihood=likelihood)
+    kernels = _conv_kernel_groups(tuple(f for f in factors if f.layer.kernel in kept))
+    if structure == "ekfac":
+        kernels = _refit_to_diagonal(apply, params, data, likelihood, kernels)
+    groups = {i: (v.ravel(), bases, v.shape) for i, (v, bases) in kernels.items()}
+    biases = [layer.bias for layer in layers if layer.bias >= 0 and layer.bias in chosen_leaves]
+    if biases:
+        block = ggn_matrix(apply, params, data, likelihood=likelihood,
+                           wrt=_leaf_mask(params, biases))  # fmt: skip
+        offsets = np.cumsum([0, *(jax.tree.leaves(params)[i].size for i in biases)])
+        for k, index in enumerate(biases):
+            lo, hi = offsets[k], offsets[k + 1]
+            values, basis = jnp.linalg.eigh(block[lo:hi, lo:hi])
+            groups[index] = (jnp.maximum(values, 0.0), (basis,), values.shape)
     return groups
 
 
 def kron_curvature(
     apply, params: Any, data, *, structure: str, likelihood: str, mask: tuple[bool, ...],
     tolerance: float = RANK_ONE_TOLERANCE,
-) -> tuple[jax.Array, tuple]:  # fmt: skip
-    """``(eigenvalues (P,), bases)`` over the selected leaves, in leaf order."""
+) -> tuple[jax.Array, tuple, tuple]:  # fmt: skip
+    """``(eigenvalues (P,), bases, shapes)`` over the selected leaves, in leaf order; each
+    group's bases act on the axes of its shape (the leaf's size, as a matrix for a kernel)."""
     chosen_leaves = {index for index, chosen in enumerate(mask) if chosen}
     groups = _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tolerance)
+    groups.update(
+        _conv_groups(apply, params, data, structure, likelihood, chosen_leaves, set(groups))
+    )
     rest = sorted(chosen_leaves - set(groups))
     if rest:
         treedef = jax.tree.structure(params)
@@ -85,6 +168,7 @@ def kron_curvature(
         for index in rest:
             offsets.append(offsets[-1] + leaves[index].size)
         for k, index in enumerate(rest):
-            groups[index] = (diagonal[offsets[k] : offsets[k + 1]], ())
+            groups[index] = (diagonal[offsets[k] : offsets[k + 1]], (), leaves[index].shape)
     ordered = [groups[index] for index in sorted(chosen_leaves)]
-    return jnp.concatenate([values for values, _ in ordered]), tuple(b for _, b in ordered)
+    values = jnp.concatenate([values for values, _, _ in ordered])
+    return values, tuple(b for _, b, _ in ordered), tuple(tuple(s) for _, _, s in ordered)

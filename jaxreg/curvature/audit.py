@@ -181,10 +181,9 @@ def audit_curvature(
 def _kfac_pairs(apply, params, data, likelihood, structure: str, k: int):
     """The top-``k`` eigenpairs of the KFAC/EKFAC curvature, vectors in ravel order."""
     leaves = jax.tree.leaves(params)
-    values, bases = kron_curvature(apply, params, data, structure=structure,
-                                   likelihood=likelihood, mask=(True,) * len(leaves))  # fmt: skip
-    blocks = Blocks(
-        tuple(leaf.size for leaf in leaves), tuple(leaf.shape for leaf in leaves), bases
-    )
+    mask = (True,) * len(leaves)
+    values, bases, shapes = kron_curvature(apply, params, data, structure=structure,
+                                           likelihood=likelihood, mask=mask)  # fmt: skip
+    blocks = Blocks(tuple(leaf.size for leaf in leaves), shapes, bases)
     top, index = jax.lax.top_k(values, k)
     return top, from_eigenbasis(blocks, jax.nn.one_hot(index, values.shape[0], dtype=values.dtype))

@@ -9,7 +9,9 @@ downstream (evidence, predictive), so choosing them never refits.
 Structures: ``"full"`` (dense ``P × P``, kept as its eigendecomposition; a
 small model or a last layer), ``"diag"`` (exact GGN diagonal), ``"kron"``
 (KFAC: per dense layer ``A ⊗ G`` for the kernel and ``G`` for the bias,
-:func:`jaxreg.curvature.kfac_factors`; every other leaf diagonal) and
+:func:`jaxreg.curvature.kfac_factors`; per convolution KFAC-expand's ``A ⊗ G``
+for the kernel and the exact block for the bias,
+:func:`jaxreg.curvature.conv_kfac_factors`; every other leaf diagonal) and
 ``"ekfac"`` (KFAC's eigenbasis with the exact GGN diagonal in it). ``wrt``
 restricts the approximation to a subset, e.g. the last layer; the other
 parameters stay at their trained values.
@@ -80,10 +82,12 @@ class Laplace:
       group_names: those leaves' paths, e.g. ``"layers/2/kernel"``.
       num_outputs: ``C``.
       wrt: which leaves of ``params`` are approximated (in ``jax.tree.leaves`` order).
-      bases: kron/ekfac: per group, one orthogonal matrix per axis of the leaf
-        (the group's eigenvectors are their Kronecker product), or ``()`` for a
-        group kept diagonal; empty otherwise.
-      group_shapes: the selected leaves' shapes.
+      bases: kron/ekfac: per group, one orthogonal matrix per axis of its
+        ``group_shapes`` entry (the group's eigenvectors are their Kronecker
+        product), or ``()`` for a group kept diagonal; empty otherwise.
+      group_shapes: the selected leaves' shapes; kron/ekfac: a convolution's
+        kernel as the matrix its factors act on (``(taps·in, out)`` or
+        ``(out, in·taps)``, the leaf's row-major entries) and its bias as ``(out,)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -173,7 +177,9 @@ def fit_laplace(
         gradients) or ``"ekfac"`` (KFAC's eigenbasis, eigenvalues re-fitted to
         the exact diagonal: one more pass). For kron/ekfac a dense layer must be
         applied once per example (``ValueError`` otherwise; see
-        :func:`jaxreg.curvature.kfac_factors`).
+        :func:`jaxreg.curvature.kfac_factors`); a convolution gets KFAC-expand
+        factors (:func:`jaxreg.curvature.conv_kfac_factors`, memory ``C × T × out``
+        per example and layer for ``T`` output positions).
       wrt: the parameters to approximate (a mask, e.g.
         ``masks.by_path(r"layers/2/")`` for a last-layer Laplace); all by default.
 
@@ -198,9 +204,11 @@ def fit_laplace(
     mask = tuple(bool(m) for m in jax.tree.leaves(resolve(wrt, params)))
     chosen = subset(params, wrt)
     bases = ()
+    leaves = jax.tree.leaves(params)
+    shapes = tuple(np.shape(leaf) for leaf, m in zip(leaves, mask, strict=True) if m)
     if structure in ("kron", "ekfac"):
-        curvature, bases = kron_curvature(apply, params, data, structure=structure,
-                                          likelihood=likelihood, mask=mask)  # fmt: skip
+        curvature, bases, shapes = kron_curvature(apply, params, data, structure=structure,
+                                                  likelihood=likelihood, mask=mask)  # fmt: skip
     else:
         curvature_fn = ggn_matrix if structure == "full" else ggn_diagonal
         curvature = curvature_fn(apply, params, data, likelihood=likelihood, wrt=wrt)
@@ -227,7 +235,5 @@ def fit_laplace(
         num_outputs=num_outputs,
         wrt=mask,
         bases=bases,
-        group_shapes=tuple(
-            np.shape(leaf) for leaf, m in zip(jax.tree.leaves(params), mask, strict=True) if m
-        ),
+        group_shapes=shapes,
     )

@@ -31,7 +31,7 @@ def _block(name: str) -> str:
     return found.group(1)
 
 
-@pytest.mark.parametrize("name", ["hessian", "tour"])
+@pytest.mark.parametrize("name", ["hessian", "tour", "kfac_conv"])
 def test_the_readmes_performance_paragraphs_are_generated_from_the_recorded_results(name):
     assert _block(name) == readme.blocks()[name]
 
@@ -57,6 +57,16 @@ def test_the_compilation_cache_docstring_quotes_the_recorded_first_calls():
                 f"{cache['warm_first_call_s']:.1f} s against {cache['cold_first_call_s']:.1f} s"
             )
         assert quoted in text
+
+
+def test_the_recorded_conv_kfac_factors_agree_with_curvlinops_on_every_layer():
+    result = json.loads((ROOT / "benchmarks" / "results" / "kfac_conv.json").read_text())
+    rows = result["agreement"]
+    assert {name.split("/")[0] for name in rows} == {"expand", "reduce"}
+    assert len(rows) == 8  # two convolutions and two dense layers, each approximation
+    worst = max(max(row.values()) for row in rows.values())
+    assert worst == result["worst_relative"] < 1e-8
+    assert result["port_logits_relative"] < 1e-12  # the PyTorch port is the same network
 
 
 def test_the_conv_in_a_loop_slowdown_is_the_recorded_one():

@@ -21,6 +21,7 @@ from flax import nnx
 from jaxreg import laplace
 from jaxreg.curvature import (
     ConvLayer,
+    audit_curvature,
     conv_kfac_factors,
     conv_layers,
     ekfac_eigenvalues,
@@ -296,3 +297,21 @@ def test_kron_laplace_of_a_cnn_runs_under_jit_and_vmap():
     vmapped = jax.jit(jax.vmap(evidence))(stacked)
     one_by_one = [evidence(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(2)]
     np.testing.assert_allclose(vmapped, one_by_one, rtol=1e-5)
+
+
+def test_the_audit_finds_kfac_exact_for_a_one_position_convolution_and_not_beyond(x64):
+    head = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)))
+
+    def apply(p, x):
+        y = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+        return jnp.tanh(y.reshape(y.shape[0], -1, OUT)).mean(axis=1) @ head
+
+    params = {"kernel": jnp.asarray(np.random.default_rng(0).normal(size=(3, 2, 2, 4)))}
+    images = jnp.asarray(np.random.default_rng(2).normal(size=(1, 6, 5, 2)))
+    key = jax.random.key(0)
+    for image, exact in ((images[:, :3, :2], True), (images, False)):
+        data = batches(image, jnp.zeros(1, int), 1)
+        audit = audit_curvature(apply, params, data, key=key, k=2, kfac=True, tol=1e-10)
+        error = float(jnp.max(audit.approximations["kron"].relative_error))
+        assert (error < 1e-8) if exact else (error > 1e-3), error

@@ -11,8 +11,9 @@ with the exact GGN's (adaptive Lanczos on :func:`jaxreg.curvature.ggn_vp`):
 Approximations: ``"diag"`` (the exact GGN diagonal: its eigenvectors are
 coordinate axes), ``"last_layer"`` (the exact GGN block of the parameters
 ``last_layer`` selects, zero elsewhere), and ``"kron"``/``"ekfac"`` (KFAC and
-EKFAC blocks of every dense layer, :func:`jaxreg.curvature.kfac_factors`, the
-diagonal for the other leaves). Everything is jit/vmap-able, so a
+EKFAC blocks of every dense layer and convolution,
+:func:`jaxreg.curvature.kfac_factors` and :func:`jaxreg.curvature.conv_kfac_factors`,
+the diagonal for the other leaves). Everything is jit/vmap-able, so a
 sweep's members are audited in one program.
 """
 
@@ -140,7 +141,8 @@ def audit_curvature(
       likelihood: ``"classification"`` or ``"regression"``.
       last_layer: a mask selecting the last layer (e.g. ``masks.by_path(r"layers/2/")``);
         ``None`` audits the diagonal only.
-      kfac: also audit ``"kron"`` and ``"ekfac"`` (the model needs a dense layer).
+      kfac: also audit ``"kron"`` and ``"ekfac"`` (the model needs a dense layer or a
+        convolution).
       num_iters: Lanczos's cap (see :func:`jaxreg.sharpness.top_eigenvalues`).
       tol: Lanczos's relative eigenvalue tolerance; the eigenvectors, and so the
         angles, are accurate to about its square root.

@@ -131,6 +131,8 @@ def resolve(mask: MaskLike | None, params: chex.ArrayTree) -> chex.ArrayTree:
     """Full mask with the structure of ``params``: calls a callable, broadcasts a prefix.
 
     ``None`` selects every leaf. Leaves of the mask must be Python or NumPy bools.
+    A callable that is itself a tree with leaves (an Equinox module holding
+    bools, the shape of Equinox params) is a mask, not a function.
 
     Raises:
       ValueError: the mask's tree does not match (a prefix of) ``params``.
@@ -146,7 +148,8 @@ def resolve(mask: MaskLike | None, params: chex.ArrayTree) -> chex.ArrayTree:
     """
     if mask is None:
         return jax.tree.map(lambda _: True, params)
-    if callable(mask):
+    if callable(mask) and jax.tree_util.treedef_is_leaf(jax.tree.structure(mask)):
+        # A function of params. A callable *tree* (an Equinox module of bools) is a mask.
         mask = mask(params)
     try:
         full = jax.tree.map(

@@ -243,17 +243,29 @@ def test_kron_laplace_runs_under_jit_and_vmap_over_a_stack_of_models():
     np.testing.assert_allclose(vmapped, one_by_one, rtol=1e-5)
 
 
-def test_kron_laplace_of_an_nnx_model_equals_the_same_network_written_as_a_function(x64):
-    model = jaxreg.nn.from_nnx(jaxreg.nn.MLP((3, 5, 3), rngs=nnx.Rngs(0)))
+@pytest.mark.parametrize("framework", ["nnx", "equinox"])
+def test_kron_laplace_of_a_stock_model_equals_the_same_network_written_as_a_function(
+    x64, framework
+):
+    if framework == "nnx":
+        model = jaxreg.nn.from_nnx(jaxreg.nn.MLP((3, 5, 3), rngs=nnx.Rngs(0)))
+    else:  # Equinox params are a (callable) module: masks over them are trees, not functions
+        import equinox as eqx
+
+        mlp = eqx.nn.MLP(3, 3, 5, 1, activation=jax.nn.relu, key=jax.random.key(0))
+        model = jaxreg.nn.from_equinox(mlp)
     _, data = _data()
     layers = dense_layers(model.params)
-    assert [layer.layout for layer in layers] == ["in_out", "in_out"]
+    layout = "in_out" if framework == "nnx" else "out_in"
+    assert [layer.layout for layer in layers] == [layout, layout]
     leaves = jax.tree.leaves(model.params)
-    plain = [{"kernel": leaves[layer.kernel], "bias": leaves[layer.bias]} for layer in layers]
+    name = "kernel" if layout == "in_out" else "weight"
+    plain = [{name: leaves[layer.kernel], "bias": leaves[layer.bias]} for layer in layers]
 
     def by_hand(params, x):
-        hidden = jax.nn.relu(x @ params[0]["kernel"] + params[0]["bias"])
-        return hidden @ params[1]["kernel"] + params[1]["bias"]
+        kernels = [p["kernel"] if layout == "in_out" else p["weight"].T for p in params]
+        hidden = jax.nn.relu(x @ kernels[0] + params[0]["bias"])
+        return hidden @ kernels[1] + params[1]["bias"]
 
     ours = laplace.fit_laplace(model.bind(), model.params, data, structure="kron")
     reference = laplace.fit_laplace(by_hand, plain, data, structure="kron")

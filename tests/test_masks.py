@@ -27,3 +27,15 @@ def test_resolve_broadcasts_prefixes_and_none():
         "b": False,
     }
     assert masks.resolve(None, params) == {"a": {"x": True, "y": True}, "b": True}
+
+
+def test_a_mask_shaped_like_equinox_params_is_a_tree_not_a_function():
+    import equinox as eqx
+
+    net = eqx.nn.Linear(3, 2, key=jax.random.key(0))  # callable, and a tree of two arrays
+    params = eqx.filter(net, eqx.is_inexact_array)
+    mask = jax.tree.unflatten(jax.tree.structure(params), [True, False])
+    assert jax.tree.leaves(masks.resolve(mask, params)) == [True, False]
+    assert jax.tree.leaves(masks.resolve(masks.by_path("bias"), params)) == [False, True]
+    leaf = jnp.ones(3)  # a function mask of a single-leaf tree is still called
+    assert masks.resolve(lambda p: True, leaf) is True

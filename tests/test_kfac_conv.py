@@ -22,6 +22,7 @@ from jaxreg import laplace
 from jaxreg.curvature import (
     ConvLayer,
     audit_curvature,
+    conv_ekfac_eigenvalues,
     conv_kfac_factors,
     conv_layers,
     ekfac_eigenvalues,
@@ -315,3 +316,20 @@ def test_the_audit_finds_kfac_exact_for_a_one_position_convolution_and_not_beyon
         audit = audit_curvature(apply, params, data, key=key, k=2, kfac=True, tol=1e-10)
         error = float(jnp.max(audit.approximations["kron"].relative_error))
         assert (error < 1e-8) if exact else (error > 1e-3), error
+
+
+def test_conv_ekfac_is_the_exact_ggn_diagonal_in_the_kfac_eigenbasis_in_either_layout(x64):
+    x, params = _setup(n=4)
+    data = batches(jnp.asarray(x), jnp.zeros(4, int), 4)
+    for model in (None, from_equinox(_eqx_net(params))):
+        apply, p = (_Net().apply, params) if model is None else (model.bind(), model.params)
+        factors = conv_kfac_factors(apply, p, data)
+        ((qa, qg, s),) = conv_ekfac_eigenvalues(apply, p, data, factors)
+        (layer,) = [f.layer for f in factors]
+        chosen = subset(p)
+        exact = _ggn_block(ggn_matrix(apply, p, data), chosen, layer.kernel)
+        basis = jnp.kron(qa, qg) if layer.out_axis == 3 else jnp.kron(qg, qa)
+        diagonal = jnp.diag(basis.T @ exact @ basis)
+        values = s if layer.out_axis == 3 else s.T  # S is (D, out) in either layout
+        np.testing.assert_allclose(values.ravel(), diagonal, rtol=1e-9, atol=1e-14)
+        assert s.shape == (12, OUT)

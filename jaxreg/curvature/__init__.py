@@ -6,8 +6,8 @@ from per-example Jacobians (:func:`ggn_matrix`, :func:`ggn_diagonal`,
 :func:`empirical_fisher_matrix`, :func:`empirical_fisher_diagonal`) for a last
 layer or a small model; Hutchinson's diagonal for the rest; KFAC and EKFAC
 factors of every dense layer (:func:`kfac_factors`, :func:`ekfac_eigenvalues`) and
-KFAC factors of every convolution, found in the model's jaxpr
-(:func:`conv_kfac_factors`). All average over a batched dataset like
+KFAC and EKFAC factors of every convolution, found in the model's jaxpr
+(:func:`conv_kfac_factors`, :func:`conv_ekfac_eigenvalues`). All average over a batched dataset like
 :func:`jaxreg.sharpness.hvp` and run under ``jit``/``vmap``.
 ``apply(params, x) -> outputs`` is the model in eval mode (``Model.bind()``).
 """
@@ -31,6 +31,7 @@ from jaxreg.curvature.kfac import kfac_factors as kfac_factors
 from jaxreg.curvature.kfac_conv import APPROXIMATIONS as APPROXIMATIONS
 from jaxreg.curvature.kfac_conv import ConvFactors as ConvFactors
 from jaxreg.curvature.kfac_conv import ConvLayer as ConvLayer
+from jaxreg.curvature.kfac_conv import conv_ekfac_eigenvalues as conv_ekfac_eigenvalues
 from jaxreg.curvature.kfac_conv import conv_kfac_factors as conv_kfac_factors
 from jaxreg.curvature.kfac_conv import conv_layers as conv_layers
 from jaxreg.curvature.likelihoods import LIKELIHOODS as LIKELIHOODS

@@ -17,12 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg._checks import is_traced
-from jaxreg.curvature._roots import ggn_roots
 from jaxreg.curvature.dense import ggn_diagonal, ggn_matrix
 from jaxreg.curvature.kfac import DenseFactors, dense_layers, ekfac_eigenvalues, kfac_factors
-from jaxreg.curvature.kfac_conv import ConvFactors, conv_kfac_factors, conv_layers
-from jaxreg.curvature.subset import subset
-from jaxreg.data import mean_over_batches
+from jaxreg.curvature.kfac_conv import conv_ekfac_eigenvalues, conv_kfac_factors, conv_layers
 
 #: The largest rank-one error a dense layer may have for ``"kron"``/``"ekfac"``.
 RANK_ONE_TOLERANCE = 0.05
@@ -80,36 +77,20 @@ def _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tol
     return groups
 
 
-def _conv_kernel_groups(factors: tuple[ConvFactors, ...]) -> dict:
-    """KFAC's eigenbasis of each convolution's kernel, read as a matrix."""
+def _conv_kernel_groups(apply, params, data, structure, likelihood, factors) -> dict:
+    """Each convolution kernel's eigenvalues (as its matrix) and bases: KFAC's, or EKFAC's."""
+    if structure == "ekfac":
+        decomposed = conv_ekfac_eigenvalues(apply, params, data, factors, likelihood=likelihood)
+    else:
+        decomposed = []
+        for f in factors:
+            (la, qa), (lg, qg) = jnp.linalg.eigh(f.inputs), jnp.linalg.eigh(f.output_grads)
+            decomposed.append((qa, qg, jnp.outer(jnp.maximum(la, 0.0), jnp.maximum(lg, 0.0))))
     groups = {}
-    for f in factors:
-        (la, qa), (lg, qg) = jnp.linalg.eigh(f.inputs), jnp.linalg.eigh(f.output_grads)
-        values = jnp.outer(jnp.maximum(la, 0.0), jnp.maximum(lg, 0.0))
+    for f, (qa, qg, values) in zip(factors, decomposed, strict=True):
         flip = f.layer.out_axis == 0
-        values = values.T if flip else values
-        groups[f.layer.kernel] = (values, (qg, qa) if flip else (qa, qg))
+        groups[f.layer.kernel] = (values.T if flip else values, (qg, qa) if flip else (qa, qg))
     return groups
-
-
-def _refit_to_diagonal(apply, params, data, likelihood, groups: dict) -> dict:
-    """EKFAC: each kernel's eigenvalues re-fitted to the exact GGN diagonal in its basis."""
-    kernels = sorted(groups)
-    chosen = subset(params, _leaf_mask(params, kernels))
-    splits = np.cumsum(chosen.sizes)[:-1].tolist()
-
-    def batch_scales(batch):
-        roots, weights = ggn_roots(apply, chosen, batch, likelihood, 1.0)  # (n, K, P)
-        scales = []
-        for part, index in zip(jnp.split(roots, splits, axis=2), kernels, strict=True):
-            values, (b0, b1) = groups[index]
-            block = part.reshape(*part.shape[:2], *values.shape)
-            rotated = jnp.einsum("nkde,da,eb->nkab", block, b0, b1)
-            scales.append(jnp.einsum("nkab,n->ab", jnp.square(rotated), weights))
-        return scales
-
-    scales = mean_over_batches(batch_scales, data)
-    return {i: (s, groups[i][1]) for i, s in zip(kernels, scales, strict=True)}
 
 
 def _leaf_mask(params, indices) -> Any:
@@ -131,9 +112,8 @@ def _conv_groups(apply, params, data, structure, likelihood, chosen_leaves, take
         return {}
     kept = {layer.kernel for layer in layers}
     factors = conv_kfac_factors(apply, params, data, likelihood=likelihood)
-    kernels = _conv_kernel_groups(tuple(f for f in factors if f.layer.kernel in kept))
-    if structure == "ekfac":
-        kernels = _refit_to_diagonal(apply, params, data, likelihood, kernels)
+    factors = tuple(f for f in factors if f.layer.kernel in kept)
+    kernels = _conv_kernel_groups(apply, params, data, structure, likelihood, factors)
     groups = {i: (v.ravel(), bases, v.shape) for i, (v, bases) in kernels.items()}
     biases = [layer.bias for layer in layers if layer.bias >= 0 and layer.bias in chosen_leaves]
     if biases:

@@ -13,7 +13,9 @@ Eschenhagen et al. (2023) give two Kronecker approximations:
   ``x̄ₙ = mean_t xₙₜ``, ``G = mean_n Σ_k ḡₙₖḡₙₖᵀ`` with ``ḡₙₖ = Σ_t gₙₜₖ``.
 
 Both scale like curvlinops' ``KFACLinearOperator`` (``kfac_approx``), and both
-are exact for a convolution with one output position and one example. The
+are exact for a convolution with one output position and one example. EKFAC
+(:func:`conv_ekfac_eigenvalues`; George et al., 2018) keeps KFAC's eigenbasis
+and re-fits the eigenvalues to the exact GGN diagonal in it. The
 layers are found without tagging: the model is traced once and every
 ``conv_general_dilated`` whose kernel is a parameter leaf, used once, is a
 layer (grouped and transposed convolutions are left out). ``A`` is laid out
@@ -34,11 +36,20 @@ from flax import struct
 from jax.typing import ArrayLike
 
 from jaxreg.curvature._conv_sites import Site, Traced
+from jaxreg.curvature._roots import ggn_roots
 from jaxreg.curvature.likelihoods import Likelihood, as_outputs, check_likelihood, hessian_root
+from jaxreg.curvature.subset import subset
 from jaxreg.data import example_weights, mean_over_batches
 from jaxreg.masks import leaf_path
 
-__all__ = ["APPROXIMATIONS", "ConvFactors", "ConvLayer", "conv_kfac_factors", "conv_layers"]
+__all__ = [
+    "APPROXIMATIONS",
+    "ConvFactors",
+    "ConvLayer",
+    "conv_ekfac_eigenvalues",
+    "conv_kfac_factors",
+    "conv_layers",
+]
 
 Apply = Callable[[Any, jax.Array], jax.Array]
 #: How KFAC treats a convolution's positions (a type alias): ``"expand"`` or ``"reduce"``.
@@ -262,3 +273,70 @@ def conv_kfac_factors(
     return tuple(
         ConvFactors(layer, a, g, approximation) for layer, (a, g) in zip(layers, means, strict=True)
     )
+
+
+def _kernel_roots(part: jax.Array, layer: ConvLayer, kernel_shape: tuple) -> jax.Array:
+    """Per-example GGN roots of one kernel ``(n, K, D, out)`` from ``(n, K, size)``."""
+    out = kernel_shape[layer.out_axis]
+    if layer.out_axis == 0:
+        return jnp.swapaxes(part.reshape(*part.shape[:2], out, -1), 2, 3)
+    return part.reshape(*part.shape[:2], -1, out)
+
+
+def conv_ekfac_eigenvalues(
+    apply: Apply,
+    params: Any,
+    data: dict[str, jax.Array],
+    factors: tuple[ConvFactors, ...],
+    *,
+    likelihood: Likelihood = "classification",
+    sigma_noise: ArrayLike = 1.0,
+) -> tuple[tuple[jax.Array, jax.Array, jax.Array], ...]:
+    """EKFAC for convolutions: each kernel's exact GGN diagonal in its KFAC eigenbasis.
+
+    Memory per batch: the kernels' per-example GGN roots (``batch × C × Σ kernel sizes``).
+
+    Args:
+      apply, params, data, likelihood, sigma_noise: as for :func:`conv_kfac_factors`.
+      factors: :func:`conv_kfac_factors` of the same model and data.
+
+    Returns:
+      Per layer ``(Q_A, Q_G, S)``: the eigenvectors of ``A`` and ``G`` and the
+      re-fitted eigenvalues ``(D, out)`` of the kernel block (``S[a, b] =
+      mean_n Σ_k ((Q_A ⊗ Q_G)ᵀ vec Rₙₖ)²_{ab}``, ``Rₙₖ = Σ_t xₙₜ gₙₜₖᵀ`` the kernel's
+      per-example GGN root, read as ``(D, out)`` whatever the leaf's layout).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import linen as nn
+      >>> from jaxreg.data import batches
+      >>> net = nn.Sequential([nn.Conv(3, (3, 3)), lambda h: h.mean(axis=(1, 2)), nn.Dense(2)])
+      >>> x = jax.random.normal(jax.random.key(0), (8, 5, 5, 2))
+      >>> params = net.init(jax.random.key(1), x[:1])
+      >>> data = batches(x, jnp.zeros(8, int), 4)
+      >>> factors = conv_kfac_factors(net.apply, params, data)
+      >>> ((qa, qg, s),) = conv_ekfac_eigenvalues(net.apply, params, data, factors)
+      >>> qa.shape, qg.shape, s.shape
+      ((18, 18), (3, 3), (18, 3))
+    """
+    check_likelihood(likelihood)
+    leaves = jax.tree.leaves(params)
+    kernels = [f.layer.kernel for f in factors]
+    treedef = jax.tree.structure(params)
+    chosen = subset(params, jax.tree.unflatten(treedef, [i in kernels for i in range(len(leaves))]))
+    order = [chosen.paths.index(i) for i in kernels]
+    splits = np.cumsum(chosen.sizes)[:-1].tolist()
+    bases = [(jnp.linalg.eigh(f.inputs)[1], jnp.linalg.eigh(f.output_grads)[1]) for f in factors]
+
+    def batch_scales(batch):
+        roots, weights = ggn_roots(apply, chosen, batch, likelihood, sigma_noise)  # (n, K, P)
+        parts = jnp.split(roots, splits, axis=2)
+        scales = []
+        for f, index, (qa, qg) in zip(factors, order, bases, strict=True):
+            block = _kernel_roots(parts[index], f.layer, leaves[f.layer.kernel].shape)
+            rotated = jnp.einsum("nkde,da,eb->nkab", block, qa, qg)
+            scales.append(jnp.einsum("nkab,n->ab", jnp.square(rotated), weights))
+        return scales
+
+    scales = mean_over_batches(batch_scales, data)
+    return tuple((qa, qg, s) for (qa, qg), s in zip(bases, scales, strict=True))

@@ -300,22 +300,23 @@ def test_kron_laplace_of_a_cnn_runs_under_jit_and_vmap():
     np.testing.assert_allclose(vmapped, one_by_one, rtol=1e-5)
 
 
-def test_the_audit_finds_kfac_exact_for_a_one_position_convolution_and_not_beyond(x64):
+def test_the_audit_finds_kfac_exact_for_a_one_position_convolution(x64):
     head = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)))
 
-    def apply(p, x):
+    def apply(p, x):  # the window covers the image: KFAC is the exact GGN for one example
         y = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "VALID",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
-        return jnp.tanh(y.reshape(y.shape[0], -1, OUT)).mean(axis=1) @ head
+        return jnp.tanh(y.reshape(y.shape[0], OUT)) @ head
 
     params = {"kernel": jnp.asarray(np.random.default_rng(0).normal(size=(3, 2, 2, 4)))}
-    images = jnp.asarray(np.random.default_rng(2).normal(size=(1, 6, 5, 2)))
-    key = jax.random.key(0)
-    for image, exact in ((images[:, :3, :2], True), (images, False)):
-        data = batches(image, jnp.zeros(1, int), 1)
-        audit = audit_curvature(apply, params, data, key=key, k=2, kfac=True, tol=1e-10)
-        error = float(jnp.max(audit.approximations["kron"].relative_error))
-        assert (error < 1e-8) if exact else (error > 1e-3), error
+    image = jnp.asarray(np.random.default_rng(2).normal(size=(1, 3, 2, 2)))
+    data = batches(image, jnp.zeros(1, int), 1)
+    audit = audit_curvature(apply, params, data, key=jax.random.key(0), k=2, kfac=True)
+    kron = audit.approximations["kron"]
+    np.testing.assert_allclose(kron.eigenvalues, audit.exact_eigenvalues, rtol=1e-4)
+    assert float(jnp.max(kron.principal_angles)) < 1e-2
+    # the diagonal alone (what a convolution got before) is far from it
+    assert float(jnp.max(audit.approximations["diag"].relative_error)) > 0.1
 
 
 def test_conv_ekfac_is_the_exact_ggn_diagonal_in_the_kfac_eigenbasis_in_either_layout(x64):

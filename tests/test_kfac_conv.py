@@ -251,39 +251,43 @@ def _ggn_block(exact, chosen, leaf):
     return exact[offsets[i] : offsets[i + 1], offsets[i] : offsets[i + 1]]
 
 
-@pytest.mark.parametrize("structure", ["kron", "ekfac"])
-def test_kron_laplace_of_a_cnn_equals_its_dense_block_diagonal_reference(x64, structure):
+def _cnn_reference_blocks(apply, params, data, exact, chosen, structure):
+    """The conv kernel and head blocks, assembled densely from the factors."""
+    (conv,) = conv_kfac_factors(apply, params, data)
+    (head,) = kfac_factors(apply, params, data)
+    if structure == "kron":
+        return jnp.kron(conv.inputs, conv.output_grads), (
+            head.output_grads, jnp.kron(head.inputs, head.output_grads))  # fmt: skip
+    # EKFAC: KFAC's eigenbasis, the exact diagonal in it
+    basis = jnp.kron(jnp.linalg.eigh(conv.inputs)[1], jnp.linalg.eigh(conv.output_grads)[1])
+    values = jnp.diag(basis.T @ _ggn_block(exact, chosen, 1) @ basis)
+    qa, qg, s, s_bias = ekfac_eigenvalues(apply, params, data, (head,))[0]
+    head_kernel = jnp.kron(qa, qg) @ jnp.diag(s.ravel()) @ jnp.kron(qa, qg).T
+    return basis @ jnp.diag(values) @ basis.T, (qg @ jnp.diag(s_bias) @ qg.T, head_kernel)
+
+
+def test_kron_and_ekfac_laplace_of_a_cnn_equal_their_dense_block_diagonal_references(x64):
     x, params = _setup(n=6)
     apply = _Net().apply
     data = batches(jnp.asarray(x), jnp.arange(6) % CLASSES, 4)
-    la = laplace.fit_laplace(apply, params, data, structure=structure)
     exact, chosen = ggn_matrix(apply, params, data), subset(params)
-    (conv,) = conv_kfac_factors(apply, params, data)
-    (head,) = kfac_factors(apply, params, data)
-    kernel_block = jnp.kron(conv.inputs, conv.output_grads)
-    if structure == "ekfac":  # KFAC's eigenbasis, the exact diagonal in it
-        basis = jnp.kron(jnp.linalg.eigh(conv.inputs)[1], jnp.linalg.eigh(conv.output_grads)[1])
-        values = jnp.diag(basis.T @ _ggn_block(exact, chosen, 1) @ basis)
-        kernel_block = basis @ jnp.diag(values) @ basis.T
-        qa, qg, s, s_bias = ekfac_eigenvalues(apply, params, data, (head,))[0]
-        head_kernel = jnp.kron(qa, qg) @ jnp.diag(s.ravel()) @ jnp.kron(qa, qg).T
-        head_bias = qg @ jnp.diag(s_bias) @ qg.T
-    else:
-        head_kernel, head_bias = jnp.kron(head.inputs, head.output_grads), head.output_grads
-    # leaves: conv/bias (its exact block), conv/kernel, head/bias, head/kernel
-    curvature = jax.scipy.linalg.block_diag(
-        _ggn_block(exact, chosen, 0), kernel_block, head_bias, head_kernel
-    )
-    delta = jnp.array([0.5, 1.0, 2.0, 3.0])
-    prior = laplace.prior_precision_vector(la, delta)
-    precision = len(x) * curvature + jnp.diag(prior)
-    np.testing.assert_allclose(laplace.posterior_precision_matrix(la, delta), precision, atol=1e-9)
-    log_det = np.linalg.slogdet(np.asarray(precision))[1]
-    evidence = -la.fit_term - 0.5 * (
-        log_det - jnp.sum(jnp.log(prior)) + jnp.sum(prior * la.mean**2)
-    )
-    np.testing.assert_allclose(laplace.log_marginal_likelihood(la, delta), evidence, rtol=1e-11)
-    assert la.group_shapes == ((OUT,), (12, OUT), (CLASSES,), (OUT, CLASSES))
+    for structure in ("kron", "ekfac"):
+        la = laplace.fit_laplace(apply, params, data, structure=structure)
+        kernel, head = _cnn_reference_blocks(apply, params, data, exact, chosen, structure)
+        # leaves: conv/bias (its exact block), conv/kernel, head/bias, head/kernel
+        curvature = jax.scipy.linalg.block_diag(_ggn_block(exact, chosen, 0), kernel, *head)
+        delta = jnp.array([0.5, 1.0, 2.0, 3.0])
+        prior = laplace.prior_precision_vector(la, delta)
+        precision = len(x) * curvature + jnp.diag(prior)
+        np.testing.assert_allclose(
+            laplace.posterior_precision_matrix(la, delta), precision, atol=1e-9
+        )
+        log_det = np.linalg.slogdet(np.asarray(precision))[1]
+        evidence = -la.fit_term - 0.5 * (
+            log_det - jnp.sum(jnp.log(prior)) + jnp.sum(prior * la.mean**2)
+        )
+        np.testing.assert_allclose(laplace.log_marginal_likelihood(la, delta), evidence, rtol=1e-11)
+        assert la.group_shapes == ((OUT,), (12, OUT), (CLASSES,), (OUT, CLASSES))
 
 
 def test_kron_laplace_of_a_cnn_runs_under_jit_and_vmap():
@@ -334,3 +338,21 @@ def test_conv_ekfac_is_the_exact_ggn_diagonal_in_the_kfac_eigenbasis_in_either_l
         values = s if layer.out_axis == 3 else s.T  # S is (D, out) in either layout
         np.testing.assert_allclose(values.ravel(), diagonal, rtol=1e-9, atol=1e-14)
         assert s.shape == (12, OUT)
+
+
+@pytest.mark.parametrize(
+    ("approximation", "inputs", "grads"),
+    [("expand", 5.0, 0.5), ("reduce", 4.0, 1.0)],  # mean x² vs (mean x)²; Σ_t vs (Σ_t)²
+)
+def test_factors_by_hand_for_a_width_one_kernel_and_gaussian_noise(approximation, inputs, grads):
+    params = {"kernel": jnp.ones((2, 1, 1))}  # (out, in, width): two outputs, each mean_t x_t
+
+    def apply(p, x):
+        return jax.lax.conv(x, p["kernel"], (1,), "VALID").mean(axis=2)
+
+    data = batches(jnp.array([[[1.0, 3.0]]]), jnp.zeros((1, 2)), 1)
+    for sigma in (1.0, 2.0):
+        (f,) = conv_kfac_factors(apply, params, data, likelihood="regression",
+                                 sigma_noise=sigma, approximation=approximation)  # fmt: skip
+        np.testing.assert_allclose(f.inputs, [[inputs]], rtol=1e-6)
+        np.testing.assert_allclose(f.output_grads, grads / sigma**2 * np.eye(2), rtol=1e-6)

@@ -347,8 +347,9 @@ def test_adaptive_lanczos_stops_early_within_its_tolerance(x64, tol):
         loss_fn, params, data, key=jax.random.key(0), k=5, tol=tol, check_every=5
     )[2]
     assert int(info["num_iters"]) <= int(coarse["num_iters"])
-    full = sharpness.top_eigenvalues(loss_fn, params, data, key=jax.random.key(0), k=5, tol=0.0)
-    assert int(full[2]["num_iters"]) == cap  # tol = 0: every step up to the cap
+    if tol == 1e-3:  # the same run for every tol: once is enough
+        full = sharpness.top_eigenvalues(loss_fn, params, data, key=jax.random.key(0), k=5, tol=0.0)
+        assert int(full[2]["num_iters"]) == cap  # tol = 0: every step up to the cap
 
 
 def test_adaptive_stopping_is_per_member_under_vmap(x64):

@@ -127,6 +127,13 @@ def by_path(
     return mask_fn
 
 
+def _is_bool_tree(mask: Any) -> bool:
+    """A tree whose leaves are all bools: a mask even when callable (an Equinox module of
+    bools); a function, a ``functools.partial`` or a ``jax.tree_util.Partial`` is not."""
+    leaves = jax.tree.leaves(mask)
+    return bool(leaves) and all(isinstance(leaf, bool | np.bool_) for leaf in leaves)
+
+
 def resolve(mask: MaskLike | None, params: chex.ArrayTree) -> chex.ArrayTree:
     """Full mask with the structure of ``params``: calls a callable, broadcasts a prefix.
 
@@ -148,8 +155,7 @@ def resolve(mask: MaskLike | None, params: chex.ArrayTree) -> chex.ArrayTree:
     """
     if mask is None:
         return jax.tree.map(lambda _: True, params)
-    if callable(mask) and jax.tree_util.treedef_is_leaf(jax.tree.structure(mask)):
-        # A function of params. A callable *tree* (an Equinox module of bools) is a mask.
+    if callable(mask) and not _is_bool_tree(mask):
         mask = mask(params)
     try:
         full = jax.tree.map(

@@ -39,3 +39,6 @@ def test_a_mask_shaped_like_equinox_params_is_a_tree_not_a_function():
     assert jax.tree.leaves(masks.resolve(masks.by_path("bias"), params)) == [False, True]
     leaf = jnp.ones(3)  # a function mask of a single-leaf tree is still called
     assert masks.resolve(lambda p: True, leaf) is True
+    # a jax Partial is a (callable) tree too, but of no bools: a function
+    first = jax.tree_util.Partial(lambda p: jax.tree.map(lambda a: a.ndim == 2, p))
+    assert jax.tree.leaves(masks.resolve(first, params)) == [True, False]

@@ -48,6 +48,13 @@ def _check_rank_one(factors: tuple[DenseFactors, ...], tolerance: float) -> None
             )
 
 
+def _kron_eigen(factors) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(Q_A, Q_G, λ_A ⊗ λ_G (in, out), λ_G)`` of one layer's ``A ⊗ G`` (PSD: clipped at 0)."""
+    (la, qa), (lg, qg) = jnp.linalg.eigh(factors.inputs), jnp.linalg.eigh(factors.output_grads)
+    la, lg = jnp.maximum(la, 0.0), jnp.maximum(lg, 0.0)
+    return qa, qg, jnp.outer(la, lg), lg
+
+
 def _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tolerance):
     """``{leaf index: (eigenvalues (size,), per-axis bases, shape)}`` of the selected dense
     leaves."""
@@ -59,11 +66,7 @@ def _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tol
     if structure == "ekfac":
         decomposed = ekfac_eigenvalues(apply, params, data, factors, likelihood=likelihood)
     else:
-        decomposed = []
-        for f in factors:
-            (la, qa), (lg, qg) = jnp.linalg.eigh(f.inputs), jnp.linalg.eigh(f.output_grads)
-            la, lg = jnp.maximum(la, 0.0), jnp.maximum(lg, 0.0)
-            decomposed.append((qa, qg, jnp.outer(la, lg), lg))
+        decomposed = [_kron_eigen(f) for f in factors]
     groups = {}
     for f, (qa, qg, kernel_values, bias_values) in zip(factors, decomposed, strict=True):
         flip = f.layer.layout == "out_in"
@@ -82,10 +85,7 @@ def _conv_kernel_groups(apply, params, data, structure, likelihood, factors) -> 
     if structure == "ekfac":
         decomposed = conv_ekfac_eigenvalues(apply, params, data, factors, likelihood=likelihood)
     else:
-        decomposed = []
-        for f in factors:
-            (la, qa), (lg, qg) = jnp.linalg.eigh(f.inputs), jnp.linalg.eigh(f.output_grads)
-            decomposed.append((qa, qg, jnp.outer(jnp.maximum(la, 0.0), jnp.maximum(lg, 0.0))))
+        decomposed = [_kron_eigen(f)[:3] for f in factors]
     groups = {}
     for f, (qa, qg, values) in zip(factors, decomposed, strict=True):
         flip = f.layer.out_axis == 0

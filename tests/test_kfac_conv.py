@@ -356,3 +356,46 @@ def test_factors_by_hand_for_a_width_one_kernel_and_gaussian_noise(approximation
                                  sigma_noise=sigma, approximation=approximation)  # fmt: skip
         np.testing.assert_allclose(f.inputs, [[inputs]], rtol=1e-6)
         np.testing.assert_allclose(f.output_grads, grads / sigma**2 * np.eye(2), rtol=1e-6)
+
+
+class _SequenceNet(nn.Module):  # one Dense kernel at every position of a sequence
+    @nn.compact
+    def __call__(self, x):
+        h = jnp.tanh(nn.Dense(5, name="shared")(x)).mean(axis=1)
+        return nn.Dense(CLASSES, name="head")(h)
+
+
+def test_a_dense_layer_over_a_sequence_gets_expand_factors_and_a_kron_laplace(x64):
+    x = np.asarray(jax.random.normal(jax.random.key(0), (5, 4, 3)), np.float64)  # (n, T, in)
+    params = _SequenceNet().init(jax.random.key(1), jnp.asarray(x[:1]))
+    apply = _SequenceNet().apply
+    data = batches(jnp.asarray(x), jnp.arange(5) % CLASSES, 2)
+    (f,) = conv_kfac_factors(apply, params, data)
+    p = params["params"]
+
+    def logits(delta, rows):  # the same network by hand, with a per-position δ
+        h = jnp.tanh(rows @ p["shared"]["kernel"] + p["shared"]["bias"] + delta).mean(axis=0)
+        return h @ p["head"]["kernel"] + p["head"]["bias"]
+
+    a_ref, g_ref = 0.0, 0.0
+    for rows in x:
+        jac = np.asarray(jax.jacrev(logits)(np.zeros((4, 5)), rows))  # (C, T, out)
+        z = np.asarray(logits(np.zeros((4, 5)), rows))
+        prob = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        root = np.diag(np.sqrt(prob)) - np.outer(prob, np.sqrt(prob))
+        grads = np.einsum("cto,ck->kto", jac, root)
+        a_ref = a_ref + rows.T @ rows / len(rows) / len(x)
+        g_ref = g_ref + np.einsum("kto,ktp->op", grads, grads) / len(x)
+    assert f.layer == ConvLayer("params/shared", kernel=3, bias=2, out_axis=1)
+    np.testing.assert_allclose(f.inputs, a_ref, rtol=1e-10)
+    np.testing.assert_allclose(f.output_grads, g_ref, rtol=1e-10)
+    # kron no longer refuses the shared kernel: it gets A ⊗ G, the head its dense KFAC
+    la = laplace.fit_laplace(apply, params, data, structure="kron")
+    by_path = {d.layer.path: d for d in kfac_factors(apply, params, data)}
+    assert float(by_path["params/shared"].rank_one_error) > 0.1  # what kron refused before
+    precision = laplace.posterior_precision_matrix(la, 1.0)
+    start = 3 + 15 + 5  # leaves: head/bias, head/kernel, shared/bias, shared/kernel
+    kernel_block = precision[start : start + 15, start : start + 15]
+    np.testing.assert_allclose(
+        kernel_block, 5 * jnp.kron(f.inputs, f.output_grads) + jnp.eye(15), rtol=1e-9, atol=1e-12
+    )

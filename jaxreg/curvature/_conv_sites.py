@@ -6,7 +6,8 @@ layers, the model is traced once (:func:`jax.make_jaxpr`) and every
 convolution whose kernel is a parameter leaf (directly, or through a dtype
 cast or a nested ``jit``) is a *site*: a ``conv_general_dilated``, or an
 im2col product (a ``dot_general`` of patches with the kernel reshaped to
-``(taps·in, out)``, as :func:`jaxreg.nn.patch_conv` computes it on CPU).
+``(taps·in, out)``, as :func:`jaxreg.nn.patch_conv` computes it on CPU), or a
+dense kernel applied at several positions of one example (a sequence).
 :meth:`Traced.run_with_sites` then evaluates that jaxpr primitive by
 primitive, with public JAX only, and at each site records the input and adds
 a perturbation to the output: the gradient with respect to the perturbation
@@ -35,7 +36,8 @@ class Site:
 
     Attributes:
       kind: ``"conv"`` (a ``conv_general_dilated``) or ``"im2col"`` (patches
-        ``(..., taps·in)`` times the kernel reshaped to ``(taps·in, out)``).
+        ``(..., taps·in)`` times the kernel reshaped to ``(taps·in, out)``, or
+        inputs ``(1, positions..., in)`` times a dense kernel ``(in, out)``).
       kernel: the kernel's index in ``jax.tree.leaves(params)``.
       params: the ``conv_general_dilated`` equation's parameters.
       kernel_shape: the kernel's shape (the leaf's).
@@ -71,9 +73,13 @@ def _site_kind(eqn: Any, leaves: list) -> str | None:
     if eqn.primitive.name == "conv_general_dilated" and isinstance(leaves[1], int):
         plain = p["feature_group_count"] == 1 and p["batch_group_count"] == 1
         return "conv" if plain and all(d == 1 for d in p["lhs_dilation"]) else None
-    if eqn.primitive.name == "dot_general" and isinstance(leaves[1], tuple):
-        lhs_ndim = len(eqn.invars[0].aval.shape)
-        return "im2col" if p["dimension_numbers"] == (((lhs_ndim - 1,), (0,)), ((), ())) else None
+    if eqn.primitive.name == "dot_general":
+        lhs_ndim, rhs_ndim = (len(v.aval.shape) for v in eqn.invars)
+        plain = p["dimension_numbers"] == (((lhs_ndim - 1,), (0,)), ((), ()))
+        # patches times a reshaped conv kernel, or a dense kernel applied at several
+        # positions of one example (over a sequence: a 1×1 convolution)
+        shared = isinstance(leaves[1], int) and rhs_ndim == 2 and lhs_ndim >= 3
+        return "im2col" if plain and (isinstance(leaves[1], tuple) or shared) else None
     return None
 
 
@@ -124,7 +130,7 @@ def _evaluate(jaxpr: Any, consts: Sequence, args: Sequence, origins: Sequence, v
         if body is not None:
             outputs = _evaluate(*body, inputs, leaves, visit)
         elif kind is not None:
-            leaf = leaves[1] if kind == "conv" else leaves[1][0]
+            leaf = leaves[1] if isinstance(leaves[1], int) else leaves[1][0]
             outputs = [visit(eqn, inputs, kind, leaf)]
         else:
             outputs = _bind(eqn, inputs)

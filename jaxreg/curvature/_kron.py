@@ -2,7 +2,8 @@
 
 Each selected leaf becomes one group: a dense layer's kernel gets the
 Kronecker eigenbasis of its factors, its bias the eigenbasis of ``G`` (its
-exact GGN block); a convolution's kernel, read as a matrix ``(taps·in, out)``
+exact GGN block); a convolution's kernel (or a dense kernel applied at several
+positions of an example, over a sequence), read as a matrix ``(taps·in, out)``
 (or ``(out, in·taps)``), the Kronecker eigenbasis of its KFAC-expand factors,
 its bias the eigenbasis of its exact GGN block; and every other leaf (a
 normalization's scale, a kernel without a bias) its exact GGN diagonal.
@@ -55,13 +56,17 @@ def _kron_eigen(factors) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     return qa, qg, jnp.outer(la, lg), lg
 
 
-def _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tolerance):
+def _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tolerance, shared):
     """``{leaf index: (eigenvalues (size,), per-axis bases, shape)}`` of the selected dense
-    leaves."""
-    if not dense_layers(params):
+    leaves applied once per example (``shared`` kernels are factored as convolutions)."""
+    if not {layer.kernel for layer in dense_layers(params)} - shared:
         return {}
     factors = kfac_factors(apply, params, data, likelihood=likelihood)
-    factors = tuple(f for f in factors if {f.layer.kernel, f.layer.bias} & chosen_leaves)
+    factors = tuple(
+        f
+        for f in factors
+        if {f.layer.kernel, f.layer.bias} & chosen_leaves and f.layer.kernel not in shared
+    )
     _check_rank_one(factors, tolerance)
     if structure == "ekfac":
         decomposed = ekfac_eigenvalues(apply, params, data, factors, likelihood=likelihood)
@@ -98,16 +103,9 @@ def _leaf_mask(params, indices) -> Any:
     return jax.tree.unflatten(treedef, [i in indices for i in range(treedef.num_leaves)])
 
 
-def _conv_groups(apply, params, data, structure, likelihood, chosen_leaves, taken):
+def _conv_groups(apply, params, data, structure, likelihood, chosen_leaves, found):
     """``{leaf index: (eigenvalues, bases, shape)}`` of the selected convolutions' leaves."""
-    found = conv_layers(apply, params, data["x"][0, :1])
-    if not found and not dense_layers(params):
-        raise ValueError(
-            f"structure={structure!r}: params has no dense layer (a 2-D 'kernel' or 'weight' "
-            "leaf with a 1-D 'bias' sibling of its output size) and apply no convolution "
-            "with a parameter kernel; use structure='diag'"
-        )
-    layers = [layer for layer in found if layer.kernel in chosen_leaves - taken]
+    layers = [layer for layer in found if layer.kernel in chosen_leaves]
     if not layers:
         return {}
     kept = {layer.kernel for layer in layers}
@@ -134,10 +132,18 @@ def kron_curvature(
     """``(eigenvalues (P,), bases, shapes)`` over the selected leaves, in leaf order; each
     group's bases act on the axes of its shape (the leaf's size, as a matrix for a kernel)."""
     chosen_leaves = {index for index, chosen in enumerate(mask) if chosen}
-    groups = _dense_groups(apply, params, data, structure, likelihood, chosen_leaves, tolerance)
-    groups.update(
-        _conv_groups(apply, params, data, structure, likelihood, chosen_leaves, set(groups))
+    found = conv_layers(apply, params, data["x"][0, :1])
+    if not found and not dense_layers(params):
+        raise ValueError(
+            f"structure={structure!r}: params has no dense layer (a 2-D 'kernel' or 'weight' "
+            "leaf with a 1-D 'bias' sibling of its output size) and apply no convolution "
+            "with a parameter kernel; use structure='diag'"
+        )
+    shared = {layer.kernel for layer in found}
+    groups = _dense_groups(
+        apply, params, data, structure, likelihood, chosen_leaves, tolerance, shared
     )
+    groups.update(_conv_groups(apply, params, data, structure, likelihood, chosen_leaves, found))
     rest = sorted(chosen_leaves - set(groups))
     if rest:
         treedef = jax.tree.structure(params)

@@ -18,7 +18,10 @@ are exact for a convolution with one output position and one example. EKFAC
 and re-fits the eigenvalues to the exact GGN diagonal in it. The
 layers are found without tagging: the model is traced once and every
 ``conv_general_dilated`` whose kernel is a parameter leaf, used once, is a
-layer (grouped and transposed convolutions are left out). ``A`` is laid out
+layer (grouped and transposed convolutions are left out), and so is a dense
+kernel applied at several positions of one example (a ``Dense`` over a
+sequence: a 1×1 convolution, whose kernel :func:`jaxreg.curvature.kfac_factors`
+reports as not rank one). ``A`` is laid out
 in the kernel leaf's own order: for a Flax kernel ``(kh, kw, in, out)`` the
 kernel block is ``A ⊗ G`` over the leaf's row-major entries, for an Equinox
 or PyTorch ``weight`` ``(out, in, kh, kw)`` it is ``G ⊗ A``.
@@ -142,7 +145,8 @@ def _layers(params: Any, sites: tuple[Site, ...]) -> tuple[ConvLayer, ...]:
 
 
 def conv_layers(apply: Apply, params: Any, x: jax.Array) -> tuple[ConvLayer, ...]:
-    """The convolutions of ``apply`` whose kernel is a leaf of ``params``, in call order.
+    """The convolutions of ``apply`` whose kernel is a leaf of ``params``, in call order
+    (dense kernels applied at several positions of an example included).
 
     Args:
       apply: ``apply(params, x) -> outputs``.

@@ -177,8 +177,9 @@ def fit_laplace(
         gradients) or ``"ekfac"`` (KFAC's eigenbasis, eigenvalues re-fitted to
         the exact diagonal: one more pass). For kron/ekfac a dense layer must be
         applied once per example (``ValueError`` otherwise; see
-        :func:`jaxreg.curvature.kfac_factors`); a convolution gets KFAC-expand
-        factors (:func:`jaxreg.curvature.conv_kfac_factors`, memory ``C × T × out``
+        :func:`jaxreg.curvature.kfac_factors`); a convolution, and a dense
+        kernel applied over a sequence, gets KFAC-expand factors
+        (:func:`jaxreg.curvature.conv_kfac_factors`, memory ``C × T × out``
         per example and layer for ``T`` output positions).
       wrt: the parameters to approximate (a mask, e.g.
         ``masks.by_path(r"layers/2/")`` for a last-layer Laplace); all by default.

@@ -9,14 +9,14 @@ and transform accepts one as ``mask=``, and so do optax's own
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import chex
 import jax
 import numpy as np
 
-__all__ = ["MaskLike", "by_path", "leaf_path", "resolve", "weights_only"]
+__all__ = ["MaskLike", "by_leaf_index", "by_path", "leaf_path", "resolve", "weights_only"]
 
 #: What every ``mask=`` argument accepts (a type alias). Either a pytree of bools with
 #: the structure of ``params`` (or a prefix of it, where one bool covers a whole
@@ -123,6 +123,30 @@ def by_path(
             return hit != exclude
 
         return jax.tree_util.tree_map_with_path(select, params)
+
+    return mask_fn
+
+
+def by_leaf_index(indices: Iterable[int]) -> Callable[[chex.ArrayTree], chex.ArrayTree]:
+    """Mask selecting the leaves at ``indices`` in ``jax.tree.leaves(params)`` order.
+
+    Args:
+      indices: leaf positions (e.g. a layer's kernel and bias from
+        :func:`jaxreg.curvature.dense_layers`).
+
+    Returns:
+      A callable ``params -> mask``.
+
+    Example:
+      >>> params = {"a": jnp.ones(2), "b": jnp.ones(3), "c": jnp.ones(1)}
+      >>> by_leaf_index({0, 2})(params)
+      {'a': True, 'b': False, 'c': True}
+    """
+    chosen = frozenset(indices)
+
+    def mask_fn(params: chex.ArrayTree) -> chex.ArrayTree:
+        treedef = jax.tree.structure(params)
+        return jax.tree.unflatten(treedef, [i in chosen for i in range(treedef.num_leaves)])
 
     return mask_fn
 

@@ -151,7 +151,6 @@ class Traced:
     def __init__(self, apply: Callable, params: Any, example: jax.Array):
         closed, shape = jax.make_jaxpr(apply, return_shape=True)(params, example)
         self._closed, self._out_tree = closed, jax.tree.structure(shape)
-        self.num_leaves = len(jax.tree.leaves(params))
         sites: list[Site] = []
 
         def record(eqn, inputs, kind, leaf):
@@ -160,7 +159,7 @@ class Traced:
             return _bind(eqn, inputs)
 
         jax.eval_shape(lambda p, x: self._run(p, x, record), params, example)
-        counts = np.bincount([s.kernel for s in sites], minlength=self.num_leaves)
+        counts = np.bincount([s.kernel for s in sites], minlength=len(jax.tree.leaves(params)))
         # A kernel used at several sites (shared over calls) is left out: its factors are not one.
         self.sites = tuple(s for s in sites if counts[s.kernel] == 1)
 

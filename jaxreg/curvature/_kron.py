@@ -21,6 +21,7 @@ from jaxreg._checks import is_traced
 from jaxreg.curvature.dense import ggn_diagonal, ggn_matrix
 from jaxreg.curvature.kfac import DenseFactors, dense_layers, ekfac_eigenvalues, kfac_factors
 from jaxreg.curvature.kfac_conv import conv_ekfac_eigenvalues, conv_kfac_factors, conv_layers
+from jaxreg.masks import by_leaf_index
 
 #: The largest rank-one error a dense layer may have for ``"kron"``/``"ekfac"``.
 RANK_ONE_TOLERANCE = 0.05
@@ -98,11 +99,6 @@ def _conv_kernel_groups(apply, params, data, structure, likelihood, factors) -> 
     return groups
 
 
-def _leaf_mask(params, indices) -> Any:
-    treedef = jax.tree.structure(params)
-    return jax.tree.unflatten(treedef, [i in indices for i in range(treedef.num_leaves)])
-
-
 def _conv_groups(apply, params, data, structure, likelihood, chosen_leaves, found):
     """``{leaf index: (eigenvalues, bases, shape)}`` of the selected convolutions' leaves."""
     layers = [layer for layer in found if layer.kernel in chosen_leaves]
@@ -115,8 +111,7 @@ def _conv_groups(apply, params, data, structure, likelihood, chosen_leaves, foun
     groups = {i: (v.ravel(), bases, v.shape) for i, (v, bases) in kernels.items()}
     biases = [layer.bias for layer in layers if layer.bias >= 0 and layer.bias in chosen_leaves]
     if biases:
-        block = ggn_matrix(apply, params, data, likelihood=likelihood,
-                           wrt=_leaf_mask(params, biases))  # fmt: skip
+        block = ggn_matrix(apply, params, data, likelihood=likelihood, wrt=by_leaf_index(biases))
         offsets = np.cumsum([0, *(jax.tree.leaves(params)[i].size for i in biases)])
         for k, index in enumerate(biases):
             lo, hi = offsets[k], offsets[k + 1]
@@ -146,9 +141,7 @@ def kron_curvature(
     groups.update(_conv_groups(apply, params, data, structure, likelihood, chosen_leaves, found))
     rest = sorted(chosen_leaves - set(groups))
     if rest:
-        treedef = jax.tree.structure(params)
-        rest_mask = jax.tree.unflatten(treedef, [i in rest for i in range(len(mask))])
-        diagonal = ggn_diagonal(apply, params, data, likelihood=likelihood, wrt=rest_mask)
+        diagonal = ggn_diagonal(apply, params, data, likelihood=likelihood, wrt=by_leaf_index(rest))
         leaves = jax.tree.leaves(params)
         offsets = [0]
         for index in rest:

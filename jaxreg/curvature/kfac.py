@@ -38,7 +38,7 @@ from jaxreg.curvature._roots import ggn_roots
 from jaxreg.curvature.likelihoods import Likelihood, as_outputs, check_likelihood
 from jaxreg.curvature.subset import subset
 from jaxreg.data import mean_over_batches
-from jaxreg.masks import leaf_path
+from jaxreg.masks import by_leaf_index, leaf_path
 
 __all__ = ["DenseFactors", "DenseLayer", "dense_layers", "ekfac_eigenvalues", "kfac_factors"]
 
@@ -130,11 +130,6 @@ def dense_layers(params: Any) -> tuple[DenseLayer, ...]:
     return tuple(layers)
 
 
-def _mask(params: Any, indices: set[int]) -> Any:
-    treedef = jax.tree.structure(params)
-    return jax.tree.unflatten(treedef, [i in indices for i in range(treedef.num_leaves)])
-
-
 def _layer_inputs(grads: list, layer: DenseLayer) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``xₙ`` ``(n, in)`` from per-example kernel and bias gradients, the squared relative
     rank-1 error ``(n,)`` and whether ``xₙ`` was lost (``gₙ = 0``) ``(n,)``."""
@@ -152,7 +147,7 @@ def _layer_inputs(grads: list, layer: DenseLayer) -> tuple[jax.Array, jax.Array,
 
 def _batch_pieces(apply, params, layers, batch, likelihood, sigma_noise):
     """Per example: each layer's input ``xₙ``, output gradients ``gₙₖ``, and rank-1 error."""
-    biases = subset(params, _mask(params, {layer.bias for layer in layers}))
+    biases = subset(params, by_leaf_index(layer.bias for layer in layers))
     roots, weights = ggn_roots(apply, biases, batch, likelihood, sigma_noise)  # (n, K, B)
     splits = np.cumsum(biases.sizes)[:-1].tolist()
     by_leaf = dict(zip(biases.paths, jnp.split(roots, splits, axis=2), strict=True))

@@ -43,7 +43,7 @@ from jaxreg.curvature._roots import ggn_roots
 from jaxreg.curvature.likelihoods import Likelihood, as_outputs, check_likelihood, hessian_root
 from jaxreg.curvature.subset import subset
 from jaxreg.data import example_weights, mean_over_batches
-from jaxreg.masks import leaf_path
+from jaxreg.masks import by_leaf_index, leaf_path
 
 __all__ = [
     "APPROXIMATIONS",
@@ -124,23 +124,19 @@ class ConvFactors:
     approximation: str = struct.field(pytree_node=False, default="expand")
 
 
-def _bias_of(params: Any, kernel: int, out: int) -> tuple[str, int]:
-    paths = [leaf_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    parent = paths[kernel].rpartition("/")[0]
-    name = f"{parent}/bias" if parent else "bias"
-    leaves = jax.tree.leaves(params)
-    if name in paths and np.size(leaves[paths.index(name)]) == out:
-        return parent, paths.index(name)
-    return parent, -1
-
-
 def _layers(params: Any, sites: tuple[Site, ...]) -> tuple[ConvLayer, ...]:
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    where = {leaf_path(path): (index, leaf) for index, (path, leaf) in enumerate(flat)}
+    paths = list(where)
     layers = []
     for site in sites:
         if site.out_axis not in (0, len(site.kernel_shape) - 1):
             continue  # neither Flax's nor PyTorch's layout: no 2-D reading of the leaf
-        path, bias = _bias_of(params, site.kernel, site.kernel_shape[site.out_axis])
-        layers.append(ConvLayer(path, site.kernel, bias, site.out_axis))
+        parent = paths[site.kernel].rpartition("/")[0]
+        index, bias = where.get(f"{parent}/bias" if parent else "bias", (-1, None))
+        if np.size(bias) != site.kernel_shape[site.out_axis]:
+            index = -1  # a bias sibling of another size belongs to something else
+        layers.append(ConvLayer(parent, site.kernel, index, site.out_axis))
     return tuple(layers)
 
 
@@ -326,8 +322,7 @@ def conv_ekfac_eigenvalues(
     check_likelihood(likelihood)
     leaves = jax.tree.leaves(params)
     kernels = [f.layer.kernel for f in factors]
-    treedef = jax.tree.structure(params)
-    chosen = subset(params, jax.tree.unflatten(treedef, [i in kernels for i in range(len(leaves))]))
+    chosen = subset(params, by_leaf_index(kernels))
     order = [chosen.paths.index(i) for i in kernels]
     splits = np.cumsum(chosen.sizes)[:-1].tolist()
     bases = [(jnp.linalg.eigh(f.inputs)[1], jnp.linalg.eigh(f.output_grads)[1]) for f in factors]

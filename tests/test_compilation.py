@@ -1,5 +1,6 @@
 """The persistent compilation cache: one call turns it on, also after earlier compiles."""
 
+import os
 import subprocess
 import sys
 
@@ -18,14 +19,16 @@ print(written, len(list(folder.iterdir())))
 
 def test_the_cache_writes_after_earlier_compiles_and_stops_when_disabled(tmp_path):
     folder = tmp_path / "xla"
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(folder)], capture_output=True, text=True, check=True
-    )
-    written, after_disable = map(int, out.stdout.split())
+    # Without the suite's own cache (conftest.py): the first compile runs with none.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT_CACHE")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    run = lambda: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", SCRIPT, str(folder)], env=env, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    written, after_disable = map(int, run().stdout.split())
     assert written >= 1 and after_disable == written
-    again = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(folder)], capture_output=True, text=True, check=True
-    )
+    again = run()
     assert int(again.stdout.split()[0]) == written  # loaded, not written twice
 
 

@@ -399,3 +399,17 @@ def test_a_dense_layer_over_a_sequence_gets_expand_factors_and_a_kron_laplace(x6
     np.testing.assert_allclose(
         kernel_block, 5 * jnp.kron(f.inputs, f.output_grads) + jnp.eye(15), rtol=1e-9, atol=1e-12
     )
+
+
+def test_a_bias_sibling_of_another_size_or_none_is_not_the_convolutions_bias():
+    def apply(p, x):
+        return jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+
+    x = jnp.ones((1, 4, 4, 2))
+    kernel = jnp.ones((3, 3, 2, OUT))
+    for bias, expected in ((jnp.ones(OUT), 0), (jnp.ones(OUT + 1), -1)):
+        (layer,) = conv_layers(apply, {"bias": bias, "kernel": kernel}, x)
+        assert (layer.kernel, layer.bias) == (1, expected)
+    (layer,) = conv_layers(apply, {"kernel": kernel}, x)
+    assert (layer.path, layer.kernel, layer.bias) == ("", 0, -1)

@@ -126,17 +126,17 @@ class ConvFactors:
 
 def _layers(params: Any, sites: tuple[Site, ...]) -> tuple[ConvLayer, ...]:
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    where = {leaf_path(path): (index, leaf) for index, (path, leaf) in enumerate(flat)}
-    paths = list(where)
+    paths = [leaf_path(path) for path, _ in flat]  # indexed like the sites' kernels
     layers = []
     for site in sites:
         if site.out_axis not in (0, len(site.kernel_shape) - 1):
             continue  # neither Flax's nor PyTorch's layout: no 2-D reading of the leaf
         parent = paths[site.kernel].rpartition("/")[0]
-        index, bias = where.get(f"{parent}/bias" if parent else "bias", (-1, None))
-        if np.size(bias) != site.kernel_shape[site.out_axis]:
-            index = -1  # a bias sibling of another size belongs to something else
-        layers.append(ConvLayer(parent, site.kernel, index, site.out_axis))
+        name = f"{parent}/bias" if parent else "bias"
+        bias = paths.index(name) if name in paths else -1
+        if bias >= 0 and np.size(flat[bias][1]) != site.kernel_shape[site.out_axis]:
+            bias = -1  # a bias sibling of another size belongs to something else
+        layers.append(ConvLayer(parent, site.kernel, bias, site.out_axis))
     return tuple(layers)
 
 

@@ -202,8 +202,29 @@ def frameworks_paragraph(result: dict) -> str:
         f'of {result["repeats"]} interleaved rounds: {rows}. With `steps="scan"` (one '
         f"program, the form a vmapped sweep takes): {scan}; the NNX CNN and the Linen "
         f"ResNet are slow there (XLA:CPU gives a convolution inside a loop body a slow "
-        f"layout; see `HostOptions`). One HVP costs "
+        f"layout; see `HostOptions` and, for NNX, `swap_stock_convs` below). One HVP costs "
         f"{result['transformer_hvp_over_gradient']:.2f}× one gradient on the Transformer."
+    )
+
+
+def stock_conv_paragraph(result: dict) -> str:
+    """A stock NNX CNN in jaxreg's loops before and after ``swap_stock_convs``."""
+    top1, fits, ratios = result["top1"], result["fit_scan"], result["ratios"]
+    difference = result["top1_relative_difference"]
+    agreement = "bit for bit" if difference == 0 else f"to {difference:.0e} relative"
+    return (
+        f"`jaxreg.nn.swap_stock_convs(module)` gives a stock NNX model's `nnx.Conv` layers "
+        f"`patch_conv` (`python -m benchmarks.stock_conv`: the NNX tutorial CNN on the 8×8 "
+        f"digits, one process, interleaved, median of {result['repeats']} rounds, on "
+        f"{_host(result)}). Its top "
+        f"Hessian eigenvalue (Lanczos, `tol=1e-4`) takes {top1['swapped']['steady']:.2f} s "
+        f"steady instead of {top1['stock']['steady']:.2f} s ({ratios['top1_steady']:.1f}× "
+        f"faster; {top1['swapped']['first_call']:.1f} s instead of "
+        f"{top1['stock']['first_call']:.1f} s on the first call), the same value "
+        f"{agreement}; {result['epochs']} epochs of "
+        f'`fit` with `steps="scan"` take {fits["swapped"]["steady"]:.2f} s instead of '
+        f"{fits['stock']['steady']:.2f} s, {ratios['swapped_scan_over_hand']:.2f}× the "
+        f"hand-written NNX loop (the stock module {ratios['stock_scan_over_hand']:.1f}×)."
     )
 
 
@@ -229,6 +250,7 @@ def blocks() -> dict[str, str]:
         "hessian": hessian_paragraph(load("hessian")),
         "tour": tour_sentence(load("tour")),
         "frameworks": frameworks_paragraph(load("frameworks")),
+        "stock_conv": stock_conv_paragraph(load("stock_conv")),
         "kfac_conv": kfac_conv_paragraph(load("kfac_conv")),
     }
 

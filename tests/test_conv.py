@@ -123,3 +123,71 @@ def test_models_equal_their_lax_convolution_twins(make, shape):
     x = jax.random.normal(jax.random.key(4), shape)
     forward = nnx.jit(lambda module, x: module(x))
     chex.assert_trees_all_close(forward(model, x), forward(twin, x), atol=1e-5, rtol=1e-5)
+
+
+class _StockCNN(nnx.Module):
+    """A CNN as the Flax NNX tutorial writes it, convolutions nested in a list and a
+    Sequential, one of them with a user's own convolution function."""
+
+    def __init__(self, rngs, own_conv):
+        self.blocks = nnx.List([nnx.Conv(1, 4, (3, 3), rngs=rngs)])
+        self.tail = nnx.Sequential(
+            nnx.Conv(4, 4, (3, 3), strides=2, rngs=rngs),
+            nnx.Conv(4, 4, (3, 3), conv_general_dilated=own_conv, rngs=rngs),
+        )
+        self.norm = nnx.BatchNorm(4, use_running_average=True, rngs=rngs)
+        self.head = nnx.Linear(4 * 4 * 4, 3, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.blocks[0](x))
+        x = self.norm(self.tail(x))
+        return self.head(x.reshape(x.shape[0], -1))
+
+
+def _convolutions(jaxpr) -> int:
+    """How many ``conv_general_dilated`` equations a jaxpr holds, nested ones included."""
+    count = 0
+    for equation in jaxpr.eqns:
+        count += equation.primitive.name == "conv_general_dilated"
+        for value in equation.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                count += _convolutions(inner)
+    return count
+
+
+def test_swap_stock_convs_computes_the_same_function_without_lax_convolutions():
+    from jaxreg.data import batches
+    from jaxreg.losses import classification_loss
+    from jaxreg.sharpness import hvp
+
+    own_conv = jax.tree_util.Partial(jax.lax.conv_general_dilated)
+    stock = _StockCNN(nnx.Rngs(0), own_conv)
+    swapped = nn.swap_stock_convs(stock)
+    x = jax.random.normal(jax.random.key(0), (6, 8, 8, 1))
+    data = batches(x, jnp.arange(6) % 3, 3)
+    products, convolutions = [], []
+    for module in (stock, swapped):
+        model = nn.from_nnx(module)
+        loss_fn = classification_loss(model.bind(model.state))
+        vector = jax.tree.map(lambda p: jnp.cos(jnp.arange(p.size).reshape(p.shape)), model.params)
+        product = jax.jit(lambda p, v, loss_fn=loss_fn: hvp(loss_fn, p, data)(v))
+        products.append(product(model.params, vector))
+        convolutions.append(_convolutions(jax.make_jaxpr(lambda x, m=module: m(x))(x).jaxpr))
+    chex.assert_trees_all_close(products[1], products[0], atol=1e-5, rtol=1e-4)
+    # Three convolutions, of which the user's own function stays a lax convolution.
+    assert convolutions == [3, 1]
+    assert swapped.tail.layers[1].conv_general_dilated is own_conv
+    assert stock.blocks[0].conv_general_dilated is jax.lax.conv_general_dilated  # a copy
+
+
+def test_swap_stock_convs_refuses_what_it_cannot_swap():
+    import equinox as eqx
+    import flax.linen as linen
+
+    with pytest.raises(TypeError, match=r"NNX module.*conv_general_dilated=jaxreg.nn.patch_conv"):
+        nn.swap_stock_convs(linen.Conv(4, (3, 3)))
+    with pytest.raises(TypeError, match="Equinox"):
+        nn.swap_stock_convs(eqx.nn.Conv2d(1, 4, 3, key=jax.random.key(0)))
+    with pytest.raises(ValueError, match=r"module: Linear has no nnx\.Conv"):
+        nn.swap_stock_convs(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))

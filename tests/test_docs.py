@@ -56,3 +56,25 @@ def test_the_bring_your_own_model_examples_run_and_sweep_a_rate():
         outputs = jax.jit(jax.vmap(forward))(jnp.array([0.0, 0.5]))
         assert outputs.shape == (2, 4, 10)
         assert bool((outputs[0] != outputs[1]).any()), "the swept rate must reach the layers"
+
+
+def test_the_stock_convolution_example_runs_and_swaps_the_convolution():
+    """docs/howto/own_model.md's ``swap_stock_convs`` block builds the model it describes:
+    the stock function, computed without a lax convolution, the stock module untouched."""
+    import re
+
+    import jax
+
+    text = (ROOT / "docs" / "howto" / "own_model.md").read_text()
+    (block,) = [b for b in re.findall(r"```py\n(.*?)```", text, re.S) if "swap_stock_convs" in b]
+    namespace: dict = {}
+    exec(compile(block, "own_model.md", "exec"), namespace)
+    model, net = namespace["model"], namespace["net"]
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+
+    def logits(x):
+        return model.apply(model.params, model.state, x)[0]
+
+    assert bool(jax.numpy.allclose(logits(x), net(x), atol=1e-5))
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(logits)(x))
+    assert "conv_general_dilated" in str(jax.make_jaxpr(net)(x))

@@ -9,6 +9,7 @@ from jaxreg.nn.bridges import functional as functional
 from jaxreg.nn.bridges import init_model as init_model
 from jaxreg.nn.bridges import init_params as init_params
 from jaxreg.nn.conv import patch_conv as patch_conv
+from jaxreg.nn.conv import swap_stock_convs as swap_stock_convs
 from jaxreg.nn.dropout import ChannelDropout as ChannelDropout
 from jaxreg.nn.dropout import DropConnect as DropConnect
 from jaxreg.nn.dropout import Dropout as Dropout

@@ -10,7 +10,8 @@ so :func:`patch_conv` computes channels-last convolutions as strided slices and 
 matrix product (im2col): their transposes are pads and matrix products, fast in and
 out of loops. Elsewhere
 (GPU, TPU, dilations, grouped or channels-first convolutions) it is
-``lax.conv_general_dilated`` itself.
+``lax.conv_general_dilated`` itself. :func:`swap_stock_convs` makes a stock NNX
+model's ``nnx.Conv`` layers use it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-__all__ = ["patch_conv"]
+__all__ = ["patch_conv", "swap_stock_convs"]
 
 
 def _channels_last(numbers: jax.lax.ConvDimensionNumbers, ndim: int) -> bool:
@@ -112,3 +114,53 @@ def patch_conv(
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
+
+
+def swap_stock_convs(module: nnx.Module) -> nnx.Module:
+    """A copy of an NNX module whose stock ``nnx.Conv`` layers compute with :func:`patch_conv`.
+
+    A model written as the Flax documentation writes it convolves with
+    ``lax.conv_general_dilated``, whose gradients XLA:CPU runs on a slow path inside
+    loop bodies: every Lanczos step, Hutchinson probe and scanned training step or
+    sweep. The copy computes the same function (to float rounding) with im2col there.
+    Only layers left at Flax's default convolution are changed; parameters, state and
+    the module's structure are copied as they are.
+
+    Args:
+      module: a Flax NNX module holding ``nnx.Conv`` layers (at any depth).
+
+    Returns:
+      The copy (``module`` itself is unchanged).
+
+    Raises:
+      TypeError: ``module`` is not an NNX module. In Linen pass
+        ``conv_general_dilated=patch_conv`` to ``nn.Conv`` (or to the ``conv``
+        partial a model takes); Equinox convolves one channels-first example at a
+        time, which :func:`patch_conv` leaves to ``lax`` (train with
+        ``HostOptions(steps="host")`` on CPU instead).
+      ValueError: ``module`` has no ``nnx.Conv`` layer.
+
+    Example:
+      >>> net = nnx.Sequential(nnx.Conv(1, 4, (3, 3), rngs=nnx.Rngs(0)), nnx.relu)
+      >>> fast = swap_stock_convs(net)
+      >>> fast.layers[0].conv_general_dilated is patch_conv
+      True
+      >>> x = jnp.ones((2, 8, 8, 1))
+      >>> bool(jnp.allclose(fast(x), net(x), atol=1e-5))
+      True
+    """
+    if not isinstance(module, nnx.Module):
+        raise TypeError(
+            "swap_stock_convs takes a Flax NNX module, got "
+            f"{type(module).__module__}.{type(module).__name__}; in Linen pass "
+            "conv_general_dilated=jaxreg.nn.patch_conv to nn.Conv, and Equinox convolutions "
+            "(channels-first, one example at a time) are left to lax"
+        )
+    copy = nnx.clone(module)
+    convs = [layer for _, layer in nnx.iter_modules(copy) if isinstance(layer, nnx.Conv)]
+    if not convs:
+        raise ValueError(f"module: {type(module).__name__} has no nnx.Conv layer to swap")
+    for layer in convs:
+        if layer.conv_general_dilated is jax.lax.conv_general_dilated:
+            layer.conv_general_dilated = patch_conv
+    return copy

@@ -40,6 +40,8 @@ class HostOptions:
         Use ``"host"`` for convolutional models on CPU, where XLA runs the
         gradient convolutions inside a ``scan`` body with a naive kernel (6–18×
         slower per step); keep ``"scan"`` on GPU/TPU and under ``jit``/``vmap``.
+        An NNX model stays fast under ``"scan"`` after
+        :func:`jaxreg.nn.swap_stock_convs`.
 
     Example:
       >>> options = HostOptions(progress=True, epochs_per_chunk=5)

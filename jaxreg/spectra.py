@@ -26,6 +26,7 @@ inside :func:`jaxreg.fit` (its ``params_metrics``):
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import chex
@@ -163,9 +164,17 @@ def power_law_fit(eigenvalues: ArrayLike, *, threshold: float = 1e-5) -> PowerLa
       >>> round(float(fit.alpha), 1)
       3.5
     """
-    x = jnp.sort(jnp.ravel(jnp.asarray(eigenvalues)))
-    if x.shape[0] < 2:
-        raise ValueError(f"eigenvalues must hold at least 2 values, got {x.shape[0]}")
+    values = jnp.ravel(jnp.asarray(eigenvalues))
+    if values.shape[0] < 2:
+        raise ValueError(f"eigenvalues must hold at least 2 values, got {values.shape[0]}")
+    return _power_law_fit(values, threshold)
+
+
+@jax.jit
+def _power_law_fit(values: jax.Array, threshold: float) -> PowerLawFit:
+    """:func:`power_law_fit`, compiled once per spectrum size: run op by op, its candidate
+    fits cost seconds of small compiles on a first call."""
+    x = jnp.sort(values)
     valid = x > threshold
     log_x = jnp.log(jnp.where(valid, x, 1.0))
     candidates = jnp.arange(x.shape[0])
@@ -263,15 +272,23 @@ def layer_spectrum(
       >>> int(layer_spectrum(spiked).num_spikes)  # one learned direction
       1
     """
+    if key is not None:
+        check_key(key)
+    return _layer_spectrum(jnp.asarray(kernel), key, threshold, channels_last=channels_last)
+
+
+@partial(jax.jit, static_argnames="channels_last")
+def _layer_spectrum(kernel, key, threshold, *, channels_last: bool) -> LayerSpectrum:
+    """:func:`layer_spectrum`, compiled once per kernel shape (op by op, the power-law fit
+    alone costs seconds of small compiles on a first call)."""
     matrices = kernel_matrices(kernel, channels_last=channels_last)
     values = _esd(matrices)
-    fit = power_law_fit(values, threshold=threshold)
+    fit = _power_law_fit(values, threshold)
     lambda_max, total = values[-1], jnp.sum(values)
     edge, spike = _spike_threshold(matrices)
     nan = jnp.full((), jnp.nan, values.dtype)
     rand_lambda_max, num_traps = nan, nan
     if key is not None:
-        check_key(key)
         shuffled = jax.random.permutation(key, jnp.ravel(matrices)).reshape(matrices.shape)
         rand_values = _esd(shuffled)
         rand_lambda_max = rand_values[-1]

@@ -157,7 +157,7 @@ def swap_stock_convs(module: nnx.Module) -> nnx.Module:
             "(channels-first, one example at a time) are left to lax"
         )
     copy = nnx.clone(module)
-    convs = [layer for _, layer in nnx.iter_modules(copy) if isinstance(layer, nnx.Conv)]
+    convs = [layer for _, layer in nnx.iter_graph(copy) if isinstance(layer, nnx.Conv)]
     if not convs:
         raise ValueError(f"module: {type(module).__name__} has no nnx.Conv layer to swap")
     for layer in convs:

@@ -27,9 +27,11 @@ from experiments.study.spec import LEARNING_RATE
 from jaxreg import data as data_lib
 from jaxreg.data import HeldOut
 
+# XLA's level 0: these runs are a few steps long, and compiling is most of their time.
 TINY = StudyConfig(
-    seeds=2, tune_seeds=1, epochs=2, wide_epochs=1, cnn_epochs=1, search_configs=2, search_seeds=2
-)
+    seeds=2, tune_seeds=1, epochs=2, wide_epochs=1, cnn_epochs=1, search_configs=2, search_seeds=2,
+    compile_level=0,
+)  # fmt: skip
 
 
 def test_held_out_refuses_reads_until_unlocked():

@@ -22,7 +22,9 @@ from jaxreg import data as data_lib
 from jaxreg import penalties
 from jaxreg.nn import MLP, functional
 
-TINY = StudyConfig(seeds=2, tune_seeds=1, epochs=2, search_configs=2, search_seeds=1)
+TINY = StudyConfig(
+    seeds=2, tune_seeds=1, epochs=2, search_configs=2, search_seeds=1, compile_level=0
+)
 
 
 def dense_evidence(apply, params, x, y, strength):

@@ -109,6 +109,19 @@ def measure_starts(run: Callable[[int], tuple[int, float]], starts: int) -> dict
     }
 
 
+def interleaved(calls: dict[str, Callable], repeats: int, wait: Callable) -> dict[str, list]:
+    """Seconds of each call over ``repeats`` rounds in which every call runs once, the order
+    rotated each round (the protocol's "within JAX: one process, interleaved"). ``wait``
+    blocks on a call's result (``jax.block_until_ready``); warm the calls up first."""
+    names, times = list(calls), {name: [] for name in calls}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            start = time.perf_counter()
+            wait(calls[name]())
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def thread_env(threads: int) -> dict:
     """The environment of a side's process: thread pools sized to ``threads``."""
     env = dict(os.environ)

@@ -42,6 +42,7 @@ from flax import nnx
 from flax.training import train_state
 
 import jaxreg
+from benchmarks import _protocol
 from benchmarks._machine import describe, record
 from experiments import gallery
 
@@ -209,12 +210,7 @@ def _interleaved(calls: dict[str, Callable]) -> dict[str, float]:
     """Median seconds of each warm call, the calls taken in turn (order rotated per round)."""
     for fn in calls.values():
         jax.block_until_ready(fn())  # compile outside the timings
-    names, times = list(calls), {name: [] for name in calls}
-    for round_ in range(REPEATS):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            start = time.perf_counter()
-            jax.block_until_ready(calls[name]())
-            times[name].append(time.perf_counter() - start)
+    times = _protocol.interleaved(calls, REPEATS, jax.block_until_ready)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -31,7 +31,7 @@ import optax
 from flax import nnx
 
 import jaxreg
-from benchmarks import frameworks
+from benchmarks import _protocol, frameworks
 from benchmarks._machine import describe, record
 from experiments import gallery
 
@@ -45,12 +45,7 @@ def _first_and_steady(calls: dict[str, Callable]) -> dict[str, dict[str, float]]
         start = time.perf_counter()
         jax.block_until_ready(fn())
         first[name] = time.perf_counter() - start
-    names, times = list(calls), {name: [] for name in calls}
-    for round_ in range(REPEATS):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            start = time.perf_counter()
-            jax.block_until_ready(calls[name]())
-            times[name].append(time.perf_counter() - start)
+    times = _protocol.interleaved(calls, REPEATS, jax.block_until_ready)
     return {
         name: {"first_call": first[name], "steady": statistics.median(times[name])}
         for name in calls

@@ -197,3 +197,13 @@ def test_measure_starts_warms_up_on_its_own_seed_and_measures_the_others():
     assert result["hvps"]["values"] == [10.0, 11.0, 12.0]
     assert result["error"]["values"] == [0.0, 0.1, 0.2]
     assert len(result["seconds"]["values"]) == 3 and result["first_call_s"] >= 0
+
+
+def test_interleaved_rotates_the_order_every_round_and_times_each_call_once_per_round():
+    order, waited = [], []
+    calls = {name: (lambda name=name: order.append(name) or name) for name in "abc"}
+    times = _protocol.interleaved(calls, 3, waited.append)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert waited == order  # every result is waited on
+    assert {name: len(values) for name, values in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for values in times.values() for t in values)

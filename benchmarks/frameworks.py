@@ -1,7 +1,7 @@
 """``fit`` on stock gallery models vs each framework's idiomatic hand-written loop.
 
 Workload: the gallery's five models (``experiments/gallery.py``, full width): the NNX
-tutorial CNN, Linen ResNet and Equinox CNN on scikit-learn's 8×8 digits (1,437 training
+tutorial CNN, Linen ResNet and Equinox CNN on scikit-learn's 8×8 digits (1,438 training
 images), the NNX Transformer on 1,440 majority-token sequences and the NNX GRU on
 MNIST-1D (4,000 sequences); Adam 1e-3, batches of 64, ``EPOCHS`` epochs, the training
 set evaluated after every epoch in one pass (what ``fit`` records; ``eval_batch_size``
@@ -63,7 +63,9 @@ _NNX_MODULES = {
 }
 
 
-def _nnx_loop(x, y, name="nnx_cnn"):
+def nnx_loop(x, y, name="nnx_cnn"):
+    """The hand-written NNX training loop (``nnx.jit`` steps, ``nnx.Optimizer``) as
+    ``run(epochs=EPOCHS) -> last training loss``; ``benchmarks/stock_conv.py`` uses it too."""
     model = _NNX_MODULES[name](nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
@@ -269,11 +271,11 @@ def main() -> None:
     tokens, majority = (np.asarray(a) for a in gallery.majority_tokens(jax.random.key(0), 1440))
     mnist1d = jaxreg.data.mnist1d()
     loops = {
-        "nnx_cnn": (_nnx_loop, x, y),
+        "nnx_cnn": (nnx_loop, x, y),
         "linen_resnet": (_linen_loop, x, y),
         "equinox_cnn": (_equinox_loop, np.moveaxis(x, -1, 1), y),  # Equinox: channels first
-        "transformer": (functools.partial(_nnx_loop, name="transformer"), tokens, majority),
-        "gru": (functools.partial(_nnx_loop, name="gru"), np.asarray(mnist1d.x_train),
+        "transformer": (functools.partial(nnx_loop, name="transformer"), tokens, majority),
+        "gru": (functools.partial(nnx_loop, name="gru"), np.asarray(mnist1d.x_train),
                 np.asarray(mnist1d.y_train)),
     }  # fmt: skip
     print(f"machine: {describe()}")

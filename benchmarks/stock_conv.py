@@ -1,7 +1,7 @@
 """A stock NNX CNN in jaxreg's loops, as written and after ``swap_stock_convs``.
 
 Workload: the Flax NNX MNIST tutorial's CNN (``experiments/gallery.py``'s ``NNXCNN``,
-full width, 8×8 input) on scikit-learn's 8×8 digits (1,437 training images). Both
+full width, 8×8 input) on scikit-learn's 8×8 digits (1,438 training images). Both
 sides run in one process, interleaved (the protocol's "within JAX"): the module as its
 documentation writes it (``lax.conv_general_dilated``) and the copy that
 ``jaxreg.nn.swap_stock_convs`` returns (``patch_conv``), on the same weights.
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"top eigenvalue: stock {values['stock']:.6f}, swapped {values['swapped']:.6f}")
     eigen = _first_and_steady({name: _top_eigenvalue(m, x, y) for name, m in models.items()})
     calls = {name: _fit_scan(m, x, y) for name, m in models.items()}
-    calls["hand"] = frameworks._nnx_loop(x, y)
+    calls["hand"] = frameworks.nnx_loop(x, y)
     fits = _first_and_steady(calls)
     for label, section in (("top-1 Lanczos", eigen), ("fit, steps='scan'", fits)):
         for name, entry in section.items():

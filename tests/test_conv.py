@@ -191,3 +191,16 @@ def test_swap_stock_convs_refuses_what_it_cannot_swap():
         nn.swap_stock_convs(eqx.nn.Conv2d(1, 4, 3, key=jax.random.key(0)))
     with pytest.raises(ValueError, match=r"module: Linear has no nnx\.Conv"):
         nn.swap_stock_convs(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
+def test_a_linen_conv_given_patch_conv_computes_the_stock_function_without_lax():
+    """What the Linen advice (docs/howto/own_model.md, ``swap_stock_convs``'s error) says."""
+    import flax.linen as linen
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    stock = linen.Conv(4, (3, 3), strides=2)
+    fast = linen.Conv(4, (3, 3), strides=2, conv_general_dilated=patch_conv)
+    variables = stock.init(jax.random.key(1), x)
+    chex.assert_trees_all_close(fast.apply(variables, x), stock.apply(variables, x), atol=1e-5)
+    assert _convolutions(jax.make_jaxpr(lambda x: fast.apply(variables, x))(x).jaxpr) == 0
+    assert _convolutions(jax.make_jaxpr(lambda x: stock.apply(variables, x))(x).jaxpr) == 1
